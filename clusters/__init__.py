@@ -1,0 +1,1 @@
+"""Hardware catalog, collective and parallelism models, and projections onto clusters."""

@@ -1,0 +1,1 @@
+"""Measuring half of rackbench: device detection, timing, statistics, result sets, CLI."""
