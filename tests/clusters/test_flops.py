@@ -1,0 +1,80 @@
+"""Parameter and FLOP counts against published totals and closed forms."""
+import pytest
+
+from clusters import flops as F
+from clusters.workloads import list_models, load_model
+
+
+@pytest.mark.parametrize("name", [n for n in list_models()])
+def test_total_params_match_published(name):
+    m = load_model(name)
+    if m.reported_params is None:
+        pytest.skip("no published total")
+    assert F.total_params(m) == pytest.approx(m.reported_params, rel=0.01)
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "qwen3-235b-a22b", "mixtral-8x22b"])
+def test_active_params_match_published(name):
+    m = load_model(name)
+    assert F.active_params(m) == pytest.approx(m.reported_active_params, rel=0.03)
+
+
+def test_llama3_405b_exact_count():
+    # 126 * (attention 570,425,344 + SwiGLU 2,617,245,696 + norms 32,768) + 2 * 128256*16384 + 16384
+    m = load_model("llama3-405b")
+    assert F.total_params(m) == 126 * (570425344 + 2617245696 + 32768) + 2 * 128256 * 16384 + 16384
+
+
+def test_deepseek_mtp_is_about_14b_with_shared_head():
+    # DeepSeek-V3's hub checkpoint is 685B = 671B main + 14B MTP (which includes the shared
+    # embedding and head as stored there: 2 * 0.93B).
+    m = load_model("deepseek-v3")
+    with_head = F.mtp_params(m) + 2 * m.vocab_size * m.hidden_size
+    assert with_head == pytest.approx(14e9, rel=0.06)
+
+
+@pytest.mark.parametrize("name", ["gpt-18b", "gpt-146b", "gpt-310b", "gpt-530b", "gpt-1t",
+                                  "gpt3-175b"])
+def test_hardware_flops_with_full_recompute_equal_megatron_formula(name):
+    m = load_model(name)
+    assert F.hardware_flops_per_token(m, m.seq_len, "full") == pytest.approx(
+        F.megatron_2021_flops_per_token(m, m.seq_len), rel=1e-9)
+
+
+def test_model_flops_is_palm_6n_plus_12lhqt_for_llama():
+    # PaLM: 6N + 12*L*H*Q*T where N excludes the input embedding (a lookup).
+    m = load_model("llama3-8b")
+    s = 8192
+    n = F.total_params(m) - m.vocab_size * m.hidden_size - (2 * m.n_layers + 1) * m.hidden_size
+    expect = 6 * n + 12 * m.n_layers * m.n_heads * m.head_dim * s
+    assert F.model_flops_per_token(m, s) == pytest.approx(expect, rel=1e-9)
+
+
+def test_recompute_ordering_and_causal_halving():
+    m = load_model("llama3-70b")
+    s = 4096
+    none = F.hardware_flops_per_token(m, s, "none")
+    sel = F.hardware_flops_per_token(m, s, "selective")
+    full = F.hardware_flops_per_token(m, s, "full")
+    assert none == F.model_flops_per_token(m, s) < sel < full
+    assert F.attention_core_flops_fwd(m, s, causal=True) * 2 == F.attention_core_flops_fwd(m, s, False)
+
+
+def test_gemm_shapes_sum_to_layer_flops():
+    m = load_model("llama3-70b")
+    per_tok = sum(g.flops for g in F.attention_gemms(m, 1, 1) + F.ffn_gemms(m, 1, m.ffn_hidden_size, 1))
+    assert per_tok == 2 * (F.dense_layer_params(m) - F.norm_params(m))
+    # Tensor parallelism splits the FLOPs evenly.
+    tp8 = sum(g.flops for g in F.attention_gemms(m, 1, 8) + F.ffn_gemms(m, 1, m.ffn_hidden_size, 8))
+    assert tp8 * 8 == per_tok
+
+
+def test_moe_gemms_balance_tokens_over_experts():
+    m = load_model("deepseek-v3")
+    tokens, ep = 4096, 64
+    g = {x.name: x for x in F.moe_gemms(m, tokens, 1, ep)}
+    assert g["expert_up"].count == 4
+    assert g["expert_up"].m == tokens * ep * 8 // 256
+    # Expert FLOPs per chip = tokens * top-k * one expert's FLOPs per token.
+    one = 2 * F.ffn_params(m, 2048)
+    assert g["expert_up"].flops + g["expert_down"].flops == pytest.approx(tokens * 8 * one)
