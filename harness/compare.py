@@ -1,0 +1,489 @@
+"""Compare two result sets case by case and say, with statistics, whether anything got worse.
+
+Per pair of cases (paired by `CaseResult.key`): the ratio of medians NEW/BASE with a bootstrap
+confidence interval on the raw samples, a Mann-Whitney U test on the raw samples, Holm's
+correction over all tests, and a verdict. A case is slower (or faster) only when the effect
+exceeds the factor AND the corrected test is significant: the factor alone would flag noisy
+cases, the test alone would flag real but irrelevant 0.3% changes on quiet machines.
+Direction (lower or higher is better) is read from each record, never guessed from a name.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as _sps
+
+from harness.resultset import CaseResult, ResultSet, load
+
+VERDICTS = ("faster", "slower", "same", "newly failing", "fixed", "new", "missing", "not comparable")
+WORSE_VERDICTS = ("slower", "newly failing")
+# Verdicts that mean the pair was actually compared (anything else: nothing to compare with).
+COMPARED_VERDICTS = ("faster", "slower", "same", "newly failing", "fixed")
+
+EXIT_OK = 0
+EXIT_WORSE = 1
+EXIT_USER_ERROR = 2
+EXIT_NOTHING_COMPARABLE = 3
+
+DEFAULT_FACTOR = 1.05
+DEFAULT_ALPHA = 0.01
+BOOTSTRAP_RESAMPLES = 2000
+# Fixed so that the same two files always give the same table (golden tests, CI logs).
+BOOTSTRAP_SEED = 20261128
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    key: str
+    name: str
+    group: str
+    verdict: str
+    reason: str = ""
+    direction: str | None = None
+    unit: str | None = None
+    base_median: float | None = None
+    new_median: float | None = None
+    ratio: float | None = None  # NEW median / BASE median, in the record's unit
+    ratio_ci_low: float | None = None
+    ratio_ci_high: float | None = None
+    p_value: float | None = None
+    p_holm: float | None = None
+    base_n: int = 0
+    new_n: int = 0
+
+    @property
+    def slowdown(self) -> float | None:
+        """The ratio oriented so that > 1 is worse, whatever the record's direction."""
+        if self.ratio is None or not self.ratio > 0:
+            return None
+        return self.ratio if self.direction == "lower" else 1.0 / self.ratio
+
+
+@dataclass(frozen=True)
+class FamilySummary:
+    group: str
+    n_compared: int  # cases with a ratio (ok in both sets)
+    geomean_slowdown: float | None  # > 1 is worse
+    counts: dict
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base_label: str
+    new_label: str
+    factor: float
+    alpha: float
+    resamples: int
+    comparable: bool
+    not_comparable_reasons: tuple[str, ...]
+    notes: tuple[str, ...]
+    cases: tuple[CaseComparison, ...]
+    n_tests: int = 0
+    base_meta: dict = field(default_factory=dict, repr=False)
+    new_meta: dict = field(default_factory=dict, repr=False)
+
+    def counts(self) -> dict:
+        out = {v: 0 for v in VERDICTS}
+        for c in self.cases:
+            out[c.verdict] += 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        if not self.comparable:
+            return EXIT_NOTHING_COMPARABLE
+        counts = self.counts()
+        if any(counts[v] for v in WORSE_VERDICTS):
+            return EXIT_WORSE
+        if not any(counts[v] for v in COMPARED_VERDICTS):
+            return EXIT_NOTHING_COMPARABLE
+        return EXIT_OK
+
+    def families(self) -> list[FamilySummary]:
+        groups: dict[str, list[CaseComparison]] = {}
+        for c in self.cases:
+            groups.setdefault(c.group, []).append(c)
+        out = []
+        for g in sorted(groups):
+            members = groups[g]
+            logs = [math.log(c.slowdown) for c in members if c.slowdown is not None]
+            counts = {}
+            for c in members:
+                counts[c.verdict] = counts.get(c.verdict, 0) + 1
+            out.append(FamilySummary(g, len(logs), math.exp(sum(logs) / len(logs)) if logs else None, counts))
+        return out
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (controls the family-wise error rate at alpha)."""
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    scaled = (m - np.arange(m)) * p[order]
+    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate(scaled))
+    out = np.empty(m)
+    out[order] = adjusted_sorted
+    return out
+
+
+def _padded_sorted(sample_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    n = np.array([len(s) for s in sample_lists])
+    out = np.full((len(sample_lists), int(n.max())), np.nan)
+    for i, s in enumerate(sample_lists):
+        out[i, : len(s)] = np.sort(s)
+    return out, n
+
+
+def _bootstrap_medians(sample_lists: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap medians, shape (cases, resamples), in O(resamples) per case instead of O(n*resamples).
+
+    A bootstrap resample draws x_sorted[floor(n*V)] for uniform V, and floor is monotone, so the
+    m-th smallest resampled value is x_sorted[floor(n*U_(m))] with U_(m) ~ Beta(m, n-m+1), the
+    m-th order statistic of n uniforms. Given U_(m) = u, the next one is u + (1-u)*Beta(1, n-m).
+    Drawing those two betas gives exactly the bootstrap distribution of numpy's median (the
+    mean of the two middle values for even n) without materialising any resample.
+    """
+    x, n = _padded_sorted(sample_lists)
+    m = ((n + 1) // 2)[:, None]  # lower middle rank, 1-based
+    nn = n[:, None]
+    u_m = rng.beta(m, nn - m + 1, size=(len(n), resamples))
+    rest = np.maximum(nn - m, 1)  # odd n: the second draw is unused, keep beta's parameters valid
+    u_next = u_m + (1.0 - u_m) * rng.beta(1.0, rest, size=(len(n), resamples))
+    i_lo = np.minimum(np.floor(nn * u_m).astype(np.int64), nn - 1)
+    i_hi = np.where(nn % 2 == 0, np.minimum(np.floor(nn * u_next).astype(np.int64), nn - 1), i_lo)
+    return 0.5 * (np.take_along_axis(x, i_lo, axis=1) + np.take_along_axis(x, i_hi, axis=1))
+
+
+def bootstrap_ratio_ci(base_samples, new_samples, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CI of median(new)/median(base) for many pairs at once.
+
+    `base_samples` and `new_samples` are equal-length lists of 1-D sample arrays. Returns
+    (low, high) arrays, one entry per pair.
+    """
+    if not len(base_samples):
+        return np.array([]), np.array([])
+    rng = np.random.default_rng(seed)
+    mb = _bootstrap_medians([np.asarray(s, float) for s in base_samples], resamples, rng)
+    mn = _bootstrap_medians([np.asarray(s, float) for s in new_samples], resamples, rng)
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.percentile(mn / mb, [tail, 100.0 - tail], axis=1)
+    return low, high
+
+
+def mann_whitney_p(base_samples, new_samples) -> np.ndarray:
+    """Two-sided Mann-Whitney U p-values, vectorised over pairs that share sample counts."""
+    p = np.ones(len(base_samples))
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, (b, n) in enumerate(zip(base_samples, new_samples)):
+        by_shape.setdefault((len(b), len(n)), []).append(i)
+    for idx in by_shape.values():
+        xb = np.array([base_samples[i] for i in idx], dtype=float)
+        xn = np.array([new_samples[i] for i in idx], dtype=float)
+        res = _sps.mannwhitneyu(xb, xn, alternative="two-sided", axis=1)
+        # all-identical samples give NaN: no evidence of a difference
+        p[idx] = np.nan_to_num(np.asarray(res.pvalue, dtype=float), nan=1.0)
+    return p
+
+
+# ---------------------------------------------------------------------------- comparability
+
+
+def jax_series(version: str | None) -> str | None:
+    """The part of a JAX version whose change may change performance: 0.x.y -> '0.x', else major."""
+    if not version:
+        return None
+    parts = str(version).split(".")
+    if parts[0] == "0" and len(parts) > 1:
+        return f"0.{parts[1]}"
+    return parts[0]
+
+
+def comparability(base_meta: dict, new_meta: dict) -> tuple[list[str], list[str]]:
+    """(reasons the sets cannot be compared, notes worth showing even when they can)."""
+    reasons, notes = [], []
+    bd, nd = base_meta.get("device") or {}, new_meta.get("device") or {}
+    if bd.get("kind") != nd.get("kind"):
+        reasons.append(f"device kind differs: {bd.get('kind')} vs {nd.get('kind')}")
+    if bd.get("count") != nd.get("count"):
+        reasons.append(f"device count differs: {bd.get('count')} vs {nd.get('count')}")
+    bj, nj = (base_meta.get("software") or {}).get("jax"), (new_meta.get("software") or {}).get("jax")
+    if bj and nj and jax_series(bj) != jax_series(nj):
+        reasons.append(f"JAX major version differs: {bj} vs {nj} (0.x minor releases count as major)")
+    elif bj != nj:
+        notes.append(f"JAX version: {bj} vs {nj}")
+    bm, nm = base_meta.get("machine_id"), new_meta.get("machine_id")
+    if bm and nm and bm != nm:
+        notes.append(f"different machines: {bm} vs {nm}")
+    elif base_meta.get("fingerprint_id") != new_meta.get("fingerprint_id"):
+        notes.append(f"machine fingerprint differs: {base_meta.get('fingerprint_id')} vs {new_meta.get('fingerprint_id')}")
+    for label, meta in (("BASE", base_meta), ("NEW", new_meta)):
+        if meta.get("complete") is False:
+            notes.append(f"{label} is an incomplete (interrupted) run; missing cases are expected")
+    return reasons, notes
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def _status_verdict(b: CaseResult, n: CaseResult) -> tuple[str, str] | None:
+    """The verdict when at least one side did not measure; None when both are ok."""
+    if b.status == "ok" and n.status == "ok":
+        return None
+    if n.status == "failed":
+        if b.status == "failed":
+            return "same", f"failing in both: {n.reason or ''}".rstrip(": ")
+        return "newly failing", n.reason or "failed"
+    if b.status == "failed" and n.status == "ok":
+        return "fixed", f"was failing: {b.reason or ''}".rstrip(": ")
+    if n.status == "skipped":
+        if b.status == "skipped":
+            return "same", f"skipped in both: {n.reason or ''}".rstrip(": ")
+        return "missing", f"skipped in NEW: {n.reason or ''}".rstrip(": ")
+    # b skipped, n ok
+    return "new", f"skipped in BASE: {b.reason or ''}".rstrip(": ")
+
+
+def _label(rs: ResultSet, fallback: str) -> str:
+    commit = ((rs.meta.get("git") or {}).get("commit") or "")[:8]
+    parts = [str(rs.path) if rs.path else fallback]
+    if commit:
+        parts.append(f"commit {commit}")
+    if rs.meta.get("created_utc"):
+        parts.append(str(rs.meta["created_utc"]))
+    dev = rs.meta.get("device") or {}
+    parts.append(f"{dev.get('kind')} x{dev.get('count')}")
+    jax = (rs.meta.get("software") or {}).get("jax")
+    if jax:
+        parts.append(f"jax {jax}")
+    return ", ".join(parts)
+
+
+def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FACTOR, alpha: float = DEFAULT_ALPHA,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Comparison:
+    if not factor >= 1.0:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    reasons, notes = comparability(base.meta, new.meta)
+    comparable = not reasons
+    base_by_key = {c.key: c for c in base.cases}
+    new_by_key = {c.key: c for c in new.cases}
+    # Display names: the bare name unless two cases share it with different parameters.
+    names = [c.name for c in base.cases] + [c.name for c in new.cases if c.key not in base_by_key]
+    dup = {nm for nm in names if names.count(nm) > 1} if len(set(names)) != len(names) else set()
+
+    def display(c: CaseResult) -> str:
+        return c.key if c.name in dup else c.name
+
+    rows: list[dict] = []
+    tested: list[int] = []  # indices into rows that get the statistics
+    for key, b in base_by_key.items():
+        n = new_by_key.get(key)
+        row = dict(key=key, name=display(b), group=b.group, direction=b.direction, unit=b.unit)
+        rows.append(row)
+        if n is None:
+            row.update(verdict="missing", reason="not in NEW")
+            continue
+        if not comparable:
+            row.update(verdict="not comparable", reason="; ".join(reasons))
+            continue
+        sv = _status_verdict(b, n)
+        if sv is not None:
+            row.update(verdict=sv[0], reason=sv[1])
+            continue
+        if (b.direction, b.unit) != (n.direction, n.unit):
+            row.update(verdict="not comparable",
+                       reason=f"unit/direction changed: {b.unit}/{b.direction} vs {n.unit}/{n.direction}")
+            continue
+        if not b.samples_s or not n.samples_s:
+            row.update(verdict="not comparable", reason="no raw samples")
+            continue
+        row.update(bs=np.asarray(b.samples_s, float), ns=np.asarray(n.samples_s, float))
+        tested.append(len(rows) - 1)
+    for key, n in new_by_key.items():
+        if key not in base_by_key:
+            rows.append(dict(key=key, name=display(n), group=n.group, direction=n.direction, unit=n.unit,
+                             verdict="new", reason="not in BASE" if n.status == "ok" else f"not in BASE; {n.status}"))
+
+    if tested:
+        bs = [rows[i]["bs"] for i in tested]
+        ns = [rows[i]["ns"] for i in tested]
+        low, high = bootstrap_ratio_ci(bs, ns, resamples=resamples, seed=seed)
+        p = mann_whitney_p(bs, ns)
+        p_adj = holm(p)
+        for j, i in enumerate(tested):
+            row = rows[i]
+            mb, mn = float(np.median(row["bs"])), float(np.median(row["ns"]))
+            ratio = mn / mb if mb > 0 else float("inf")
+            worse = ratio if row["direction"] == "lower" else 1.0 / ratio
+            significant = p_adj[j] < alpha
+            if significant and worse > factor:
+                verdict, reason = "slower", ""
+            elif significant and worse < 1.0 / factor:
+                verdict, reason = "faster", ""
+            elif significant:
+                verdict, reason = "same", f"significant but within the factor {factor:g}"
+            elif worse > factor or worse < 1.0 / factor:
+                verdict, reason = "same", f"beyond the factor but not significant at alpha {alpha:g}"
+            else:
+                verdict, reason = "same", ""
+            row.update(verdict=verdict, reason=reason, base_median=mb, new_median=mn, ratio=ratio,
+                       ratio_ci_low=float(low[j]), ratio_ci_high=float(high[j]), p_value=float(p[j]),
+                       p_holm=float(p_adj[j]), base_n=len(row["bs"]), new_n=len(row["ns"]))
+
+    cases = []
+    for row in rows:
+        row.pop("bs", None), row.pop("ns", None)
+        if "base_median" not in row:
+            b, n = base_by_key.get(row["key"]), new_by_key.get(row["key"])
+            row["base_median"] = b.median_s if b is not None else None
+            row["new_median"] = n.median_s if n is not None else None
+        cases.append(CaseComparison(**row))
+    return Comparison(
+        base_label=_label(base, "BASE"), new_label=_label(new, "NEW"), factor=factor, alpha=alpha,
+        resamples=resamples, comparable=comparable, not_comparable_reasons=tuple(reasons),
+        notes=tuple(notes), cases=tuple(cases), n_tests=len(tested), base_meta=base.meta, new_meta=new.meta,
+    )
+
+
+def compare_files(base_path, new_path, **kwargs) -> Comparison:
+    """Load both files (UserError on a bad one) and compare them."""
+    return compare_sets(load(Path(base_path)), load(Path(new_path)), **kwargs)
+
+
+# ---------------------------------------------------------------------------- display
+
+_SI = ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
+
+
+def format_value(v: float | None, unit: str | None) -> str:
+    """Times with an SI prefix (4 significant figures), other units as they are."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if unit == "s":
+        for scale, prefix in _SI:
+            if abs(v) >= scale or scale == 1e-9:
+                return f"{v / scale:.4g} {prefix}s"
+    return f"{v:.4g} {unit or ''}".rstrip()
+
+
+def format_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<1e-6" if p < 1e-6 else f"{p:.2g}"
+
+
+def format_ratio(c: CaseComparison) -> tuple[str, str]:
+    if c.ratio is None:
+        return "-", "-"
+    return f"{c.ratio:.3f}", f"[{c.ratio_ci_low:.3f}, {c.ratio_ci_high:.3f}]"
+
+
+TABLE_HEADER = ("case", "base", "new", "new/base", "95% CI", "p (Holm)", "verdict", "note")
+
+
+def table_rows(cmp: Comparison, only_changed: bool = False) -> list[tuple[str, ...]]:
+    """Display strings, one tuple per case, in TABLE_HEADER's order (shared by every format)."""
+    out = []
+    for c in cmp.cases:
+        if only_changed and c.verdict == "same":
+            continue
+        ratio, ci = format_ratio(c)
+        out.append((c.name, format_value(c.base_median, c.unit), format_value(c.new_median, c.unit),
+                    ratio, ci, format_p(c.p_holm), c.verdict, c.reason))
+    return out
+
+
+def family_rows(cmp: Comparison) -> list[tuple[str, str, str]]:
+    out = []
+    for f in cmp.families():
+        gm = "-" if f.geomean_slowdown is None else f"{f.geomean_slowdown:.3f}"
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(f.counts.items(), key=lambda kv: VERDICTS.index(kv[0])))
+        out.append((f.group, gm, counts))
+    return out
+
+
+def exit_message(cmp: Comparison) -> str:
+    code = cmp.exit_code
+    if code == EXIT_WORSE:
+        return "exit 1: something is slower or newly failing"
+    if code == EXIT_NOTHING_COMPARABLE:
+        why = "; ".join(cmp.not_comparable_reasons) or "no case measured in both sets"
+        return f"exit 3: nothing comparable ({why})"
+    return "exit 0: nothing worse"
+
+
+def _header_lines(cmp: Comparison) -> list[str]:
+    lines = [f"base: {cmp.base_label}", f"new:  {cmp.new_label}",
+             f"factor {cmp.factor:g}, alpha {cmp.alpha:g} (Holm over {cmp.n_tests} tests), "
+             f"{cmp.resamples} bootstrap resamples"]
+    lines += [f"NOT COMPARABLE: {r}" for r in cmp.not_comparable_reasons]
+    lines += [f"note: {n}" for n in cmp.notes]
+    return lines
+
+
+def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+
+
+def format_table(cmp: Comparison, only_changed: bool = False) -> str:
+    counts = cmp.counts()
+    lines = _header_lines(cmp) + [""]
+    lines += _aligned(TABLE_HEADER, table_rows(cmp, only_changed))
+    lines += ["", "by family (geometric mean of new/base, oriented so > 1 is worse):"]
+    lines += ["  " + s for s in _aligned(("family", "geomean", "verdicts"), family_rows(cmp))]
+    lines += ["", "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), exit_message(cmp)]
+    return "\n".join(lines) + "\n"
+
+
+def md_cell(text: str) -> str:
+    """Markdown table cell: no pipes, no raw HTML (GitHub renders inline HTML)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header, rows) -> list[str]:
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def format_markdown(cmp: Comparison, only_changed: bool = False) -> str:
+    lines = ["### rackbench compare", ""] + [f"- {md_cell(l)}" for l in _header_lines(cmp)] + [""]
+    lines += _md_table(TABLE_HEADER, table_rows(cmp, only_changed))
+    lines += ["", "Geometric mean of new/base per family (> 1 is worse):", ""]
+    lines += _md_table(("family", "geomean", "verdicts"), family_rows(cmp))
+    lines += ["", f"**{md_cell(exit_message(cmp))}**"]
+    return "\n".join(lines) + "\n"
+
+
+def _num(v):
+    return v if v is None or math.isfinite(v) else None
+
+
+def to_json_dict(cmp: Comparison, only_changed: bool = False) -> dict:
+    return {
+        "base": cmp.base_label,
+        "new": cmp.new_label,
+        "factor": cmp.factor,
+        "alpha": cmp.alpha,
+        "bootstrap_resamples": cmp.resamples,
+        "comparable": cmp.comparable,
+        "not_comparable_reasons": list(cmp.not_comparable_reasons),
+        "notes": list(cmp.notes),
+        "counts": cmp.counts(),
+        "families": [{"group": f.group, "n_compared": f.n_compared, "geomean_slowdown": f.geomean_slowdown,
+                      "counts": f.counts} for f in cmp.families()],
+        "cases": [
+            {k: (_num(v) if isinstance(v, float) else v) for k, v in c.__dict__.items()}
+            for c in cmp.cases if not (only_changed and c.verdict == "same")
+        ],
+        "exit_code": cmp.exit_code,
+    }

@@ -1,0 +1,112 @@
+"""Builders for synthetic result sets used by the compare/history/report/nightly tests.
+
+Loaded by path (tests run in importlib mode, so there is no package to import it from):
+    synth = load_synth()   # see the helper at the top of each test module
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.resultset import CaseResult, ResultSet, default_path, save
+from harness.stats import summarize
+
+
+def make_meta(
+    *,
+    machine_id: str = "box-a",
+    fingerprint_id: str = "fp-aaaa",
+    device_kind: str = "cpu",
+    device_count: int = 1,
+    jax: str = "0.10.2",
+    created_utc: str = "2026-11-01T00:00:00Z",
+    commit: str = "a" * 40,
+    complete: bool = True,
+    hostname: str = "host-a",
+) -> dict:
+    return {
+        "created_utc": created_utc,
+        "machine_id": machine_id,
+        "fingerprint": {"platform": "cpu", "device_kind": device_kind, "device_count": device_count,
+                        "host_cpu": "synthetic", "hostname": hostname},
+        "fingerprint_id": fingerprint_id,
+        "seed": 0,
+        "suite": "quick",
+        "git": {"commit": commit, "branch": "main", "dirty": False, "commit_time": created_utc},
+        "host": {"hostname": hostname, "system": "Linux", "release": "6", "machine": "x86_64",
+                 "cpu": "synthetic", "cpu_count": 2, "memory_bytes": 8 * 2**30},
+        "device": {"platform": "cpu", "kind": device_kind, "count": device_count,
+                   "memory_bytes": 8 * 2**30, "catalog_chip": None},
+        "software": {"python": "3.11.2", "jax": jax, "jaxlib": jax, "numpy": "2.4.6"},
+        "ceilings": {"peak_flops_per_s": {"float32": 1.0e11, "bfloat16": 2.0e11},
+                     "peak_bw_bytes_per_s": 2.0e10, "source": "measured: synthetic"},
+        "complete": complete,
+        "warnings": [],
+    }
+
+
+def samples(rng: np.random.Generator, median_s: float, n: int, rel_sd: float) -> list[float]:
+    """Log-normal timing samples around `median_s` (timings are skewed, never negative)."""
+    return [float(v) for v in median_s * np.exp(rng.normal(0.0, rel_sd, n))]
+
+
+def make_case(name: str, group: str, samples_s=(), *, params=None, status: str = "ok",
+              reason=None, direction: str = "lower", flops=None, bytes=None) -> CaseResult:
+    samples_s = list(samples_s)
+    stats = summarize(samples_s).to_dict() if samples_s else {}
+    med = stats.get("median_s")
+    achieved_f = flops / med if (flops and med) else None
+    achieved_b = bytes / med if (bytes and med) else None
+    return CaseResult(
+        name=name, group=group, params=dict(params or {}), status=status, reason=reason,
+        direction=direction, samples_s=samples_s, stats=stats, flops=flops, bytes=bytes,
+        achieved_flops_per_s=achieved_f, achieved_bytes_per_s=achieved_b,
+        timing={"method": "synthetic", "reps_per_sample": 1},
+    )
+
+
+def make_set(cases, **meta_kw) -> ResultSet:
+    return ResultSet(meta=make_meta(**meta_kw), cases=list(cases))
+
+
+def many_cases(rng: np.random.Generator, n_cases: int, n_samples: int = 30, rel_sd: float = 0.02,
+               slowdown: float = 1.0, medians=None):
+    """`n_cases` ok cases spread over four families; `medians` fixes each case's true median."""
+    groups = ("matmul", "attention", "membw", "collective")
+    if medians is None:
+        medians = 1e-4 * np.exp(np.linspace(0.0, 4.0, n_cases))
+    return [
+        make_case(f"{groups[i % 4]}/case{i:04d}", groups[i % 4],
+                  samples(rng, medians[i] * slowdown, n_samples, rel_sd), params={"size": i},
+                  flops=2.0 * 256**3, bytes=3 * 4 * 256**2)
+        for i in range(n_cases)
+    ]
+
+
+def save_in(results_dir: Path, rs: ResultSet) -> Path:
+    """Save where the harness would: results/<machine_id>/<stamp>-<commit8>.json."""
+    return save(rs, default_path(Path(results_dir), rs.meta))
+
+
+def nightly_series(results_dir: Path, n_nights: int, n_cases: int, *, step_at=None, step=1.0,
+                   night_sd: float = 0.02, seed: int = 0, n_samples: int = 15,
+                   machine_id: str = "box-a", fingerprint_id: str = "fp-aaaa") -> list[Path]:
+    """One set per night; from night `step_at` on, every case's true median is times `step`.
+
+    Each night's medians wander by `night_sd` (machine state, thermal, noise neighbours), which
+    is what makes a small step invisible to a single night-to-night comparison.
+    """
+    rng = np.random.default_rng(seed)
+    base = 1e-4 * np.exp(np.linspace(0.0, 3.0, n_cases))
+    paths = []
+    for night in range(n_nights):
+        factor = step if (step_at is not None and night >= step_at) else 1.0
+        medians = base * factor * np.exp(rng.normal(0.0, night_sd, n_cases))
+        cases = many_cases(rng, n_cases, n_samples=n_samples, rel_sd=0.01, medians=medians)
+        day = np.datetime64("2026-01-01T02:00:00") + np.timedelta64(night, "D")
+        commit = f"{night:08x}" + "c" * 32
+        rs = make_set(cases, created_utc=str(day) + "Z", commit=commit,
+                      machine_id=machine_id, fingerprint_id=fingerprint_id)
+        paths.append(save_in(results_dir, rs))
+    return paths

@@ -1,0 +1,312 @@
+"""compare: golden files with an exactly asserted table, statistics that catch 5% and ignore noise."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import compare
+from harness.errors import UserError
+from harness.resultset import load, save
+
+DATA = Path(__file__).parent / "data"
+
+
+def _load_synth():
+    spec = importlib.util.spec_from_file_location("rackbench_test_synth", DATA / "synth.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+synth = _load_synth()
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """The real `harness.cli.main`, minus sub-commands other people have not landed yet."""
+    import harness.cli as cli_mod
+
+    present = tuple(m for m in cli_mod.COMMAND_MODULES if importlib.util.find_spec(m) is not None)
+    assert "harness.cmd_compare" in present
+    monkeypatch.setattr(cli_mod, "COMMAND_MODULES", present)
+    return cli_mod.main
+
+
+def tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+GOLDEN_TABLE = """\
+base: base.json, commit 11111111, 2026-11-01T02:00:00Z, cpu x1, jax 0.10.2
+new:  new.json, commit 22222222, 2026-11-02T02:00:00Z, cpu x1, jax 0.10.2
+factor 1.05, alpha 0.01 (Holm over 5 tests), 2000 bootstrap resamples
+
+case                       base                   new                    new/base  95% CI          p (Holm)  verdict        note
+matmul/fp32/256            992.7 us               1.211 ms               1.220     [1.201, 1.232]  <1e-6     slower
+matmul/fp32/512            7.944 ms               5.968 ms               0.751     [0.745, 0.766]  <1e-6     faster
+matmul/bf16/512            4.003 ms               3.986 ms               0.996     [0.978, 1.021]  0.8       same
+matmul/fp16/256            899.2 us               -                      -         -               -         missing        not in NEW
+matmul/fp8/256             -                      -                      -         -               -         same           skipped in both: fp8 unsupported on cpu
+attention/causal/1024      3.882 ms               5.808 ms               1.496     [0.929, 1.716]  0.13      same           beyond the factor but not significant at alpha 0.01
+attention/full/512         1.985 ms               -                      -         -               -         newly failing  RESOURCE_EXHAUSTED: out of memory
+membw/copy/64MiB           9.971e+09 bytes_per_s  7.999e+09 bytes_per_s  0.802     [0.788, 0.820]  <1e-6     slower
+collective/allreduce/1MiB  -                      200.2 us               -         -               -         fixed          was failing: no second device
+train_step/tiny            -                      29.88 ms               -         -               -         new            not in BASE
+
+by family (geometric mean of new/base, oriented so > 1 is worse):
+  family      geomean  verdicts
+  attention   1.496    1 same, 1 newly failing
+  collective  -        1 fixed
+  matmul      0.970    1 faster, 1 slower, 2 same, 1 missing
+  membw       1.247    1 slower
+  train_step  -        1 new
+
+verdicts: 1 faster, 2 slower, 3 same, 1 newly failing, 1 fixed, 1 new, 1 missing
+exit 1: something is slower or newly failing
+"""
+
+
+def test_golden_table_and_exit_code(cli, capsys, monkeypatch):
+    monkeypatch.chdir(DATA)
+    assert cli(["compare", "base.json", "new.json"]) == 1
+    assert capsys.readouterr().out == GOLDEN_TABLE
+
+
+def test_golden_only_changed_hides_same(cli, capsys, monkeypatch):
+    monkeypatch.chdir(DATA)
+    assert cli(["compare", "base.json", "new.json", "--only-changed"]) == 1
+    out = capsys.readouterr().out
+    assert "matmul/bf16/512" not in out and "attention/causal/1024" not in out
+    assert "matmul/fp32/256" in out and "train_step/tiny" in out
+
+
+def test_golden_json(cli, capsys, monkeypatch):
+    monkeypatch.chdir(DATA)
+    assert cli(["compare", "base.json", "new.json", "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    verdicts = {c["name"]: c["verdict"] for c in doc["cases"]}
+    assert verdicts == {
+        "matmul/fp32/256": "slower", "matmul/fp32/512": "faster", "matmul/bf16/512": "same",
+        "matmul/fp16/256": "missing", "matmul/fp8/256": "same", "attention/causal/1024": "same",
+        "attention/full/512": "newly failing", "membw/copy/64MiB": "slower",
+        "collective/allreduce/1MiB": "fixed", "train_step/tiny": "new",
+    }
+    assert doc["exit_code"] == 1 and doc["counts"]["slower"] == 2
+    membw = next(c for c in doc["cases"] if c["name"] == "membw/copy/64MiB")
+    # higher is better here: the ratio fell, which is worse, so the oriented slowdown is 1/ratio
+    assert membw["direction"] == "higher" and membw["ratio"] == pytest.approx(0.802, abs=5e-4)
+    fam = {f["group"]: f for f in doc["families"]}
+    assert fam["membw"]["geomean_slowdown"] == pytest.approx(1 / membw["ratio"])
+
+
+def test_golden_markdown_escapes_and_has_table(cli, capsys, monkeypatch):
+    monkeypatch.chdir(DATA)
+    assert cli(["compare", "base.json", "new.json", "--format", "markdown"]) == 1
+    out = capsys.readouterr().out
+    assert "| matmul/fp32/256 | 992.7 us | 1.211 ms | 1.220 | [1.201, 1.232] | <1e-6 | slower |  |" in out.replace("&lt;", "<")
+    assert "**exit 1: something is slower or newly failing**" in out
+
+
+def test_same_file_is_all_same_exit_0(cli, capsys):
+    assert cli(["compare", str(DATA / "base.json"), str(DATA / "base.json")]) == 0
+    assert "exit 0: nothing worse" in capsys.readouterr().out
+
+
+def test_pytest_benchmark_files_compare(cli, capsys):
+    code = cli(["compare", str(DATA / "pytest_benchmark_base.json"), str(DATA / "pytest_benchmark_new.json")])
+    out = capsys.readouterr().out
+    assert code == 1
+    # pytest-benchmark files hold only cases with samples, and no direction: lower is assumed
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("matmul/", "membw/"))}
+    assert rows["matmul/fp32/256"][-1] == "slower"
+    assert rows["matmul/fp32/512"][-1] == "faster"
+
+
+def test_other_machine_is_not_comparable_exit_3(cli, capsys):
+    assert cli(["compare", str(DATA / "base.json"), str(DATA / "other_machine.json")]) == 3
+    out = capsys.readouterr().out
+    assert "NOT COMPARABLE: device kind differs: cpu vs NVIDIA H200" in out
+    assert "NOT COMPARABLE: JAX major version differs: 0.10.2 vs 0.11.2" in out
+    assert "exit 3: nothing comparable" in out
+    assert "slower" not in out.split("by family")[0]
+
+
+@pytest.mark.parametrize(
+    "meta_change, reason",
+    [
+        ({"device_count": 8}, "device count differs: 1 vs 8"),
+        ({"jax": "0.11.0"}, "JAX major version differs: 0.10.2 vs 0.11.0 (0.x minor releases count as major)"),
+    ],
+)
+def test_not_comparable_reasons(meta_change, reason):
+    base = synth.make_set([synth.make_case("m", "matmul", [1.0, 1.1, 0.9])])
+    new = synth.make_set([synth.make_case("m", "matmul", [1.0, 1.1, 0.9])], **meta_change)
+    cmp = compare.compare_sets(base, new)
+    assert cmp.not_comparable_reasons == (reason,)
+    assert [c.verdict for c in cmp.cases] == ["not comparable"] and cmp.exit_code == 3
+
+
+def test_jax_patch_release_is_comparable_with_a_note():
+    base = synth.make_set([synth.make_case("m", "matmul", [1.0, 1.1, 0.9])])
+    new = synth.make_set([synth.make_case("m", "matmul", [1.0, 1.1, 0.9])], jax="0.10.7")
+    cmp = compare.compare_sets(base, new)
+    assert cmp.comparable and cmp.notes == ("JAX version: 0.10.2 vs 0.10.7",)
+    assert compare.jax_series("0.10.2") == "0.10" and compare.jax_series("1.2.0") == "1"
+
+
+def test_no_common_cases_exit_3():
+    base = synth.make_set([synth.make_case("a", "matmul", [1.0, 1.1])])
+    new = synth.make_set([synth.make_case("b", "matmul", [1.0, 1.1])])
+    cmp = compare.compare_sets(base, new)
+    assert [c.verdict for c in cmp.cases] == ["missing", "new"] and cmp.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t: t[: len(t) // 2], "not valid JSON"),
+        (lambda t: "\x00\x13garbage" + t[10:], "not valid JSON"),
+        (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "unknown schema version 99"),
+    ],
+    ids=["truncated", "corrupted", "unknown-version"],
+)
+def test_bad_files_exit_2_and_results_untouched(cli, capsys, tmp_path, mutate, message):
+    results = tmp_path / "results" / "box-a"
+    results.mkdir(parents=True)
+    good = results / "20261101T020000-11111111.json"
+    shutil.copy(DATA / "base.json", good)
+    bad = results / "20261102T020000-22222222.json"
+    bad.write_text(mutate((DATA / "new.json").read_text()))
+    before = tree_hash(tmp_path / "results")
+    assert cli(["compare", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and message in err
+    assert tree_hash(tmp_path / "results") == before
+
+
+def test_bad_flags_exit_2(cli, capsys):
+    assert cli(["compare", str(DATA / "base.json"), str(DATA / "new.json"), "--factor", "0.9"]) == 2
+    assert "--factor 0.9" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def test_synthetic_5_percent_slowdown_is_flagged():
+    rng = np.random.default_rng(11)
+    base = synth.make_set(synth.many_cases(rng, 20, n_samples=200, rel_sd=0.02))
+    new = synth.make_set(synth.many_cases(rng, 20, n_samples=200, rel_sd=0.02, slowdown=1.05))
+    # The planted effect is exactly 5%, so a 1.05 threshold would be a coin toss on the point
+    # estimate; 1.03 asks "is a 5% slowdown caught", which is the claim.
+    cmp = compare.compare_sets(base, new, factor=1.03)
+    assert [c.verdict for c in cmp.cases] == ["slower"] * 20 and cmp.exit_code == 1
+    for c in cmp.cases:
+        assert c.ratio_ci_low < 1.05 < c.ratio_ci_high or abs(c.ratio - 1.05) < 0.01
+    fam = cmp.families()
+    assert all(f.geomean_slowdown == pytest.approx(1.05, abs=0.005) for f in fam)
+
+
+def test_5_percent_with_few_noisy_samples_is_not_flagged():
+    rng = np.random.default_rng(12)
+    base = synth.make_set(synth.many_cases(rng, 8, n_samples=5, rel_sd=0.15))
+    new = synth.make_set(synth.many_cases(rng, 8, n_samples=5, rel_sd=0.15, slowdown=1.05))
+    cmp = compare.compare_sets(base, new)
+    assert {c.verdict for c in cmp.cases} == {"same"} and cmp.exit_code == 0
+
+
+def test_significant_but_small_change_is_same():
+    rng = np.random.default_rng(13)
+    base = synth.make_set(synth.many_cases(rng, 4, n_samples=400, rel_sd=0.005))
+    new = synth.make_set(synth.many_cases(rng, 4, n_samples=400, rel_sd=0.005, slowdown=1.02))
+    cmp = compare.compare_sets(base, new)
+    assert all(c.p_holm < 1e-6 for c in cmp.cases)
+    assert [c.verdict for c in cmp.cases] == ["same"] * 4
+    assert cmp.cases[0].reason == "significant but within the factor 1.05"
+
+
+def test_pure_noise_200_cases_no_false_alarm():
+    rng = np.random.default_rng(14)
+    base = synth.make_set(synth.many_cases(rng, 200, n_samples=30, rel_sd=0.05))
+    new = synth.make_set(synth.many_cases(rng, 200, n_samples=30, rel_sd=0.05))
+    cmp = compare.compare_sets(base, new)
+    assert cmp.counts()["same"] == 200 and cmp.exit_code == 0
+    # Without Holm some of the 200 raw p-values fall below 0.01 by chance; with it none survives.
+    raw = np.array([c.p_value for c in cmp.cases])
+    assert (raw < 0.05).sum() > 0
+    assert min(c.p_holm for c in cmp.cases) > 0.01
+
+
+def test_holm_matches_hand_computation():
+    # sorted p: .005 .01 .03 .04 -> x4 x3 x2 x1 = .02 .03 .06 .04 -> running max .02 .03 .06 .06
+    np.testing.assert_allclose(compare.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    assert compare.holm([]).size == 0
+
+
+def test_bootstrap_medians_match_naive_resampling():
+    """The two-beta shortcut gives the same bootstrap distribution as resampling, odd and even n."""
+    rng = np.random.default_rng(15)
+    for n in (7, 12):
+        x = rng.lognormal(0.0, 0.3, n)
+        fast = compare._bootstrap_medians([x], 100_000, np.random.default_rng(1))[0]
+        naive = np.median(x[rng.integers(0, n, (100_000, n))], axis=1)
+        xs = np.sort(x)
+        possible = 0.5 * (xs[:, None] + xs[None, :]) if n % 2 == 0 else xs
+        assert np.isin(fast, possible).all()  # only values a resample's median can take
+        support = np.union1d(fast, naive)
+        # probability of each bootstrap median value; 100k draws give about +-0.003 on each
+        p_fast = (fast[:, None] == support).mean(axis=0)
+        p_naive = (naive[:, None] == support).mean(axis=0)
+        np.testing.assert_allclose(p_fast, p_naive, atol=0.006)
+
+
+def test_direction_is_read_from_the_record():
+    rng = np.random.default_rng(16)
+    higher_b = synth.make_case("tput", "membw", synth.samples(rng, 100.0, 50, 0.01), direction="higher")
+    higher_n = synth.make_case("tput", "membw", synth.samples(rng, 120.0, 50, 0.01), direction="higher")
+    cmp = compare.compare_sets(synth.make_set([higher_b]), synth.make_set([higher_n]))
+    assert cmp.cases[0].verdict == "faster" and cmp.cases[0].slowdown == pytest.approx(1 / 1.2, rel=0.02)
+
+
+def test_status_transitions():
+    ok = lambda n: synth.make_case(n, "g", [1.0, 1.0, 1.0])  # noqa: E731
+    failed = lambda n: synth.make_case(n, "g", status="failed", reason="boom")  # noqa: E731
+    skipped = lambda n: synth.make_case(n, "g", status="skipped", reason="no gpu")  # noqa: E731
+    base = synth.make_set([ok("a"), failed("b"), failed("c"), ok("d"), skipped("e"), skipped("f")])
+    new = synth.make_set([failed("a"), ok("b"), failed("c"), skipped("d"), ok("e"), failed("f")])
+    got = {c.name: (c.verdict, c.reason) for c in compare.compare_sets(base, new).cases}
+    assert got == {
+        "a": ("newly failing", "boom"), "b": ("fixed", "was failing: boom"),
+        "c": ("same", "failing in both: boom"), "d": ("missing", "skipped in NEW: no gpu"),
+        "e": ("new", "skipped in BASE: no gpu"), "f": ("newly failing", "boom"),
+    }
+
+
+def test_same_name_different_params_are_separate_rows():
+    a1 = synth.make_case("mm", "matmul", [1.0, 1.0], params={"n": 1})
+    a2 = synth.make_case("mm", "matmul", [2.0, 2.0], params={"n": 2})
+    cmp = compare.compare_sets(synth.make_set([a1, a2]), synth.make_set([a1, a2]))
+    assert [c.name for c in cmp.cases] == ['mm {"n":1}', 'mm {"n":2}']
+    assert [c.verdict for c in cmp.cases] == ["same", "same"]
+
+
+def test_incomplete_new_set_is_noted(tmp_path):
+    rs = synth.make_set([synth.make_case("m", "matmul", [1.0, 1.1, 0.9])], complete=False)
+    path = save(rs, tmp_path / "x.json")
+    cmp = compare.compare_sets(load(DATA / "base.json"), load(path))
+    assert "NEW is an incomplete (interrupted) run; missing cases are expected" in cmp.notes
+
+
+def test_missing_file_is_user_error():
+    with pytest.raises(UserError, match="no such result file"):
+        compare.compare_files(DATA / "base.json", DATA / "does-not-exist.json")
