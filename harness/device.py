@@ -1,0 +1,211 @@
+"""What this run is on: device, host, software and git state, and the device's ceilings.
+
+Ceilings (peak FLOP/s per dtype, memory bandwidth) come from the catalog when the device is a
+known chip; otherwise (any CPU) they are measured in the run and the result set says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def host_cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def host_info() -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "cpu": host_cpu(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": host_memory_bytes(),
+    }
+
+
+def git_info(repo: Path | None = None) -> dict:
+    repo = repo or Path(__file__).resolve().parent.parent
+    commit = _run(["git", "rev-parse", "HEAD"], repo)
+    if commit is None:
+        return {"commit": None, "branch": None, "dirty": None, "commit_time": None}
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo)
+    return {
+        "commit": commit,
+        "branch": _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], repo),
+        "dirty": bool(status),
+        "commit_time": _run(["git", "show", "-s", "--format=%cI", "HEAD"], repo),
+    }
+
+
+def _cuda_versions() -> dict:
+    """CUDA runtime/driver/cuDNN versions through jax's private hook; absent without the plugin."""
+    out: dict = {}
+    try:
+        from jax._src.lib import cuda_versions  # private API: guarded, may move
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        cuda_versions = None
+    if cuda_versions is not None:
+        for key, fn in (
+            ("cuda_runtime", "cuda_runtime_get_version"),
+            ("cuda_driver", "cuda_driver_get_version"),
+            ("cudnn", "cudnn_get_version"),
+            ("cublas", "cublas_get_version"),
+        ):
+            try:
+                out[key] = getattr(cuda_versions, fn)()
+            except Exception:  # noqa: BLE001
+                pass
+    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    if smi:
+        parts = [p.strip() for p in smi.splitlines()[0].split(",")]
+        if len(parts) >= 2:
+            out["nvidia_driver"] = parts[1]
+    return out
+
+
+def software_info() -> dict:
+    import jax
+    import jaxlib
+    import numpy
+
+    info = {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_compiler": platform.python_compiler(),
+        "executable": sys.executable,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpy": numpy.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax_env": {k: v for k, v in os.environ.items() if k.startswith("JAX_")},
+    }
+    try:
+        import optax
+
+        info["optax"] = optax.__version__
+    except ImportError:
+        info["optax"] = None
+    info.update(_cuda_versions())
+    return info
+
+
+def _device_memory_bytes(dev) -> int | None:
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats raise or return None
+        stats = None
+    if stats:
+        return stats.get("bytes_limit") or stats.get("bytes_reservable_limit")
+    if dev.platform == "cpu":
+        return host_memory_bytes()
+    return None
+
+
+def device_info() -> dict:
+    import jax
+
+    devs = jax.devices()
+    d0 = devs[0]
+    info = {
+        "platform": d0.platform,
+        "kind": d0.device_kind,
+        "count": len(devs),
+        "local_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+        "memory_bytes": _device_memory_bytes(d0),
+        "compute_capability": getattr(d0, "compute_capability", None),
+        "catalog_chip": None,
+    }
+    chip = catalog_chip(info["kind"], info["platform"])
+    if chip is not None:
+        info["catalog_chip"] = chip.name
+    return info
+
+
+def catalog_chip(device_kind: str, platform_name: str):
+    """The catalog chip matching this device, or None (CPUs are never in the catalog)."""
+    if platform_name == "cpu":
+        return None
+    from clusters.catalog import match_device_kind
+
+    return match_device_kind(device_kind)
+
+
+def catalog_ceilings(chip) -> dict:
+    return {
+        "peak_flops_per_s": dict(chip.peak_flops_per_s),
+        "peak_bw_bytes_per_s": chip.hbm_bw_bytes_per_s,
+        "source": f"catalog: {chip.name}",
+        "sources": {k: v for k, v in chip.sources.items() if k.startswith(("peak_flops_per_s", "hbm_bw"))},
+    }
+
+
+def machine_id(host: dict, device: dict) -> str:
+    """Directory name under results/: host plus device, stable across runs on one machine."""
+    kind = re.sub(r"[^a-z0-9]+", "-", device["kind"].lower()).strip("-")
+    host_name = re.sub(r"[^a-z0-9]+", "-", host["hostname"].lower()).strip("-")
+    return f"{host_name}-{device['platform']}-{kind}-x{device['count']}"
+
+
+def fingerprint(host: dict, device: dict) -> tuple[dict, str]:
+    """What must match for two runs to be the same machine for the nightly comparison."""
+    fp = {
+        "platform": device["platform"],
+        "device_kind": device["kind"],
+        "device_count": device["count"],
+        "host_cpu": host["cpu"],
+        "hostname": host["hostname"],
+    }
+    digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+    return fp, digest
+
+
+def environment() -> dict:
+    """The run-level metadata of a result set, minus what the run itself adds."""
+    host = host_info()
+    device = device_info()
+    fp, fp_id = fingerprint(host, device)
+    return {
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "machine_id": machine_id(host, device),
+        "fingerprint": fp,
+        "fingerprint_id": fp_id,
+        "host": host,
+        "device": device,
+        "software": software_info(),
+        "git": git_info(),
+    }

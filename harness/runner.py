@@ -1,0 +1,219 @@
+"""Run a suite: for each case build inputs, compile, check the output, time it, and keep the
+result set on disk after every case, so a crash or Ctrl-C never loses what was measured."""
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import jax
+import numpy as np
+
+from harness import device as device_mod
+from harness.errors import UserError
+from harness.resultset import CaseResult, ResultSet, default_path, save
+from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN, summarize
+from harness.suites import build_suite
+from harness.timing import TimingConfig, compile_ahead, time_compiled
+from kernels.base import Case
+
+DEFAULT_SEED = 20261128
+
+
+def case_key(seed: int, name: str):
+    """Per-case PRNG key: the run's seed folded with a stable hash of the case name, so a case's
+    inputs do not change when other cases are added or filtered out."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower():
+        return f"out of memory: {first[:300]}"
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
+    """One case, isolated: anything it raises becomes a failed result, never a crashed run."""
+    base = dict(name=case.name, group=case.group, params=dict(case.params), flops=case.flops, bytes=case.bytes)
+    reason = case.skip(dev)
+    if reason:
+        return CaseResult(status="skipped", reason=reason, **base)
+    try:
+        fn, args = case.make(case_key(seed, case.name))
+        compiled = compile_ahead(fn, args)
+        out = compiled.fn(*args)
+        jax.block_until_ready(out)
+        check: dict = {"reference": "none"}
+        if case.check is not None:
+            err, tol = case.check(args, out)
+            check = {"error": err, "tolerance": tol, "metric": "max|out-ref|/rms(ref)", "reference": "float64 / fp32-highest"}
+            if not np.isfinite(err) or err > tol:
+                return CaseResult(
+                    status="failed",
+                    reason=f"wrong result: error {err:.3g} > tolerance {tol:.3g}",
+                    check=check,
+                    timing={"lower_s": compiled.lower_s, "compile_s": compiled.compile_s},
+                    **base,
+                )
+        del out
+        timing = time_compiled(fn, compiled, args, cfg)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - failure isolation is the point
+        return CaseResult(status="failed", reason=_reason(exc), extra={"traceback": traceback.format_exc(limit=3)}, **base)
+    summary = summarize(timing.samples_s)
+    median = summary.median_s
+    res = CaseResult(
+        status="ok",
+        samples_s=list(timing.samples_s),
+        stats=summary.to_dict(),
+        achieved_flops_per_s=case.flops / median if median > 0 else None,
+        achieved_bytes_per_s=case.bytes / median if median > 0 else None,
+        timing=timing.to_dict(cfg),
+        check=check,
+        extra={"peak_dtype": case.peak_dtype},
+        **base,
+    )
+    if summary.relative_iqr > LARGE_SPREAD_IQR_OVER_MEDIAN:
+        res.timing["notes"].append(f"large spread: IQR is {summary.relative_iqr:.0%} of the median")
+    return res
+
+
+def measured_ceilings(cases: Iterable[CaseResult]) -> dict:
+    """Ceilings of a device the catalog does not know: the best matmul rate per dtype and the
+    best streaming bandwidth seen in this run."""
+    flops: dict[str, float] = {}
+    bw = None
+    for c in cases:
+        if c.status != "ok":
+            continue
+        if c.group in ("matmul", "matmul_model") and c.achieved_flops_per_s:
+            d = c.params["dtype"]
+            flops[d] = max(flops.get(d, 0.0), c.achieved_flops_per_s)
+        if c.group == "membw" and c.params.get("op") == "stream_add" and c.achieved_bytes_per_s:
+            bw = max(bw or 0.0, c.achieved_bytes_per_s)
+    return {
+        "peak_flops_per_s": flops,
+        "peak_bw_bytes_per_s": bw,
+        "source": "measured in this run: best matmul rate per dtype, best stream_add bandwidth",
+    }
+
+
+def apply_ceilings(rs: ResultSet, ceilings: dict) -> None:
+    """Fill peak, fraction-of-peak and roofline fraction of every ok case."""
+    peaks = ceilings.get("peak_flops_per_s") or {}
+    bw = ceilings.get("peak_bw_bytes_per_s")
+    for c in rs.cases:
+        if c.status != "ok" or not c.median_s:
+            continue
+        dtype = c.extra.get("peak_dtype")
+        peak = peaks.get(dtype) if dtype else None
+        c.peak_flops_per_s = peak
+        c.peak_bw_bytes_per_s = bw
+        if peak:
+            c.fraction_of_peak = c.achieved_flops_per_s / peak
+        elif bw and dtype is None:
+            c.fraction_of_peak = c.achieved_bytes_per_s / bw
+        bound_s = max((c.flops / peak) if peak else 0.0, (c.bytes / bw) if bw else 0.0)
+        c.roofline_fraction = bound_s / c.median_s if bound_s > 0 else None
+
+
+@dataclass
+class RunOutcome:
+    result_set: ResultSet
+    path: Path
+    interrupted: bool
+
+
+def select(cases: list[Case], pattern: str | None) -> list[Case]:
+    if not pattern:
+        return cases
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise UserError(f"--filter {pattern!r}: not a valid regular expression ({exc})") from None
+    chosen = [c for c in cases if rx.search(c.name)]
+    if not chosen:
+        raise UserError(f"--filter {pattern!r}: matches no case of the suite")
+    return chosen
+
+
+def run_suite(
+    suite: str = "default",
+    pattern: str | None = None,
+    results_dir: Path | str = "results",
+    cfg: TimingConfig | None = None,
+    seed: int = DEFAULT_SEED,
+    out_path: Path | None = None,
+    cases: list[Case] | None = None,
+    progress: Callable | None = None,
+    write: bool = True,
+) -> RunOutcome:
+    """Measure a suite and store it. `cases` overrides the suite's table (tests use it)."""
+    env = device_mod.environment()
+    dev = jax.devices()[0]
+    chosen = select(cases if cases is not None else build_suite(suite, dev.platform), pattern)
+    cfg = cfg or default_timing(suite, dev.platform)
+    chip = device_mod.catalog_chip(env["device"]["kind"], dev.platform)
+    meta = {
+        **env,
+        "seed": seed,
+        "suite": suite,
+        "filter": pattern,
+        "argv": sys.argv,
+        "timing_config": cfg.__dict__,
+        "complete": False,
+        "interrupted": False,
+        "warnings": [],
+        "n_cases_planned": len(chosen),
+    }
+    rs = ResultSet(meta=meta, cases=[])
+    path = Path(out_path) if out_path else default_path(Path(results_dir), meta)
+    ceilings = device_mod.catalog_ceilings(chip) if chip else None
+
+    def store() -> None:
+        used = ceilings or measured_ceilings(rs.cases)
+        rs.meta["ceilings"] = used
+        apply_ceilings(rs, used)
+        if write:
+            save(rs, path)
+
+    interrupted = False
+    bar = progress(total=len(chosen)) if progress else None
+    try:
+        for case in chosen:
+            if bar is not None:
+                bar.set_postfix_str(case.name[-48:])
+            result = measure_case(case, dev, seed, cfg)
+            rs.cases.append(result)
+            for note in result.timing.get("notes", []):
+                if note.startswith("large spread"):
+                    rs.meta["warnings"].append(f"{case.name}: {note}")
+            store()
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+        rs.meta["interrupted"] = True
+        rs.meta["warnings"].append(f"interrupted after {len(rs.cases)} of {len(chosen)} cases")
+    finally:
+        if bar is not None:
+            bar.close()
+    rs.meta["complete"] = not interrupted
+    store()
+    return RunOutcome(rs, path, interrupted)
+
+
+def default_timing(suite: str, platform: str) -> TimingConfig:
+    """Sample budgets: tight on a CPU so `make bench` stays near a minute, fuller on a GPU."""
+    if suite == "quick":
+        return TimingConfig(min_time_s=0.005, samples=7, min_samples=5, max_case_time_s=0.3)
+    if platform == "cpu":
+        return TimingConfig(min_time_s=0.02, samples=11, min_samples=5, max_case_time_s=1.0)
+    return TimingConfig(min_time_s=0.05, samples=21, min_samples=7, max_case_time_s=2.0)

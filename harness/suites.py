@@ -1,0 +1,94 @@
+"""Which cases a suite runs, sized to the device: seconds-to-minutes on a CPU, a few minutes
+on one H200. `quick` is CPU-sized everywhere (tests, CI); `default` is what `make bench` runs;
+`full` adds sizes for a thorough reference run."""
+from __future__ import annotations
+
+from kernels.attention import attention_case
+from kernels.base import Case
+from kernels.matmul import matmul_case
+from kernels.membw import rmsnorm_case, stream_case
+from kernels.shapes import MODELS, model_gemms
+
+from harness.errors import UserError
+
+SUITES = ("quick", "default", "full")
+
+# Largest single-call cost a suite admits on a CPU, in FLOPs: a 2-core CPU does ~1e11 FLOP/s in
+# fp32, and bf16 dots run several times slower there, so this keeps `make bench` near a minute.
+_CPU_MAX_CASE_FLOPS = {"quick": 5e8, "default": 2e10, "full": 1.5e11}
+
+
+def _matmul_sweep(sizes, dtypes) -> list[Case]:
+    return [matmul_case(n, n, n, d) for d in dtypes for n in sizes]
+
+
+def _model_gemm_cases(tps, token_counts, dtype) -> list[Case]:
+    cases = []
+    for model in MODELS:
+        for tp in tps:
+            for tokens in token_counts:
+                for layer, m, n, k in model_gemms(model, tp, tokens):
+                    label = f"{model}/{layer}/tp{tp}/t{tokens}"
+                    cases.append(matmul_case(m, n, k, dtype, label=label, group="matmul_model"))
+    return cases
+
+
+def _attention_sweep(seqs, tokens, dtype, impls, heads=(32, 8), passes=("fwd", "fwd_bwd")) -> list[Case]:
+    n_heads, n_kv = heads
+    cases = []
+    for impl in impls:
+        for t in seqs:
+            b = max(1, tokens // t)
+            for causal in (True, False):
+                for p in passes:
+                    cases.append(attention_case(b, t, n_heads, n_kv, 128, causal, p, impl, dtype))
+    return cases
+
+
+def _cpu_cases(suite: str) -> list[Case]:
+    if suite == "quick":
+        cases = _matmul_sweep([128, 256], ["fp32"]) + _matmul_sweep([256], ["bf16", "fp16", "fp8"])
+        cases += [
+            matmul_case(32, 512, 4096, "fp32", label="llama3-8b/attn_out/tp8/t32", group="matmul_model"),
+        ]
+        cases += _attention_sweep([128], 128, "fp32", ("xla", "jnp", "cudnn"), heads=(4, 2))
+        cases += [stream_case(1 << 20), rmsnorm_case(256, 1024, "fp32")]
+        return cases
+    sizes = [256, 512, 1024, 2048] + ([3072] if suite == "full" else [])
+    cases = _matmul_sweep(sizes, ["fp32"]) + _matmul_sweep([256, 512, 1024], ["bf16"])
+    cases += _matmul_sweep([1024], ["fp16", "fp8"])  # recorded as skipped, with the reason
+    cases += _model_gemm_cases([8], [128] if suite == "default" else [128, 512], "fp32")
+    seqs = [256, 512, 1024] if suite == "default" else [256, 512, 1024, 2048]
+    cases += _attention_sweep(seqs, 1024, "fp32", ("xla", "jnp", "cudnn"), heads=(8, 2))
+    cases += _attention_sweep([512], 512, "bf16", ("xla",), heads=(8, 2), passes=("fwd",))
+    cases += [stream_case(1 << 22), stream_case(1 << 24), rmsnorm_case(4096, 4096, "fp32")]
+    limit = _CPU_MAX_CASE_FLOPS[suite]
+    return [c for c in cases if c.flops <= limit]
+
+
+def _gpu_cases(suite: str) -> list[Case]:
+    if suite == "quick":
+        return _cpu_cases("quick")
+    full = suite == "full"
+    sizes = [1024, 2048, 4096, 8192] + ([16384] if full else [])
+    cases = _matmul_sweep(sizes, ["bf16", "fp16", "fp8", "fp32"])
+    cases += _model_gemm_cases([1, 8], [4096, 64] + ([8192] if full else []), "bf16")
+    if full:
+        cases += _model_gemm_cases([8], [4096], "fp8")
+    seqs = [1024, 2048, 4096, 8192] + ([16384] if full else [])
+    cases += _attention_sweep(seqs, 16384, "bf16", ("cudnn", "xla"))
+    # the plain jnp reference materialises B·N·T·S scores; keep it to sizes that fit easily
+    cases += _attention_sweep([1024, 4096], 16384, "bf16", ("jnp",))
+    cases += [stream_case(1 << 28), stream_case(1 << 30), rmsnorm_case(16384, 8192, "bf16")]
+    return cases
+
+
+def build_suite(suite: str, platform: str) -> list[Case]:
+    if suite not in SUITES:
+        raise UserError(f"--suite {suite!r}: unknown suite (choose from {', '.join(SUITES)})")
+    cases = _cpu_cases(suite) if platform == "cpu" else _gpu_cases(suite)
+    names = [c.name for c in cases]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:  # a bug in the tables above, not user input
+        raise AssertionError(f"duplicate case names: {sorted(dupes)}")
+    return cases

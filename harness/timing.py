@@ -1,0 +1,180 @@
+"""How a kernel is timed: compile ahead, warm up, then samples that each last a minimum time.
+
+Two ways to repeat a kernel inside one sample, chosen per case and recorded in the result:
+- host-loop: N dispatches of the compiled program back to back, then block on every output.
+  Used when one call is long enough (>= `host_loop_min_call_s`) that dispatch hides behind
+  execution. This is the "compile, warm up, N calls, block, divide" loop everyone writes.
+- device-loop: N repetitions inside one compiled program (lax.fori_loop with a static trip
+  count), each repetition reading one element changed by the previous one, so XLA can neither
+  hoist the kernel out of the loop nor run repetitions in parallel, and an optimization
+  barrier so it cannot compute only the element the next repetition reads. One dispatch per
+  sample, so per-call time excludes dispatch overhead. Tests check the time per repetition
+  stays flat as N grows (nothing hoisted or deduplicated).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+# The perturbation scale carried between repetitions: small enough never to change a value
+# in practice, but a constant that XLA cannot fold away.
+_CARRY_SCALE = 1e-30
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    min_time_s: float = 0.05  # each sample lasts at least this long
+    samples: int = 15  # samples per case, unless the case budget says fewer
+    min_samples: int = 5  # never fewer, so the median has a confidence interval to speak of
+    max_case_time_s: float = 3.0  # time budget for one case's samples
+    warmup_calls: int = 2
+    host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device
+    max_reps: int = 1_000_000
+
+
+@dataclass
+class Timing:
+    samples_s: list[float]  # per-call seconds, one per sample
+    method: str
+    reps_per_sample: int
+    lower_s: float
+    compile_s: float
+    dispatch_call_s: float  # one call dispatched and blocked on, best of a few (includes dispatch)
+    loop_compile_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self, cfg: TimingConfig) -> dict:
+        return {
+            "method": self.method,
+            "reps_per_sample": self.reps_per_sample,
+            "lower_s": self.lower_s,
+            "compile_s": self.compile_s,
+            "loop_compile_s": self.loop_compile_s,
+            "dispatch_call_s": self.dispatch_call_s,
+            "min_time_s": cfg.min_time_s,
+            "warmup_calls": cfg.warmup_calls,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class Compiled:
+    fn: Callable  # the compiled executable
+    lower_s: float
+    compile_s: float
+
+
+def compile_ahead(fn: Callable, args: tuple) -> Compiled:
+    """jit, lower and compile before any timing; both phases timed on their own."""
+    t0 = time.perf_counter()
+    lowered = jax.jit(fn).lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    return Compiled(compiled, t1 - t0, t2 - t1)
+
+
+def _first_leaf(tree):
+    return jax.tree_util.tree_leaves(tree)[0]
+
+
+def repeat_on_device(fn: Callable, reps: int) -> Callable:
+    """fn repeated `reps` times in one program, each repetition depending on the last.
+
+    The first argument is carried through the loop and one of its elements is nudged by a
+    value read from the previous repetition's output; that read goes through an optimization
+    barrier so the whole output must exist. Returns the last output.
+    """
+
+    def looped(*args):
+        first, rest = args[0], args[1:]
+        out_shape = jax.eval_shape(fn, *args)
+        out0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
+        origin = (0,) * first.ndim
+
+        def body(_, carry):
+            x, out = carry
+            out = jax.lax.optimization_barrier(out)
+            nudge = _first_leaf(out).reshape(-1)[0].astype(jnp.float32) * _CARRY_SCALE
+            x = x.at[origin].add(nudge.astype(x.dtype))
+            return x, fn(x, *rest)
+
+        _, out = jax.lax.fori_loop(0, reps, body, (first, out0))
+        return out
+
+    return looped
+
+
+def _block(x):
+    jax.block_until_ready(x)
+
+
+def _best_single_call(call: Callable, args: tuple, tries: int = 3) -> float:
+    best = math.inf
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        _block(call(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _host_loop_sample(call: Callable, args: tuple, reps: int) -> float:
+    outs = []
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        outs.append(call(*args))
+    _block(outs)
+    return (time.perf_counter() - t0) / reps
+
+
+def _device_loop_sample(looped: Callable, args: tuple, reps: int) -> float:
+    t0 = time.perf_counter()
+    _block(looped(*args))
+    return (time.perf_counter() - t0) / reps
+
+
+def _sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
+    fit = int(cfg.max_case_time_s // max(per_sample_s, 1e-9))
+    return max(cfg.min_samples, min(cfg.samples, fit))
+
+
+def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConfig, force_method: str | None = None) -> Timing:
+    """Warm up and sample an already compiled kernel (the output check happens before this)."""
+    call = compiled.fn
+    for _ in range(cfg.warmup_calls):
+        _block(call(*args))
+    single = _best_single_call(call, args)
+    method = force_method or ("host-loop" if single >= cfg.host_loop_min_call_s else "device-loop")
+
+    if method == "host-loop":
+        reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / single)))
+        n = _sample_count(reps * single, cfg)
+        samples = [_host_loop_sample(call, args, reps) for _ in range(n)]
+        return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single)
+
+    # device-loop: probe with a modest trip count, then size the real one from its result
+    probe_reps = max(2, min(64, math.ceil(cfg.min_time_s / single)))
+    t0 = time.perf_counter()
+    probe = compile_ahead(repeat_on_device(fn, probe_reps), args).fn
+    loop_compile = time.perf_counter() - t0
+    _block(probe(*args))
+    per_rep = _best_single_call(probe, args, tries=2) / probe_reps
+    reps = max(probe_reps, min(cfg.max_reps, math.ceil(cfg.min_time_s / max(per_rep, 1e-12))))
+    looped = probe
+    if reps != probe_reps:
+        t0 = time.perf_counter()
+        looped = compile_ahead(repeat_on_device(fn, reps), args).fn
+        loop_compile += time.perf_counter() - t0
+        _block(looped(*args))
+    n = _sample_count(reps * per_rep, cfg)
+    samples = [_device_loop_sample(looped, args, reps) for _ in range(n)]
+    notes = [
+        f"device-loop: {reps} repetitions in one compiled program per sample; per-call time "
+        f"excludes dispatch (one dispatched call took {single * 1e6:.1f} us)"
+    ]
+    return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single, loop_compile, notes)

@@ -1,0 +1,93 @@
+"""Matrix multiply C[m,n] = A[m,k] @ B[k,n] in fp32, bf16, fp16 and fp8 (e4m3).
+
+fp32 uses Precision.HIGHEST so it is real fp32 (on NVIDIA the default would be TF32). The
+low-precision cases accumulate in fp32 and write bf16/fp16 (fp8 writes bf16), as training
+frameworks do.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernels.base import DTYPES, TOLERANCE, Case, itemsize, random_array, relative_error
+
+OUT_DTYPE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "bf16"}
+
+# Rows of C checked against float64; checking all of an 8192^3 product on the host would take
+# longer than timing it, and any systematic error shows in every row.
+CHECK_ROWS = 64
+
+
+def matmul_flops(m: int, n: int, k: int) -> float:
+    """2·m·n·k: one multiply and one add per inner-product term (the BLAS convention)."""
+    return 2.0 * m * n * k
+
+
+def matmul_bytes(m: int, n: int, k: int, dtype: str) -> float:
+    """Compulsory traffic: read A and B once, write C once (a lower bound; tiles re-read)."""
+    return float((m * k + k * n) * itemsize(dtype) + m * n * itemsize(OUT_DTYPE[dtype]))
+
+
+def _fn(dtype: str):
+    out = DTYPES[OUT_DTYPE[dtype]]
+    precision = jax.lax.Precision.HIGHEST if dtype == "fp32" else None
+
+    def matmul(a, b):
+        return jnp.matmul(a, b, precision=precision, preferred_element_type=out)
+
+    return matmul
+
+
+def _check(args, out):
+    a, b = args
+    rows = min(CHECK_ROWS, a.shape[0])
+    idx = np.linspace(0, a.shape[0] - 1, rows).astype(int)
+    a64 = np.asarray(a[idx].astype(jnp.float32), dtype=np.float64)
+    b64 = np.asarray(b.astype(jnp.float32), dtype=np.float64)
+    got = np.asarray(out[idx].astype(jnp.float32))
+    return relative_error(got, a64 @ b64)
+
+
+def _skip(dtype: str):
+    def skip(device) -> str | None:
+        if dtype == "fp8":
+            if device.platform != "gpu":
+                return "fp8 matmul needs an NVIDIA GPU with compute capability >= 8.9"
+            cc = device.compute_capability
+            if cc is None or float(cc) < 8.9:
+                return f"fp8 matmul needs compute capability >= 8.9 (device has {cc})"
+        if dtype == "fp16" and device.platform == "cpu":
+            # XLA:CPU rejects F16 dot with F32 accumulation, the form we time everywhere else
+            return "XLA:CPU has no fp16 dot with fp32 accumulation"
+        return None
+
+    return skip
+
+
+def matmul_case(m: int, n: int, k: int, dtype: str, label: str | None = None, group: str = "matmul") -> Case:
+    shape = f"{m}x{n}x{k}"
+    name = f"matmul/{dtype}/{label}" if label else f"matmul/{dtype}/{shape}"
+    tol = TOLERANCE[dtype]
+
+    def make(key):
+        ka, kb = jax.random.split(key)
+        return _fn(dtype), (random_array(ka, (m, k), dtype), random_array(kb, (k, n), dtype))
+
+    def check(args, out):
+        return _check(args, out), tol
+
+    params = {"m": m, "n": n, "k": k, "dtype": dtype}
+    if label:
+        params["shape"] = label
+    return Case(
+        name=name,
+        group=group,
+        params=params,
+        make=make,
+        flops=matmul_flops(m, n, k),
+        bytes=matmul_bytes(m, n, k, dtype),
+        peak_dtype=dtype,
+        check=check,
+        skip=_skip(dtype),
+    )
