@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "harness.cmd_run",
     "harness.cmd_show",
     "harness.cmd_devices",
+    "harness.cmd_catalog",
+    "harness.cmd_collective",
 )
 
 EXIT_USER_ERROR = 2
