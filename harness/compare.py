@@ -142,24 +142,34 @@ def _padded_sorted(sample_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarr
     return out, n
 
 
+def _medians(x: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """numpy's median of each row of a NaN-padded sorted array with n[i] valid entries."""
+    rows = np.arange(len(n))
+    return 0.5 * (x[rows, (n - 1) // 2] + x[rows, n // 2])
+
+
 def _bootstrap_medians(sample_lists: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap medians, shape (cases, resamples), in O(resamples) per case instead of O(n*resamples).
 
     A bootstrap resample draws x_sorted[floor(n*V)] for uniform V, and floor is monotone, so the
     m-th smallest resampled value is x_sorted[floor(n*U_(m))] with U_(m) ~ Beta(m, n-m+1), the
-    m-th order statistic of n uniforms. Given U_(m) = u, the next one is u + (1-u)*Beta(1, n-m).
-    Drawing those two betas gives exactly the bootstrap distribution of numpy's median (the
-    mean of the two middle values for even n) without materialising any resample.
+    m-th order statistic of n uniforms. Given U_(m) = u, the next one is u + (1-u)*Beta(1, n-m),
+    and Beta(1, k) is 1 - V**(1/k). Those two draws give exactly the bootstrap distribution of
+    numpy's median (the mean of the two middle values for even n) without building any resample.
     """
     x, n = _padded_sorted(sample_lists)
     m = ((n + 1) // 2)[:, None]  # lower middle rank, 1-based
     nn = n[:, None]
     u_m = rng.beta(m, nn - m + 1, size=(len(n), resamples))
-    rest = np.maximum(nn - m, 1)  # odd n: the second draw is unused, keep beta's parameters valid
-    u_next = u_m + (1.0 - u_m) * rng.beta(1.0, rest, size=(len(n), resamples))
     i_lo = np.minimum(np.floor(nn * u_m).astype(np.int64), nn - 1)
-    i_hi = np.where(nn % 2 == 0, np.minimum(np.floor(nn * u_next).astype(np.int64), nn - 1), i_lo)
-    return 0.5 * (np.take_along_axis(x, i_lo, axis=1) + np.take_along_axis(x, i_hi, axis=1))
+    out = np.take_along_axis(x, i_lo, axis=1)
+    even = np.flatnonzero(n % 2 == 0)
+    if even.size:  # odd n: the median is the single middle value, no second draw
+        ne, me = nn[even], m[even]
+        u_next = 1.0 - (1.0 - u_m[even]) * rng.random((even.size, resamples)) ** (1.0 / (ne - me))
+        i_hi = np.minimum(np.floor(ne * u_next).astype(np.int64), ne - 1)
+        out[even] = 0.5 * (out[even] + np.take_along_axis(x[even], i_hi, axis=1))
+    return out
 
 
 def bootstrap_ratio_ci(base_samples, new_samples, *, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -318,9 +328,10 @@ def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FAC
         low, high = bootstrap_ratio_ci(bs, ns, resamples=resamples, seed=seed)
         p = mann_whitney_p(bs, ns)
         p_adj = holm(p)
+        med_b, med_n = _medians(*_padded_sorted(bs)), _medians(*_padded_sorted(ns))
         for j, i in enumerate(tested):
             row = rows[i]
-            mb, mn = float(np.median(row["bs"])), float(np.median(row["ns"]))
+            mb, mn = float(med_b[j]), float(med_n[j])
             ratio = mn / mb if mb > 0 else float("inf")
             worse = ratio if row["direction"] == "lower" else 1.0 / ratio
             significant = p_adj[j] < alpha

@@ -53,14 +53,14 @@ new:  new.json, commit 22222222, 2026-11-02T02:00:00Z, cpu x1, jax 0.10.2
 factor 1.05, alpha 0.01 (Holm over 5 tests), 2000 bootstrap resamples
 
 case                       base                   new                    new/base  95% CI          p (Holm)  verdict        note
-matmul/fp32/256            992.7 us               1.211 ms               1.220     [1.201, 1.232]  <1e-6     slower
-matmul/fp32/512            7.944 ms               5.968 ms               0.751     [0.745, 0.766]  <1e-6     faster
-matmul/bf16/512            4.003 ms               3.986 ms               0.996     [0.978, 1.021]  0.8       same
+matmul/fp32/256            992.7 us               1.211 ms               1.220     [1.200, 1.232]  <1e-6     slower
+matmul/fp32/512            7.944 ms               5.968 ms               0.751     [0.744, 0.766]  <1e-6     faster
+matmul/bf16/512            4.003 ms               3.986 ms               0.996     [0.979, 1.021]  0.8       same
 matmul/fp16/256            899.2 us               -                      -         -               -         missing        not in NEW
 matmul/fp8/256             -                      -                      -         -               -         same           skipped in both: fp8 unsupported on cpu
-attention/causal/1024      3.882 ms               5.808 ms               1.496     [0.929, 1.716]  0.13      same           beyond the factor but not significant at alpha 0.01
+attention/causal/1024      3.882 ms               5.808 ms               1.496     [0.957, 1.715]  0.13      same           beyond the factor but not significant at alpha 0.01
 attention/full/512         1.985 ms               -                      -         -               -         newly failing  RESOURCE_EXHAUSTED: out of memory
-membw/copy/64MiB           9.971e+09 bytes_per_s  7.999e+09 bytes_per_s  0.802     [0.788, 0.820]  <1e-6     slower
+membw/copy/64MiB           9.971e+09 bytes_per_s  7.999e+09 bytes_per_s  0.802     [0.788, 0.819]  <1e-6     slower
 collective/allreduce/1MiB  -                      200.2 us               -         -               -         fixed          was failing: no second device
 train_step/tiny            -                      29.88 ms               -         -               -         new            not in BASE
 
@@ -114,7 +114,7 @@ def test_golden_markdown_escapes_and_has_table(cli, capsys, monkeypatch):
     monkeypatch.chdir(DATA)
     assert cli(["compare", "base.json", "new.json", "--format", "markdown"]) == 1
     out = capsys.readouterr().out
-    assert "| matmul/fp32/256 | 992.7 us | 1.211 ms | 1.220 | [1.201, 1.232] | <1e-6 | slower |  |" in out.replace("&lt;", "<")
+    assert "| matmul/fp32/256 | 992.7 us | 1.211 ms | 1.220 | [1.200, 1.232] | <1e-6 | slower |  |" in out.replace("&lt;", "<")
     assert "**exit 1: something is slower or newly failing**" in out
 
 

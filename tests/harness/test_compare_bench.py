@@ -1,0 +1,39 @@
+"""Benchmark: compare two generated result sets of 500 cases each, loading included (< 1 s).
+
+CI runs this once as a test (pyproject's addopts has --benchmark-disable). For the figure:
+    .venv/bin/python -m pytest tests/harness/test_compare_bench.py --benchmark-enable
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness import compare
+from harness.resultset import save
+
+DATA = Path(__file__).parent / "data"
+_spec = importlib.util.spec_from_file_location("rackbench_test_synth", DATA / "synth.py")
+synth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synth)
+
+N_CASES = 500
+BUDGET_S = 1.0
+
+
+def test_compare_500_vs_500_under_1s(benchmark, tmp_path):
+    rng = np.random.default_rng(0)
+    base = save(synth.make_set(synth.many_cases(rng, N_CASES, n_samples=50)), tmp_path / "base.json")
+    new = save(synth.make_set(synth.many_cases(rng, N_CASES, n_samples=50, slowdown=1.0)), tmp_path / "new.json")
+
+    t0 = time.perf_counter()
+    cmp = benchmark(compare.compare_files, base, new)
+    elapsed_s = time.perf_counter() - t0
+    assert len(cmp.cases) == N_CASES and cmp.n_tests == N_CASES
+    assert cmp.exit_code == 0
+    if not benchmark.enabled:  # one timed call: the requirement itself
+        assert elapsed_s < BUDGET_S, f"compare took {elapsed_s:.2f} s"
+    else:
+        assert benchmark.stats.stats.median < BUDGET_S
