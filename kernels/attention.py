@@ -32,13 +32,13 @@ def attention_flops(b: int, t: int, s: int, n_heads: int, head_dim: int, causal:
 
 def attention_bytes(b, t, s, n_heads, n_kv_heads, head_dim, dtype, passes) -> float:
     """Compulsory traffic of a fused (flash) kernel: read Q, K, V, write O; backward also reads
-    O and dO and writes dQ, dK, dV."""
+    O and dO and writes dQ, dK, dV: 4 query-sized and 2 K+V-sized tensors."""
     q = b * t * n_heads * head_dim
     kv = 2 * b * s * n_kv_heads * head_dim
     fwd = (2 * q + kv) * itemsize(dtype)
     if passes == "fwd":
         return float(fwd)
-    return float(fwd + (3 * q + 2 * kv) * itemsize(dtype))
+    return float(fwd + (4 * q + 2 * kv) * itemsize(dtype))
 
 
 def reference_attention(q, k, v, causal: bool):
