@@ -8,6 +8,7 @@ from kernels.base import Case
 from kernels.matmul import matmul_case
 from kernels.membw import rmsnorm_case, stream_case
 from kernels.shapes import MODELS, model_gemms
+from kernels.train_step import TinyLlama, train_step_case
 
 from harness.errors import UserError
 
@@ -63,7 +64,8 @@ def _cpu_cases(suite: str) -> list[Case]:
     cases += _attention_sweep([512], 512, "bf16", ("xla",), heads=(8, 2), passes=("fwd",))
     cases += [stream_case(1 << 22), stream_case(1 << 24), rmsnorm_case(4096, 4096, "fp32")]
     limit = _CPU_MAX_CASE_FLOPS[suite]
-    return [c for c in cases if c.flops <= limit]
+    # the training step is the closing-the-loop case: admitted whatever its size
+    return [c for c in cases if c.flops <= limit] + [train_step_case(TinyLlama(), "fp32")]
 
 
 def _gpu_cases(suite: str) -> list[Case]:
@@ -80,6 +82,8 @@ def _gpu_cases(suite: str) -> list[Case]:
     # the plain jnp reference materialises B·N·T·S scores; keep it to sizes that fit easily
     cases += _attention_sweep([1024, 4096], 16384, "bf16", ("jnp",))
     cases += [stream_case(1 << 28), stream_case(1 << 30), rmsnorm_case(16384, 8192, "bf16")]
+    gpu_model = TinyLlama(layers=8, hidden=2048, ffn=5632, heads=16, kv_heads=4, vocab=32000, seq_len=2048, batch=8)
+    cases += [train_step_case(gpu_model, "bf16")]
     return cases
 
 

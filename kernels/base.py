@@ -30,7 +30,8 @@ class Case:
     """One measurable kernel.
 
     `make(key)` returns (fn, args): a pure function and its random inputs. `fn(*args)` is what
-    is compiled and timed. `check(args, out)` returns (error, tolerance) or raises; `None`
+    is compiled and timed. `check(args, out)` returns (error, tolerance) or (error, tolerance,
+    what the error measures), or raises; `None`
     means the case has no reference (it is then recorded as unchecked).
     `skip(device)` returns a reason to skip on this device, or None.
     `peak_dtype` names the catalog peak that bounds it (None: memory-bound only).
@@ -43,7 +44,7 @@ class Case:
     flops: float
     bytes: float
     peak_dtype: str | None
-    check: Callable[[tuple, Any], tuple[float, float]] | None = None
+    check: Callable[[tuple, Any], tuple] | None = None
     skip: Callable[[Any], str | None] = field(default=lambda device: None)
     note: str = ""
 
