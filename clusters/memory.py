@@ -1,0 +1,166 @@
+"""Memory per chip of a training plan: weights, gradients, optimizer state, activations.
+
+Mixed-precision Adam (Rajbhandari et al. 2020, ZeRO, arXiv 1910.02054 sec. 3.1) with
+Megatron-LM's fp32 gradient accumulation: 2 bytes bf16 weights + 4 bytes fp32 gradients +
+12 bytes optimizer state (fp32 master weights, momentum, variance) per parameter.
+ZeRO stage 1 shards the optimizer state over the data-parallel ranks, stage 2 also the
+gradients, stage 3 (= FSDP) also the weights. Activations follow Korthikanti et al. 2022
+(arXiv 2205.05198 sec. 4), generalised from GPT to GQA/MLA, SwiGLU and MoE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clusters import flops as F
+from clusters.plan import Plan, layers_per_stage
+from clusters.workloads import Model
+
+WEIGHT_BYTES = 2.0
+GRAD_BYTES = 4.0  # fp32 main_grad accumulation (Megatron-LM default for bf16 training)
+OPTIMIZER_BYTES = 12.0
+# Stated assumption: 5% of HBM is not available to tensors (CUDA/CANN context, communicator
+# buffers, allocator fragmentation). PyTorch reports ~0.5-1 GiB context plus NCCL buffers and
+# fragmentation of a few GB on 80 GB parts; 5% is a round, overridable figure.
+USABLE_HBM_FRACTION = 0.95
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    weights_bytes: float
+    grads_bytes: float
+    optimizer_bytes: float
+    activations_bytes: float
+    capacity_bytes: float
+
+    @property
+    def total_bytes(self) -> float:
+        return self.weights_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes
+
+    @property
+    def feasible(self) -> bool:
+        return self.total_bytes <= self.capacity_bytes
+
+    @property
+    def reason(self) -> str | None:
+        if self.feasible:
+            return None
+        gb = 1e9
+        return (f"needs {self.total_bytes / gb:.1f} GB per chip (weights {self.weights_bytes / gb:.1f}, "
+                f"grads {self.grads_bytes / gb:.1f}, optimizer {self.optimizer_bytes / gb:.1f}, "
+                f"activations {self.activations_bytes / gb:.1f}) but {self.capacity_bytes / gb:.1f} GB "
+                f"is usable")
+
+    def to_dict(self) -> dict:
+        return {"weights_bytes": self.weights_bytes, "grads_bytes": self.grads_bytes,
+                "optimizer_bytes": self.optimizer_bytes,
+                "activations_bytes": self.activations_bytes, "total_bytes": self.total_bytes,
+                "capacity_bytes": self.capacity_bytes, "feasible": self.feasible}
+
+
+def params_per_chip(model: Model, plan: Plan) -> tuple[float, float]:
+    """(non-expert, expert) parameters held by a chip of the busiest stage, before ZeRO.
+    Non-expert parameters are split by TP; routed experts by EP (experts are not TP-split).
+    Pipeline stages hold an equal share of layers; the input embedding sits on the first stage
+    and the output layer on the last (both on the one stage when pp = 1)."""
+    n = model.n_layers
+    dense = model.n_dense_layers * F.dense_layer_params(model)
+    moe_nonexpert = model.n_moe_layers * F.moe_layer_nonexpert_params(model) if model.moe else 0
+    experts = model.n_moe_layers * F.expert_params_per_layer(model)
+    share = layers_per_stage(model, plan) / n
+    vh = model.vocab_size * model.hidden_size
+    embed = F.embedding_params(model) if plan.pp == 1 else vh
+    nonexpert = ((dense + moe_nonexpert) * share + embed) / plan.tp
+    return nonexpert, experts * share / plan.ep
+
+
+def activation_bytes_per_token_layer(model: Model, plan: Plan, moe_layer: bool) -> float:
+    """Bytes stored per token per layer for the backward pass (Korthikanti et al. 2022 eq. 2
+    and sec. 4.1-4.2, generalised). Parts replicated across TP ranks without sequence
+    parallelism are divided by tp only when sequence_parallel is on."""
+    tp = plan.tp
+    sp = plan.sequence_parallel and tp > 1
+    h = model.hidden_size
+    repl_div = tp if sp else 1
+    if plan.recompute == "full":
+        return 2.0 * h / repl_div  # only the layer input is kept
+    # GEMM inputs kept for the weight gradient are stored in the GEMM precision: with fp8
+    # (Transformer Engine) one byte, otherwise two.
+    lo = 1.0 if plan.precision == "fp8" else 2.0
+    # Replicated without SP: the two norm inputs (4h), QKV and MLP inputs (2 x lo*h) and, with
+    # dropout, the two 1-byte dropout masks (2h).
+    replicated = 4.0 * h + 2 * lo * h + (2.0 * h if plan.dropout else 0.0)
+    if model.mla is not None:
+        m = model.mla
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        # q, k, v for attention (bf16) and the out-projection input
+        sharded = 2.0 * model.n_heads * (2 * qk + m.v_head_dim) + lo * model.n_heads * m.v_head_dim
+        replicated += lo * (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim)
+    else:
+        q_dim, kv_dim = model.n_heads * model.head_dim, model.n_kv_heads * model.head_dim
+        sharded = 2.0 * (q_dim + 2 * kv_dim) + lo * q_dim  # Q, K, V and the out-proj input
+    if plan.attention_impl == "materialized" and plan.recompute == "none":
+        # softmax output (2), dropout mask (1) and dropout output (2) per score: 5*a*s bytes
+        sharded += (5.0 if plan.dropout else 2.0) * model.n_heads * plan.seq_len
+    # FFN: SwiGLU keeps the gate/up output (2f elements, bf16) and the down-projection input;
+    # GeLU its input (f) and output (the down-projection input).
+    per_f = (4.0 if model.activation == "swiglu" else 2.0) + lo
+    if moe_layer:
+        moe = model.moe
+        # Routed tokens are a sequence shard; each is copied to top-k experts (input kept).
+        routed = moe.experts_per_token * (lo * h + per_f * moe.expert_ffn_hidden_size) / repl_div
+        shared = per_f * moe.expert_ffn_hidden_size * moe.n_shared_experts / tp
+        ffn = routed + shared
+    else:
+        ffn = per_f * model.ffn_hidden_size / tp
+    return replicated / repl_div + sharded / tp + ffn
+
+
+def activation_bytes(model: Model, plan: Plan) -> float:
+    """Activations held by a chip of the first pipeline stage at the peak of a 1F1B schedule:
+    min(m, p) micro-batches in flight, times (1 + (p-1)/(p*v)) with interleaving (Korthikanti
+    et al. 2022 sec. 4.2.3), plus, with full recompute, one layer's full activations rebuilt
+    during its backward; and the fp32 logits on the last stage (pp = 1: the same chip)."""
+    tokens = plan.micro_batch * plan.seq_len / plan.cp
+    lps = layers_per_stage(model, plan)
+    moe_frac = model.n_moe_layers / model.n_layers
+    per_token = (1 - moe_frac) * activation_bytes_per_token_layer(model, plan, False)
+    if moe_frac:
+        per_token += moe_frac * activation_bytes_per_token_layer(model, plan, True)
+    per_layer = per_token * tokens
+    in_flight = min(plan.n_microbatches, plan.pp)
+    if plan.vpp > 1:
+        in_flight *= 1 + (plan.pp - 1) / (plan.pp * plan.vpp)
+    stored = per_layer * lps * in_flight
+    if plan.recompute == "full":
+        stored += per_layer_full(model, plan, moe_frac) * tokens
+    logits = 4.0 * tokens * model.vocab_size / plan.tp
+    return stored + logits if plan.pp == 1 else max(stored, per_layer * lps + logits)
+
+
+def per_layer_full(model: Model, plan: Plan, moe_frac: float) -> float:
+    none = plan.with_(recompute="none")
+    return max(activation_bytes_per_token_layer(model, none, False),
+               activation_bytes_per_token_layer(model, none, True) if moe_frac else 0.0)
+
+
+def memory_per_chip(model: Model, plan: Plan, hbm_bytes: float,
+                    usable_fraction: float = USABLE_HBM_FRACTION) -> MemoryBreakdown:
+    nonexpert, experts = params_per_chip(model, plan)
+    # Non-expert state is sharded over the DP x CP group (Megatron distributed optimizer);
+    # expert state over the expert-data-parallel group, tp*cp*dp/ep ranks.
+    shard = plan.dp * plan.cp
+    expert_shard = plan.tp * plan.cp * plan.dp // plan.ep
+    opt = OPTIMIZER_BYTES * (nonexpert / shard + experts / expert_shard) if plan.zero >= 1 \
+        else OPTIMIZER_BYTES * (nonexpert + experts)
+    grads = GRAD_BYTES * ((nonexpert / shard + experts / expert_shard) if plan.zero >= 2
+                          else (nonexpert + experts))
+    if plan.zero >= 3:
+        # FSDP: weights sharded at rest, plus two layers gathered at a time (current + prefetch).
+        lps = layers_per_stage(model, plan)
+        gathered = 2.0 / lps * (nonexpert + experts)
+        weights = WEIGHT_BYTES * (nonexpert / shard + experts / expert_shard + gathered)
+    else:
+        weights = WEIGHT_BYTES * (nonexpert + experts)
+    return MemoryBreakdown(weights_bytes=weights, grads_bytes=grads, optimizer_bytes=opt,
+                           activations_bytes=activation_bytes(model, plan),
+                           capacity_bytes=hbm_bytes * usable_fraction)
