@@ -1,0 +1,231 @@
+"""Kernel efficiencies (achieved rate / the measuring device's peak) that turn FLOPs and bytes
+into time on a target chip: from a result set, or from the sourced default data file.
+
+Three kernel classes: "gemm" (matmul), "attention" (fused attention, forward+backward for
+training), "memory" (bandwidth-bound: elementwise, norms, copies). An efficiency may vary with
+size (FLOPs for compute kernels, bytes for memory): it is interpolated in log10(size) between
+measured points and held flat outside them.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from harness.errors import UserError
+
+DEFAULT_PATH = Path(__file__).parent / "data" / "calibration" / "default.toml"
+KERNELS = ("gemm", "attention", "memory")
+_GROUP_TO_KERNEL = {"matmul": "gemm", "attention": "attention", "copy": "memory"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    kernel: str
+    family: str  # catalog chip family, or "*"
+    dtype: str  # catalog dtype, or "*"
+    log10_sizes: tuple[float, ...]  # empty: one efficiency for every size
+    efficiencies: tuple[float, ...]
+    source: str
+    burst: bool = False  # measured in short bursts at boost clock (see Calibration.sustained)
+
+    def at(self, size: float) -> float:
+        if len(self.efficiencies) == 1:
+            return self.efficiencies[0]
+        return float(np.interp(math.log10(max(size, 1.0)), self.log10_sizes, self.efficiencies))
+
+
+@dataclass(frozen=True)
+class SoftwareFactor:
+    """Multiplies borrowed efficiencies for a chip family (compute kernels / memory kernels)."""
+
+    compute: float
+    memory: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Calibration:
+    name: str
+    description: str
+    entries: tuple[Entry, ...]
+    software_factors: Mapping[str, SoftwareFactor] = field(default_factory=dict)
+    measured_on: str | None = None  # device kind of a result set; None for the default file
+    borrow: Mapping[str, str] = field(default_factory=dict)  # family -> family to borrow from
+    # Compute kernels timed in short bursts run at boost clock; a training run sustains the
+    # power-saturated clock. family (or "*") -> (factor, source), applied to burst entries.
+    sustained: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+
+    def lookup(self, kernel: str, family: str, dtype: str) -> tuple[Entry, bool]:
+        """The entry used and whether it was borrowed from another family."""
+        order = [(family, dtype), (family, "*")]
+        if family in self.borrow:
+            order += [(self.borrow[family], dtype), (self.borrow[family], "*")]
+        order += [("*", dtype), ("*", "*")]
+        for fam, dt in order:
+            for e in self.entries:
+                if e.kernel == kernel and e.family == fam and e.dtype == dt:
+                    return e, fam != family
+        raise UserError(f"calibration {self.name!r} has no {kernel!r} efficiency for {family} "
+                        f"{dtype} (add an entry for family '*')")
+
+    def efficiency(self, kernel: str, family: str, dtype: str, size: float = 0.0) -> float:
+        entry, borrowed = self.lookup(kernel, family, dtype)
+        eff = entry.at(size)
+        if entry.burst and kernel != "memory":
+            eff *= self.sustained.get(family, self.sustained.get("*", (1.0, "")))[0]
+        factor = self.software_factors.get(family)
+        if borrowed and factor is not None:
+            eff *= factor.memory if kernel == "memory" else factor.compute
+        return eff
+
+    def notes_for(self, family: str, vendor_is_gpu: bool = True) -> list[str]:
+        """What a reader should know about using this calibration for `family`."""
+        notes = [f"calibration: {self.name} ({self.description})"]
+        if self.measured_on is not None and "cpu" in self.measured_on.lower() and vendor_is_gpu:
+            notes.append(f"calibrated on {self.measured_on}, unlike the target ({family}): "
+                         "efficiencies transfer poorly")
+        factor = self.software_factors.get(family)
+        if factor is not None:
+            notes.append(f"software factor for {family}: compute x{factor.compute}, memory "
+                         f"x{factor.memory} on borrowed efficiencies ({factor.source})")
+        return notes
+
+    def with_software_factor(self, family: str, compute: float, memory: float,
+                             source: str = "user override") -> "Calibration":
+        factors = dict(self.software_factors)
+        factors[family] = SoftwareFactor(compute, memory, source)
+        return Calibration(self.name, self.description, self.entries, factors, self.measured_on,
+                           self.borrow, self.sustained)
+
+
+def _bad(where, msg):
+    raise UserError(f"{where}: {msg}")
+
+
+def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: calibration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"name", "description", "entry", "software_factor", "borrow",
+                          "sustained_clock"}
+    if unknown:
+        _bad(path, f"unknown key {sorted(unknown)[0]!r}")
+    entries = []
+    for i, e in enumerate(doc.get("entry", [])):
+        where = f"{path}: entry {i + 1}"
+        extra = set(e) - {"kernel", "family", "dtype", "efficiency", "points", "source", "burst"}
+        if extra:
+            _bad(where, f"unknown key {sorted(extra)[0]!r}")
+        if e.get("kernel") not in KERNELS:
+            _bad(where, f"key 'kernel' must be one of {KERNELS}, got {e.get('kernel')!r}")
+        if not str(e.get("source", "")).strip():
+            _bad(where, "missing key 'source'")
+        if "points" in e:  # [[size, efficiency], ...]
+            pts = sorted((float(s), float(v)) for s, v in e["points"])
+            sizes = tuple(math.log10(s) for s, _ in pts)
+            effs = tuple(v for _, v in pts)
+        elif "efficiency" in e:
+            sizes, effs = (), (float(e["efficiency"]),)
+        else:
+            _bad(where, "missing key 'efficiency' (or 'points')")
+        if not all(0 < v <= 1 for v in effs):
+            _bad(where, f"key 'efficiency' must be in (0, 1], got {effs}")
+        entries.append(Entry(e["kernel"], e.get("family", "*"), e.get("dtype", "*"), sizes,
+                             effs, e["source"], bool(e.get("burst", False))))
+    factors = {}
+    for fam, f in doc.get("software_factor", {}).items():
+        for key in ("compute", "memory", "source"):
+            if key not in f:
+                _bad(path, f"[software_factor.{fam}] missing key {key!r}")
+        if not (0 < f["compute"] <= 1.5 and 0 < f["memory"] <= 1.5):
+            _bad(path, f"[software_factor.{fam}] factors must be in (0, 1.5]")
+        factors[fam] = SoftwareFactor(float(f["compute"]), float(f["memory"]), f["source"])
+    borrow = doc.get("borrow", {})
+    if not all(isinstance(v, str) for v in borrow.values()):
+        _bad(path, "[borrow] values must be family names")
+    sustained = {}
+    for fam, f in doc.get("sustained_clock", {}).items():
+        if not isinstance(f, dict) or not 0 < f.get("factor", 0) <= 1 or "source" not in f:
+            _bad(path, f"[sustained_clock.{fam}] needs factor in (0, 1] and source")
+        sustained[fam] = (float(f["factor"]), f["source"])
+    return Calibration(doc.get("name", path.stem), doc.get("description", str(path)),
+                       tuple(entries), factors, borrow=dict(borrow), sustained=sustained)
+
+
+def default_calibration() -> Calibration:
+    return load_calibration_file(DEFAULT_PATH)
+
+
+def calibration_from_dataframe(df, name: str, family: str | None = None) -> Calibration:
+    """Efficiencies measured in a result set (harness.resultset.load_dataframe): per kernel
+    class and dtype, the ok cases' fraction of the device's peak against their size. `family`
+    is the catalog family of the measuring device (None: its device kind is used as the family,
+    so every target borrows). Software factors of the default file still apply to borrowing
+    families."""
+    device = df.attrs.get("device", {}) or {}
+    kind = str(device.get("kind") or device.get("device_kind") or "unknown device")
+    fam = family or kind
+    entries = []
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    for group, kernel in _GROUP_TO_KERNEL.items():
+        rows = ok[ok["group"] == group] if "group" in ok else ok.iloc[0:0]
+        if rows.empty:
+            continue
+        by_dtype: dict[str, list[tuple[float, float]]] = {}
+        for _, r in rows.iterrows():
+            params = r.get("params") or {}
+            dtype = str(params.get("dtype", "*"))
+            if kernel == "memory":
+                peak, rate, size = r.get("peak_bw_bytes_per_s"), r.get("achieved_bytes_per_s"), r.get("bytes")
+            else:
+                peak, rate, size = r.get("peak_flops_per_s"), r.get("achieved_flops_per_s"), r.get("flops")
+            if not peak or not rate or not size or any(map(_nan, (peak, rate, size))):
+                continue
+            by_dtype.setdefault(dtype, []).append((float(size), min(1.0, float(rate) / float(peak))))
+        for dtype, pts in by_dtype.items():
+            pts.sort()
+            entries.append(Entry(kernel, fam, dtype, tuple(math.log10(s) for s, _ in pts),
+                                 tuple(v for _, v in pts), f"measured: result set {name}"))
+    if not entries:
+        raise UserError(f"{name}: result set has no ok matmul, attention or copy cases to "
+                        "calibrate from")
+    default = default_calibration()
+    # Kernel classes the set did not measure fall back to the default file's entries.
+    have = {e.kernel for e in entries}
+    entries += [e for e in default.entries if e.kernel not in have]
+    # Every target family borrows the measuring device's entries first.
+    borrow = {f: fam for f in ("nvidia-ampere", "nvidia-hopper", "nvidia-blackwell",
+                               "ascend-910b", "ascend-910c") if f != fam}
+    return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
+                       measured_on=kind, borrow=borrow, sustained=default.sustained)
+
+
+def _nan(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def choose_calibration(path: str | Path | None = None,
+                       reference_dir: str | Path | None = None) -> Calibration:
+    """--calibration FILE when given; else the newest GPU reference set in reference_dir;
+    else the default data file. Never silently a CPU set for a GPU target."""
+    from harness.resultset import load_dataframe
+
+    if path is not None:
+        return calibration_from_dataframe(load_dataframe(path), Path(path).name)
+    if reference_dir is not None and Path(reference_dir).is_dir():
+        for p in sorted(Path(reference_dir).glob("*.json"), key=lambda p: p.stat().st_mtime,
+                        reverse=True):
+            df = load_dataframe(p)
+            dev = df.attrs.get("device", {}) or {}
+            if str(dev.get("platform", "")).lower() in ("gpu", "cuda"):
+                return calibration_from_dataframe(df, p.name)
+    return default_calibration()
