@@ -126,6 +126,7 @@ class Gemm:
     n: int
     k: int
     count: int = 1
+    replicated: bool = False  # every TP rank computes it in full (not split by TP)
 
     @property
     def flops(self) -> float:
@@ -142,11 +143,11 @@ def attention_gemms(model: Model, tokens: int, tp: int) -> list[Gemm]:
         out = []
         if m.q_lora_rank:
             # The down-projections are small and replicated across TP ranks (as in Megatron-Core).
-            out += [Gemm("q_down", tokens, m.q_lora_rank, h),
+            out += [Gemm("q_down", tokens, m.q_lora_rank, h, replicated=True),
                     Gemm("q_up", tokens, nh * qk // tp, m.q_lora_rank)]
         else:
             out.append(Gemm("q_proj", tokens, nh * qk // tp, h))
-        out += [Gemm("kv_down", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h),
+        out += [Gemm("kv_down", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h, replicated=True),
                 Gemm("kv_up", tokens, nh * (m.qk_nope_head_dim + m.v_head_dim) // tp,
                      m.kv_lora_rank),
                 Gemm("attn_out", tokens, h, nh * m.v_head_dim // tp)]
@@ -171,14 +172,17 @@ def output_gemm(model: Model, tokens: int, tp: int) -> Gemm:
 
 
 def moe_gemms(model: Model, tokens: int, tp: int, ep: int) -> list[Gemm]:
-    """One MoE layer's FFN part on one chip. `tokens` enter each chip's router (the chip's
-    sequence shard); with balanced routing each of the E/ep local experts receives
-    tokens * ep * top_k / E tokens gathered from its expert group. Experts are not
-    tensor-parallel (expert-tensor-parallel 1, Megatron-Core default for fine-grained MoE)."""
+    """One MoE layer's FFN part on one chip, for `tokens` tokens of the TP group (the chip's
+    context shard). With sequence parallelism (required with TP, as in Megatron-Core) each TP
+    rank routes tokens/tp of them; with balanced routing each of its E/ep local experts
+    receives tokens/tp * ep * top_k / E tokens gathered from the expert group. Routed experts
+    are not tensor-parallel (expert-tensor-parallel 1, the Megatron-Core default for
+    fine-grained MoE); shared experts are, like a dense FFN over all the group's tokens."""
     moe = model.moe
+    routed_tokens = tokens // tp
     local = moe.n_routed_experts // ep
-    per_expert = max(1, round(tokens * ep * moe.experts_per_token / moe.n_routed_experts))
-    out = [Gemm("router", tokens, moe.n_routed_experts, model.hidden_size)]
+    per_expert = max(1, round(routed_tokens * ep * moe.experts_per_token / moe.n_routed_experts))
+    out = [Gemm("router", routed_tokens, moe.n_routed_experts, model.hidden_size)]
     out += ffn_gemms(model, per_expert, moe.expert_ffn_hidden_size, 1, "expert", local)
     if moe.n_shared_experts:
         out += ffn_gemms(model, tokens, moe.expert_ffn_hidden_size * moe.n_shared_experts, tp,

@@ -1,0 +1,397 @@
+"""Training step time of a model under a parallel plan on a system, as a sum of named parts.
+
+How time is built (per micro-batch, per layer, on one chip of the busiest pipeline stage):
+- GEMMs from their shapes (clusters.flops), each max(FLOPs / (peak x calibrated efficiency),
+  bytes / (HBM bandwidth x memory efficiency)): a roofline, so small shapes lose efficiency.
+  Backward = 2x forward (input and weight gradients).
+- Attention: FlashAttention executes the causal half of QK^T and AV at the calibrated attention
+  efficiency, backward 2.5x forward (5 GEMMs against 2, Dao 2023 arXiv 2307.08691 sec. 3.1).
+  The 2021 Megatron stack ("materialized") runs them as batched GEMMs and writes the s x s
+  scores to memory (softmax and dropout are then memory-bound work).
+- Memory-bound work (norms, residual adds, activation functions, RoPE, dropout, fp8 casts,
+  MoE permutes, cross-entropy) from its bytes at the calibrated memory efficiency; backward 2x.
+- Recompute re-runs the forward (full) or attention (selective) during backward.
+- Communication from clusters.collectives on the fabric each group spans:
+  TP (all-reduce, or all-gather + reduce-scatter with sequence parallelism) inside the layer,
+  exposed unless `tp_comm_overlap` (then hidden behind the layer's GEMMs as far as they last);
+  CP ring attention K/V exchange, hidden behind attention compute as far as it lasts;
+  EP all-to-all dispatch and combine, exposed; PP activation sends, exposed;
+  DP gradient reduce-scatter + parameter all-gather (all-reduce without ZeRO), hierarchical
+  when the group spans domains, overlapped with one micro-batch's backward and forward when
+  `dp_overlap` (Megatron-Core overlap_grad_reduce / overlap_param_gather).
+- Pipeline bubble (p-1)/v micro-batch times (Narayanan et al. 2021, arXiv 2104.04473 sec. 2.2).
+- Optimizer: Adam reads and writes ~30 bytes per locally-owned parameter, memory-bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from clusters import flops as F
+from clusters.calibration import Calibration, default_calibration
+from clusters.catalog import Chip, System
+from clusters.collectives import Group, collective
+from clusters.memory import MemoryBreakdown, memory_per_chip, params_per_chip
+from clusters.plan import Plan, layers_per_stage, validate_plan
+from clusters.workloads import Model
+
+PARTS = ("gemm_s", "attention_s", "elementwise_s", "recompute_s", "tp_comm_s", "cp_comm_s",
+         "ep_comm_s", "pp_comm_s", "pipeline_bubble_s", "dp_comm_s", "optimizer_s")
+MFU_DEFINITION = ("model FLOPs (PaLM: 6N + attention QK^T/AV without causal halving, no "
+                  "recompute) per second per chip / dense peak of the GEMM precision")
+HFU_DEFINITION = "hardware FLOPs (model FLOPs + recomputed forward) per second per chip / same peak"
+FLASH_BWD_OVER_FWD = 2.5
+OPTIMIZER_BYTES_PER_PARAM = 30.0  # fp32 master, m, v read+written (24), grad read (4), bf16 write (2)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The target chip's effective rates under a calibration."""
+
+    chip: Chip
+    cal: Calibration
+    precision: str
+
+    def gemm_s(self, g: F.Gemm, dtype: str | None = None) -> float:
+        dtype = dtype or self.precision
+        peak = self.chip.peak(dtype)
+        eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count)
+        in_bytes = 1 if dtype in ("fp8", "int8") else 2
+        moved = g.count * ((g.m * g.k + g.k * g.n) * in_bytes + 2 * g.m * g.n)
+        return max(g.flops / (peak * eff), self.mem_s(moved))
+
+    def attention_s(self, flops: float, moved_bytes: float) -> float:
+        peak = self.chip.peak("bf16")
+        eff = self.cal.efficiency("attention", self.chip.family, "bf16", flops)
+        return max(flops / (peak * eff), self.mem_s(moved_bytes))
+
+    def mem_s(self, moved_bytes: float) -> float:
+        eff = self.cal.efficiency("memory", self.chip.family, self.precision, moved_bytes)
+        return moved_bytes / (self.chip.hbm_bw_bytes_per_s * eff)
+
+
+@dataclass(frozen=True)
+class LayerTimes:
+    """Forward times of one layer for one micro-batch on one chip (before exposure rules)."""
+
+    gemm: float
+    attention: float
+    attention_bwd: float
+    elementwise: float
+    tp_comm: float
+    cp_comm: float
+    ep_comm: float
+
+
+def _ranks_per_domain(system: System, stride: int, size: int) -> int:
+    """Members of a group (ranks r0 + i*stride) that share one scale-up domain."""
+    d = system.chips_per_domain
+    k = 1 if stride >= d else min(size, max(1, d // stride))
+    while size % k:
+        k -= 1
+    return k
+
+
+def comm_s(system: System, op: str, size_bytes: float, ranks: int, stride: int) -> float:
+    if ranks <= 1 or size_bytes <= 0:
+        return 0.0
+    group = Group(system, ranks, _ranks_per_domain(system, stride, ranks))
+    return float(collective(op, size_bytes, group).time_s)
+
+
+def send_s(system: System, size_bytes: float, stride: int) -> float:
+    """A point-to-point send between neighbours `stride` ranks apart."""
+    same_domain = stride < system.chips_per_domain
+    return float(collective("send", size_bytes, Group(system, 2, 2 if same_domain else 1)).time_s)
+
+
+def elementwise_bytes_per_token(model: Model, plan: Plan, moe_layer: bool) -> float:
+    """Forward memory-bound bytes per token of one layer on one chip."""
+    tp = plan.tp
+    repl = tp if (plan.sequence_parallel and tp > 1) else 1
+    h = model.hidden_size
+    # two norms (read + write h, 2 bytes) and two residual adds (read 2h, write h), or with
+    # dropout two fused bias-dropout-adds (read x, bias, residual; write out and 1-byte mask)
+    replicated = 8.0 * h + (14.0 * h if plan.dropout else 12.0 * h)
+    q_dim = model.n_heads * model.head_dim
+    kv_dim = model.n_kv_heads * model.head_dim
+    sharded = 4.0 * (q_dim + kv_dim) if model.position_embedding == "rope" else 0.0
+    if plan.attention_impl == "materialized":
+        sharded += 4.0 * model.n_heads * plan.seq_len  # scale-mask-softmax read + write
+        if plan.dropout:
+            sharded += 5.0 * model.n_heads * plan.seq_len  # read, write, 1-byte mask
+    act = 6.0 if model.activation == "swiglu" else 4.0  # read 2f write f / read f write f
+    if moe_layer:
+        moe = model.moe
+        routed = moe.experts_per_token * (act * moe.expert_ffn_hidden_size + 8.0 * h)
+        sharded_ffn = act * moe.expert_ffn_hidden_size * moe.n_shared_experts
+        per_token = replicated / repl + routed / repl + (sharded + sharded_ffn) / tp
+        f_in = moe.expert_ffn_hidden_size
+    else:
+        per_token = replicated / repl + (sharded + act * model.ffn_hidden_size) / tp
+        f_in = model.ffn_hidden_size
+    if plan.precision == "fp8":
+        # cast each GEMM input to fp8 (read 2 bytes, write 1): qkv, out-proj, up and down inputs
+        per_token += 3.0 * (2 * h + q_dim + f_in) / tp
+    return per_token
+
+
+def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
+                moe_layer: bool) -> LayerTimes:
+    tp, cp = plan.tp, plan.cp
+    tokens = plan.micro_batch * plan.seq_len // cp  # tokens of this chip's sequence shard
+    sp = plan.sequence_parallel and tp > 1
+    gemms = F.attention_gemms(model, tokens, tp)
+    if moe_layer:
+        gemms += F.moe_gemms(model, tokens, tp, plan.ep)
+    else:
+        gemms += F.ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
+    gemm = sum(rates.gemm_s(g) for g in gemms)
+
+    heads = model.n_heads // tp
+    if model.mla is not None:
+        d_qk = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim
+        d_v = model.mla.v_head_dim
+        kv_heads = heads
+    else:
+        d_qk = d_v = model.head_dim
+        kv_heads = max(1, model.n_kv_heads // tp)
+    if plan.attention_impl == "flash":
+        flops = tokens * F.attention_core_flops_fwd(model, plan.seq_len, causal=True) / tp
+        moved = 2.0 * tokens * (heads * (d_qk + 2 * d_v) + kv_heads * (d_qk + d_v))
+        attention = rates.attention_s(flops, moved)
+        attention_bwd = FLASH_BWD_OVER_FWD * attention
+    else:
+        s, count = plan.seq_len, heads * plan.micro_batch
+        attention = (rates.gemm_s(F.Gemm("qk", s, s, d_qk, count), "bf16")
+                     + rates.gemm_s(F.Gemm("av", s, d_v, s, count), "bf16"))
+        attention_bwd = 2.0 * attention
+    elementwise = rates.mem_s(tokens * elementwise_bytes_per_token(model, plan, moe_layer))
+
+    act_bytes = 2.0 * tokens * model.hidden_size
+    if sp:
+        tp_comm = 2 * (comm_s(system, "all_gather", act_bytes, tp, 1)
+                       + comm_s(system, "reduce_scatter", act_bytes, tp, 1))
+    else:
+        tp_comm = 2 * comm_s(system, "all_reduce", act_bytes, tp, 1)
+    cp_comm = 0.0
+    if cp > 1:
+        kv_bytes = 2.0 * tokens * model.n_heads * (d_qk + d_v) if model.mla else \
+            2.0 * tokens * 2 * model.n_kv_heads * model.head_dim
+        cp_comm = (cp - 1) * send_s(system, kv_bytes, tp)
+    ep_comm = 0.0
+    if moe_layer and plan.ep > 1:
+        routed = (tokens // tp if sp else tokens) * model.moe.experts_per_token
+        dispatch_bytes = routed * model.hidden_size * (1 if plan.precision == "fp8" else 2)
+        ep_comm = (comm_s(system, "all_to_all", dispatch_bytes, plan.ep, 1)
+                   + comm_s(system, "all_to_all", 2.0 * routed * model.hidden_size, plan.ep, 1))
+    return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm)
+
+
+def _layer_parts(lt: LayerTimes, plan: Plan) -> dict[str, float]:
+    """One layer, one micro-batch, forward + backward (+ recompute), exposed parts."""
+    fwd_compute = lt.gemm + lt.attention + lt.elementwise
+    tp_fwd = max(0.0, lt.tp_comm - lt.gemm) if plan.tp_comm_overlap else lt.tp_comm
+    tp_bwd = max(0.0, lt.tp_comm - 2 * lt.gemm) if plan.tp_comm_overlap else lt.tp_comm
+    parts = {
+        "gemm_s": 3 * lt.gemm,
+        "attention_s": lt.attention + lt.attention_bwd,
+        "elementwise_s": 3 * lt.elementwise,
+        "recompute_s": 0.0,
+        "tp_comm_s": tp_fwd + tp_bwd,
+        # ring attention: fwd sends K,V, bwd K,V and their gradients, behind attention compute
+        "cp_comm_s": max(0.0, lt.cp_comm - lt.attention) + max(0.0, 2 * lt.cp_comm - lt.attention_bwd),
+        "ep_comm_s": 2 * lt.ep_comm,
+    }
+    if plan.recompute == "full":
+        parts["recompute_s"] = fwd_compute
+        parts["tp_comm_s"] += tp_fwd
+        parts["ep_comm_s"] += lt.ep_comm
+    elif plan.recompute == "selective":
+        parts["recompute_s"] = lt.attention
+    return parts
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: str
+    system: str
+    chips: int
+    plan: Plan
+    step_time_s: float
+    breakdown_s: dict
+    memory: MemoryBreakdown
+    tokens_per_step: int
+    model_flops_per_token: float
+    hardware_flops_per_token: float
+    peak_flops_per_s: float
+    chip_power_w: float
+    system_power_w: float
+    capex_usd: float | None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def feasible(self) -> bool:
+        return self.memory.feasible
+
+    @property
+    def reason(self) -> str | None:
+        return self.memory.reason
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / self.step_time_s
+
+    @property
+    def tokens_per_s_per_chip(self) -> float:
+        return self.tokens_per_s / self.chips
+
+    @property
+    def model_flops_per_s_per_chip(self) -> float:
+        return self.model_flops_per_token * self.tokens_per_s_per_chip
+
+    @property
+    def hardware_flops_per_s_per_chip(self) -> float:
+        return self.hardware_flops_per_token * self.tokens_per_s_per_chip
+
+    @property
+    def mfu(self) -> float:
+        return self.model_flops_per_s_per_chip / self.peak_flops_per_s
+
+    @property
+    def hfu(self) -> float:
+        return self.hardware_flops_per_s_per_chip / self.peak_flops_per_s
+
+    @property
+    def joules_per_token(self) -> float:
+        return self.system_power_w / self.tokens_per_s
+
+    def time_to_train_s(self, tokens: float) -> float:
+        return tokens / self.tokens_per_s
+
+    def to_dict(self) -> dict:
+        p = self.plan
+        return {
+            "model": self.model, "system": self.system, "chips": self.chips, "mode": "train",
+            "plan": {k: getattr(p, k) for k in p.__dataclass_fields__},
+            "feasible": self.feasible, "infeasible_reason": self.reason,
+            "step_time_s": self.step_time_s, "breakdown_s": dict(self.breakdown_s),
+            "tokens_per_step": self.tokens_per_step,
+            "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_chip": self.tokens_per_s_per_chip,
+            "model_flops_per_token": self.model_flops_per_token,
+            "hardware_flops_per_token": self.hardware_flops_per_token,
+            "model_flops_per_s_per_chip": self.model_flops_per_s_per_chip,
+            "hardware_flops_per_s_per_chip": self.hardware_flops_per_s_per_chip,
+            "peak_flops_per_s": self.peak_flops_per_s,
+            "mfu": self.mfu, "mfu_definition": MFU_DEFINITION,
+            "hfu": self.hfu, "hfu_definition": HFU_DEFINITION,
+            "memory_bytes_per_chip": self.memory.total_bytes, "memory": self.memory.to_dict(),
+            "chip_power_w": self.chip_power_w, "power_w": self.system_power_w,
+            "joules_per_token": self.joules_per_token, "capex_usd": self.capex_usd,
+            "notes": list(self.notes),
+        }
+
+
+def train_step(model: Model, system: System, plan: Plan,
+               calibration: Calibration | None = None) -> TrainResult:
+    """Project one optimizer step of `plan` (whose chip count is tp*pp*dp*cp) on `system`."""
+    validate_plan(model, plan)
+    cal = calibration or default_calibration()
+    chip = system.chip
+    rates = Rates(chip, cal, plan.precision)
+    peak = chip.peak(plan.precision)
+
+    dense = _layer_parts(layer_times(model, plan, system, rates, False), plan)
+    per_layer = {k: v * model.n_dense_layers / model.n_layers for k, v in dense.items()}
+    if model.moe is not None:
+        moe = _layer_parts(layer_times(model, plan, system, rates, True), plan)
+        for k, v in moe.items():
+            per_layer[k] += v * model.n_moe_layers / model.n_layers
+
+    # Output layer and cross-entropy (fp32 logits written and read in forward and backward).
+    tokens = plan.micro_batch * plan.seq_len // plan.cp
+    logits = {k: 0.0 for k in per_layer}
+    logits["gemm_s"] = 3 * rates.gemm_s(F.output_gemm(model, tokens, plan.tp))
+    logits["elementwise_s"] = rates.mem_s(16.0 * tokens * model.vocab_size / plan.tp)
+
+    # Busiest stage: ceil(L/p) layers, or an average share plus the output layer if heavier.
+    lps = layers_per_stage(model, plan)
+    layer_total = sum(per_layer.values())
+    if plan.pp == 1:
+        stage = {k: model.n_layers * per_layer[k] + logits[k] for k in per_layer}
+    elif lps * layer_total >= model.n_layers / plan.pp * layer_total + sum(logits.values()):
+        stage = {k: lps * per_layer[k] for k in per_layer}
+    else:
+        stage = {k: model.n_layers / plan.pp * per_layer[k] + logits[k] for k in per_layer}
+
+    sp = plan.sequence_parallel and plan.tp > 1
+    pp_stride = plan.tp * plan.cp * plan.dp
+    stage["pp_comm_s"] = 0.0
+    if plan.pp > 1:
+        act = 2.0 * tokens * model.hidden_size / (plan.tp if sp else 1)
+        stage["pp_comm_s"] = 2 * plan.vpp * send_s(system, act, pp_stride)
+
+    m = plan.n_microbatches
+    microbatch_s = sum(stage.values())
+    parts = {k: m * v for k, v in stage.items()}
+    parts["pipeline_bubble_s"] = (plan.pp - 1) / plan.vpp * microbatch_s
+
+    nonexpert, experts = params_per_chip(model, plan)
+    dp_ranks = plan.dp * plan.cp
+    edp = plan.tp * plan.cp * plan.dp // plan.ep
+    grad_bytes = 2.0 * nonexpert
+    if plan.zero == 0:
+        rs = comm_s(system, "all_reduce", grad_bytes, dp_ranks, plan.tp)
+        rs += comm_s(system, "all_reduce", 2.0 * experts, edp, plan.ep)
+        ag = 0.0
+    else:
+        rs = comm_s(system, "reduce_scatter", grad_bytes, dp_ranks, plan.tp)
+        rs += comm_s(system, "reduce_scatter", 2.0 * experts, edp, plan.ep)
+        ag = comm_s(system, "all_gather", grad_bytes, dp_ranks, plan.tp)
+        ag += comm_s(system, "all_gather", 2.0 * experts, edp, plan.ep)
+    if plan.dp_overlap:
+        # one micro-batch's backward (2/3 of its compute) hides the gradient reduce-scatter,
+        # its forward (1/3) the parameter all-gather
+        compute = stage["gemm_s"] + stage["attention_s"] + stage["elementwise_s"]
+        bwd_window, fwd_window = compute * 2 / 3, compute / 3
+        parts["dp_comm_s"] = max(0.0, rs - bwd_window) + max(0.0, ag - fwd_window)
+    else:
+        parts["dp_comm_s"] = rs + ag
+    owned = (nonexpert / dp_ranks + experts / edp) if plan.zero >= 1 else nonexpert + experts
+    parts["optimizer_s"] = rates.mem_s(OPTIMIZER_BYTES_PER_PARAM * owned)
+
+    breakdown = {k: parts[k] for k in PARTS}
+    step = sum(breakdown.values())
+    # Power and price pro rata of the systems' chips used (a 64-chip slice of a CloudMatrix 384
+    # is charged 64/384 of it).
+    n_systems = plan.chips / system.chips_per_domain
+    notes = tuple(cal.notes_for(chip.family))
+    mem = memory_per_chip(model, plan, chip.hbm_bytes)
+    return TrainResult(
+        model=model.name, system=system.name, chips=plan.chips, plan=plan, step_time_s=step,
+        breakdown_s=breakdown, memory=mem, tokens_per_step=plan.tokens_per_step,
+        model_flops_per_token=F.model_flops_per_token(model, plan.seq_len),
+        hardware_flops_per_token=F.hardware_flops_per_token(model, plan.seq_len, plan.recompute),
+        peak_flops_per_s=peak, chip_power_w=plan.chips * chip.power_w,
+        system_power_w=n_systems * system.power_w,
+        capex_usd=None if system.price_usd is None else n_systems * system.price_usd,
+        notes=notes)
+
+
+def step_gemm_flops(model: Model, plan: Plan) -> float:
+    """GEMM FLOPs one step executes on all chips, summed from the per-chip shapes the time
+    model uses (forward + backward, recompute excluded). Independent of the plan: a check that
+    TP, CP, EP and micro-batching split the work without losing or duplicating any."""
+    tokens = plan.micro_batch * plan.seq_len // plan.cp
+
+    def total(gemms):  # replicated GEMMs (MLA down-projections) do one rank's work once
+        return sum(g.flops / (plan.tp if g.replicated else 1) for g in gemms)
+
+    attention = total(F.attention_gemms(model, tokens, plan.tp))
+    per_chip_mb = model.n_dense_layers * (attention + total(
+        F.ffn_gemms(model, tokens, model.ffn_hidden_size, plan.tp)))
+    if model.moe is not None:
+        per_chip_mb += model.n_moe_layers * (attention + total(
+            F.moe_gemms(model, tokens, plan.tp, plan.ep)))
+    per_chip_mb += F.output_gemm(model, tokens, plan.tp).flops
+    # Layers are split over pp stages: the per-chip sum above covers all layers, so divide.
+    return 3.0 * per_chip_mb * plan.n_microbatches * plan.tp * plan.cp * plan.dp

@@ -1,0 +1,143 @@
+"""Training step model: invariants, breakdown bookkeeping, bad plans, calibration effects."""
+import pytest
+
+from clusters import flops as F
+from clusters.calibration import default_calibration
+from clusters.catalog import load_system
+from clusters.plan import Plan, validate_plan
+from clusters.train import PARTS, step_gemm_flops, train_step
+from clusters.workloads import load_model
+from harness.errors import UserError
+
+H100 = load_system("hgx-h100")
+L70 = load_model("llama3-70b")
+DSV3 = load_model("deepseek-v3")
+
+DENSE_PLANS = [
+    Plan(tp=1, pp=1, dp=64, global_batch=256, seq_len=4096),
+    Plan(tp=8, pp=1, dp=8, global_batch=256, seq_len=4096),
+    Plan(tp=8, pp=4, dp=2, global_batch=256, seq_len=4096, micro_batch=2, vpp=5),
+    Plan(tp=4, pp=2, dp=4, cp=2, global_batch=256, seq_len=4096, sequence_parallel=False),
+    Plan(tp=2, pp=8, dp=4, global_batch=256, seq_len=4096, recompute="full", zero=3),
+]
+
+
+@pytest.mark.parametrize("plan", DENSE_PLANS)
+def test_total_gemm_flops_independent_of_plan(plan):
+    expect = 3 * (F.layer_matmul_flops_fwd(L70) + F.output_flops_fwd(L70)) * plan.tokens_per_step
+    assert step_gemm_flops(L70, plan) == pytest.approx(expect, rel=1e-12)
+
+
+@pytest.mark.parametrize("plan", [
+    Plan(tp=1, pp=16, dp=32, ep=32, global_batch=512, seq_len=4096),
+    Plan(tp=8, pp=8, dp=8, ep=64, global_batch=512, seq_len=4096),
+    Plan(tp=4, pp=4, dp=16, ep=8, cp=1, global_batch=512, seq_len=4096, micro_batch=2),
+])
+def test_moe_gemm_flops_independent_of_plan(plan):
+    expect = 3 * (F.layer_matmul_flops_fwd(DSV3) + F.output_flops_fwd(DSV3)) * plan.tokens_per_step
+    assert step_gemm_flops(DSV3, plan) == pytest.approx(expect, rel=1e-9)
+
+
+@pytest.mark.parametrize("plan", DENSE_PLANS)
+def test_breakdown_sums_to_total_and_metrics_agree(plan):
+    r = train_step(L70, H100, plan)
+    assert set(r.breakdown_s) == set(PARTS)
+    assert sum(r.breakdown_s.values()) == pytest.approx(r.step_time_s)
+    assert all(v >= 0 for v in r.breakdown_s.values())
+    assert r.tokens_per_s_per_chip * r.chips * r.step_time_s == pytest.approx(plan.tokens_per_step)
+    assert r.mfu == pytest.approx(r.model_flops_per_s_per_chip / 989e12)
+    assert r.hfu >= r.mfu
+    d = r.to_dict()
+    for key in ("step_time_s", "tokens_per_s_per_chip", "model_flops_per_s_per_chip",
+                "hardware_flops_per_s_per_chip", "mfu", "memory_bytes_per_chip", "power_w",
+                "joules_per_token", "breakdown_s", "plan"):
+        assert key in d
+
+
+def test_tp1_means_no_tp_communication():
+    r = train_step(L70, H100, DENSE_PLANS[0])
+    assert r.breakdown_s["tp_comm_s"] == 0.0
+    assert train_step(L70, H100, DENSE_PLANS[1]).breakdown_s["tp_comm_s"] > 0
+
+
+def test_no_pipeline_no_bubble_and_interleaving_shrinks_it():
+    assert train_step(L70, H100, DENSE_PLANS[1]).breakdown_s["pipeline_bubble_s"] == 0
+    p = Plan(tp=8, pp=4, dp=2, global_batch=64, seq_len=4096)
+    b1 = train_step(L70, H100, p).breakdown_s["pipeline_bubble_s"]
+    b5 = train_step(L70, H100, p.with_(vpp=5)).breakdown_s["pipeline_bubble_s"]
+    assert b5 < b1 / 4  # (p-1)/(v m): 5x fewer bubble micro-batch slots, slightly more sends
+
+
+@pytest.mark.parametrize("plan", DENSE_PLANS)
+def test_doubling_chips_never_more_than_halves_step_time(plan):
+    big = plan.with_(dp=plan.dp * 2)
+    assert train_step(L70, H100, big).step_time_s >= train_step(L70, H100, plan).step_time_s / 2
+
+
+def test_recompute_costs_time_and_saves_memory():
+    p = Plan(tp=8, pp=4, dp=2, global_batch=64, seq_len=4096)
+    none, full = (train_step(L70, H100, p.with_(recompute=r)) for r in ("none", "full"))
+    assert full.step_time_s > none.step_time_s
+    assert full.memory.activations_bytes < none.memory.activations_bytes / 5
+    assert full.model_flops_per_token == none.model_flops_per_token
+    assert full.hardware_flops_per_token > none.hardware_flops_per_token
+
+
+def test_infeasible_plan_explains_itself():
+    r = train_step(load_model("llama3-405b"), H100, Plan(tp=8, global_batch=8, seq_len=8192))
+    assert not r.feasible
+    assert "GB per chip" in r.reason and "usable" in r.reason
+    assert r.to_dict()["infeasible_reason"] == r.reason
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(tp=3), ["tp=3", "64 heads"]),
+    (dict(dp=4, global_batch=6), ["global batch 6", "dp*micro_batch"]),
+    (dict(global_batch=-1), ["global_batch", "positive"]),
+    (dict(ep=2), ["ep=2", "no experts"]),
+    (dict(recompute="some"), ["recompute"]),
+    (dict(vpp=2), ["vpp=2"]),
+])
+def test_bad_plans_raise_user_errors(kwargs, words):
+    with pytest.raises(UserError) as exc:
+        validate_plan(L70, Plan(**{"global_batch": 8, **kwargs}))
+    for w in words:
+        assert w in str(exc.value)
+
+
+def test_plan_must_match_chip_count():
+    with pytest.raises(UserError, match="does not equal the chip count 16"):
+        validate_plan(L70, Plan(tp=8, dp=4, global_batch=8), chips=16)
+
+
+def test_ep_must_divide_experts():
+    with pytest.raises(UserError, match="does not divide the 256 experts"):
+        validate_plan(DSV3, Plan(tp=1, dp=96, ep=96, global_batch=96))
+
+
+def test_ascend_software_factor_is_explicit_and_overridable():
+    cm = load_system("cloudmatrix-384")
+    p = Plan(tp=8, pp=4, dp=12, global_batch=96, seq_len=4096)
+    cal = default_calibration()
+    base = train_step(L70, cm, p, cal)
+    mature = train_step(L70, cm, p, cal.with_software_factor("ascend-910c", 1.0, 1.0))
+    assert mature.step_time_s < base.step_time_s
+    assert any("software factor for ascend-910c" in n for n in base.notes)
+
+
+def test_fp8_needs_an_fp8_chip():
+    with pytest.raises(UserError, match="fp8"):
+        train_step(L70, load_system("dgx-a100"), Plan(tp=8, global_batch=8, precision="fp8"))
+
+
+def test_moe_expert_parallel_pays_all_to_all():
+    p = Plan(tp=1, pp=16, dp=32, ep=32, global_batch=512, seq_len=4096, zero=1)
+    r = train_step(DSV3, load_system("hgx-h800"), p)
+    assert r.breakdown_s["ep_comm_s"] > 0
+    assert train_step(DSV3, load_system("hgx-h800"), p.with_(ep=8)).breakdown_s["ep_comm_s"] \
+        < r.breakdown_s["ep_comm_s"]  # EP8 stays inside the NVLink domain
+
+
+def test_moe_with_tp_needs_sequence_parallel():
+    with pytest.raises(UserError, match="sequence_parallel"):
+        validate_plan(DSV3, Plan(tp=4, dp=2, global_batch=8, sequence_parallel=False))
