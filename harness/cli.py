@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "harness.cmd_run",
     "harness.cmd_show",
     "harness.cmd_devices",
+    "harness.cmd_vendor",
     "harness.cmd_catalog",
     "harness.cmd_collective",
 )

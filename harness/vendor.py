@@ -1,0 +1,83 @@
+"""Hold our JAX numbers against the vendor libraries on the same card.
+
+Reads the JSON that shared/gpu/vendor_baselines.py prints (torch: cuBLAS matmul, cuDNN/Flash
+SDPA, device copy) and pairs each figure with the matching case of a result set.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.resultset import ResultSet
+
+# Our bf16 8192^3 matmul must reach this fraction of torch.matmul on the same card (issue 2).
+MATMUL_MIN_RATIO = 0.90
+
+
+@dataclass(frozen=True)
+class VendorRow:
+    what: str
+    ours_case: str | None
+    ours: float | None
+    vendor: float
+    unit: str
+    min_ratio: float | None  # None: informational only
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.ours is None else self.ours / self.vendor
+
+    @property
+    def passed(self) -> bool | None:
+        if self.min_ratio is None or self.ratio is None:
+            return None if self.min_ratio is None else False
+        return self.ratio >= self.min_ratio
+
+
+def load_vendor(path) -> dict:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such vendor-baseline file") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    for key in ("matmul_bf16", "copy"):
+        if key not in doc:
+            raise UserError(f"{path}: missing {key!r}; expected the output of vendor_baselines.py")
+    return doc
+
+
+def _best(rs: ResultSet, pred, rate_attr: str):
+    best = None
+    for c in rs.cases:
+        if c.status == "ok" and pred(c):
+            rate = getattr(c, rate_attr)
+            if rate and (best is None or rate > best[1]):
+                best = (c.name, rate)
+    return best or (None, None)
+
+
+def compare(rs: ResultSet, vendor: dict) -> list[VendorRow]:
+    mm = vendor["matmul_bf16"]
+    name, ours = _best(
+        rs,
+        lambda c: c.group == "matmul" and c.params.get("dtype") == "bf16"
+        and (c.params.get("m"), c.params.get("n"), c.params.get("k")) == (mm["m"], mm["n"], mm["k"]),
+        "achieved_flops_per_s",
+    )
+    rows = [VendorRow(f"bf16 matmul {mm['m']}x{mm['n']}x{mm['k']}", name, ours, mm["tflops_per_s"] * 1e12, "FLOP/s", MATMUL_MIN_RATIO)]
+    sdpa = vendor.get("sdpa_causal_bf16")
+    if sdpa:
+        name, ours = _best(
+            rs,
+            lambda c: c.group == "attention" and c.params.get("pass") == "fwd" and c.params.get("causal")
+            and c.params.get("dtype") == "bf16" and c.params.get("t") == sdpa["t"],
+            "achieved_flops_per_s",
+        )
+        rows.append(VendorRow(f"causal attention fwd bf16 T={sdpa['t']} (best impl)", name, ours, sdpa["tflops_per_s"] * 1e12, "FLOP/s", None))
+    name, ours = _best(rs, lambda c: c.group == "membw" and c.params.get("op") == "stream_add", "achieved_bytes_per_s")
+    rows.append(VendorRow("device copy / stream add", name, ours, vendor["copy"]["bytes_per_s"], "B/s", None))
+    return rows

@@ -1,0 +1,52 @@
+"""The vendor gate: our bf16 8192^3 matmul against torch.matmul on the same card."""
+import json
+
+import pytest
+
+from harness import cli
+from harness.resultset import CaseResult, ResultSet, load, save
+from harness.stats import summarize
+
+N = 8192
+FLOPS = 2.0 * N**3
+
+
+def _set(tmp_path, seconds):
+    s = [seconds] * 7
+    case = CaseResult(name=f"matmul/bf16/{N}x{N}x{N}", group="matmul", params={"m": N, "n": N, "k": N, "dtype": "bf16"},
+                      status="ok", samples_s=s, stats=summarize(s).to_dict(), flops=FLOPS, achieved_flops_per_s=FLOPS / seconds)
+    path = tmp_path / "set.json"
+    save(ResultSet(meta={"created_utc": "2026-11-28T00:00:00Z", "device": {"kind": "NVIDIA H200", "count": 1}}, cases=[case]), path)
+    return path
+
+
+def _vendor(tmp_path, tflops):
+    doc = {"device": "NVIDIA H200", "torch": "2.11.0",
+           "matmul_bf16": {"m": N, "n": N, "k": N, "median_s": FLOPS / (tflops * 1e12), "tflops_per_s": tflops},
+           "copy": {"bytes": 1 << 32, "median_s": 0.002, "bytes_per_s": 4.3e12}}
+    path = tmp_path / "vendor.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("ours_tflops, code, verdict", [(760.0, 0, "PASS"), (700.0, 1, "FAIL")])
+def test_gate_at_90_percent_of_torch(tmp_path, capsys, ours_tflops, code, verdict):
+    rs_path = _set(tmp_path, FLOPS / (ours_tflops * 1e12))
+    assert cli.main(["vendor-check", str(rs_path), str(_vendor(tmp_path, 790.0))]) == code
+    out = capsys.readouterr().out
+    assert verdict in out and f"{ours_tflops / 790:.1%}" in out
+
+
+def test_write_records_vendor_figures(tmp_path, capsys):
+    rs_path = _set(tmp_path, FLOPS / 780e12)
+    assert cli.main(["vendor-check", str(rs_path), str(_vendor(tmp_path, 790.0)), "--write"]) == 0
+    meta = load(rs_path).meta
+    assert meta["vendor_baselines"]["matmul_bf16"]["tflops_per_s"] == 790.0
+    assert meta["vendor_check"][0]["passed"] is True
+
+
+def test_bad_vendor_file_is_exit_2(tmp_path, capsys):
+    bad = tmp_path / "v.json"
+    bad.write_text('{"device": "x"}')
+    assert cli.main(["vendor-check", str(_set(tmp_path, 1.0)), str(bad)]) == 2
+    assert "missing 'matmul_bf16'" in capsys.readouterr().err

@@ -1,0 +1,43 @@
+"""GPU-only paths: cuDNN flash attention and fp8 matmul. They skip with a reason elsewhere."""
+import jax
+import pytest
+
+from harness.runner import measure_case
+from harness.timing import TimingConfig
+from kernels.attention import attention_case
+from kernels.matmul import matmul_case
+
+ON_GPU = jax.default_backend() == "gpu"
+needs_gpu = pytest.mark.skipif(not ON_GPU, reason="needs an NVIDIA GPU; this machine has none")
+CFG = TimingConfig(min_time_s=0.005, samples=5, max_case_time_s=0.5)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("passes", ["fwd", "fwd_bwd"])
+def test_cudnn_attention_is_checked_and_faster_than_xla_causal(passes):
+    res = {impl: measure_case(attention_case(1, 4096, 32, 8, 128, True, passes, impl, "bf16"), jax.devices()[0], 1, CFG)
+           for impl in ("cudnn", "xla")}
+    assert res["cudnn"].status == "ok", res["cudnn"].reason
+    # cuDNN skips the masked half of causal attention; XLA computes it all
+    assert res["cudnn"].stats["median_s"] < res["xla"].stats["median_s"]
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_fp8_matmul_runs_where_supported():
+    dev = jax.devices()[0]
+    res = measure_case(matmul_case(4096, 4096, 4096, "fp8"), dev, 1, CFG)
+    if float(dev.compute_capability) < 8.9:
+        assert res.status == "skipped"
+    else:
+        assert res.status == "ok", res.reason
+
+
+def test_gpu_only_cases_skip_with_a_reason_on_cpu():
+    if ON_GPU:
+        pytest.skip("this machine has a GPU")
+    dev = jax.devices()[0]
+    for case in (attention_case(1, 128, 4, 2, 128, True, "fwd", "cudnn", "bf16"), matmul_case(64, 64, 64, "fp8")):
+        res = measure_case(case, dev, 1, CFG)
+        assert res.status == "skipped" and res.reason
