@@ -217,4 +217,6 @@ def default_timing(suite: str, platform: str) -> TimingConfig:
         return TimingConfig(min_time_s=0.005, samples=7, min_samples=5, max_case_time_s=0.3)
     if platform == "cpu":
         return TimingConfig(min_time_s=0.02, samples=11, min_samples=5, max_case_time_s=1.0)
+    if suite == "default":
+        return TimingConfig(min_time_s=0.02, samples=15, min_samples=7, max_case_time_s=0.6)
     return TimingConfig(min_time_s=0.05, samples=21, min_samples=7, max_case_time_s=2.0)
