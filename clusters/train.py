@@ -50,9 +50,16 @@ class Rates:
     chip: Chip
     cal: Calibration
     precision: str
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def gemm_s(self, g: F.Gemm, dtype: str | None = None) -> float:
         dtype = dtype or self.precision
+        key = (g.m, g.n, g.k, g.count, dtype)
+        if key not in self._memo:
+            self._memo[key] = self._gemm_s(g, dtype)
+        return self._memo[key]
+
+    def _gemm_s(self, g: F.Gemm, dtype: str) -> float:
         peak = self.chip.peak(dtype)
         eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count)
         in_bytes = 1 if dtype in ("fp8", "int8") else 2
@@ -91,17 +98,34 @@ def _ranks_per_domain(system: System, stride: int, size: int) -> int:
     return k
 
 
+# Collective times memoised per system object (kept alive in the value, so an id is never
+# reused for another system while its entries exist); the plan search asks the same questions
+# thousands of times.
+_COMM_MEMO: dict = {}
+
+
+def _collective_s(system: System, op: str, size_bytes, ranks: int, per_domain: int):
+    key = (id(system), op, float(size_bytes), ranks, per_domain)
+    hit = _COMM_MEMO.get(key)
+    if hit is not None and hit[0] is system:
+        return hit[1]
+    if len(_COMM_MEMO) > 200_000:
+        _COMM_MEMO.clear()
+    t = float(collective(op, size_bytes, Group(system, ranks, per_domain)).time_s)
+    _COMM_MEMO[key] = (system, t)
+    return t
+
+
 def comm_s(system: System, op: str, size_bytes: float, ranks: int, stride: int) -> float:
     if ranks <= 1 or size_bytes <= 0:
         return 0.0
-    group = Group(system, ranks, _ranks_per_domain(system, stride, ranks))
-    return float(collective(op, size_bytes, group).time_s)
+    return _collective_s(system, op, size_bytes, ranks, _ranks_per_domain(system, stride, ranks))
 
 
 def send_s(system: System, size_bytes: float, stride: int) -> float:
     """A point-to-point send between neighbours `stride` ranks apart."""
     same_domain = stride < system.chips_per_domain
-    return float(collective("send", size_bytes, Group(system, 2, 2 if same_domain else 1)).time_s)
+    return _collective_s(system, "send", size_bytes, 2, 2 if same_domain else 1)
 
 
 def elementwise_bytes_per_token(model: Model, plan: Plan, moe_layer: bool) -> float:

@@ -1,0 +1,76 @@
+"""Plan search: the vectorised evaluation equals train_step plan by plan, finds feasible
+plans, and evaluates at least 100,000 plans per second on the 2-core CI machine.
+
+Figure: `pytest tests/clusters/test_search_bench.py --benchmark-enable` (pytest-benchmark).
+"""
+import time
+
+import numpy as np
+import pytest
+
+from clusters import search as S
+from clusters.catalog import load_system
+from clusters.train import train_step
+from clusters.workloads import load_model
+from harness.errors import UserError
+
+DSV3 = load_model("deepseek-v3")
+H800 = load_system("hgx-h800")
+CASES = [("llama3-70b", "hgx-h100", 64, 128, 8192), ("deepseek-v3", "hgx-h800", 256, 1024, 4096),
+         ("llama3-405b", "cloudmatrix-384", 384, 768, 8192)]
+
+
+@pytest.mark.parametrize("model, system, chips, gb, seq", CASES)
+def test_vectorised_evaluation_equals_train_step(model, system, chips, gb, seq):
+    m, sy = load_model(model), load_system(system)
+    plans = S.enumerate_plans(m, sy, chips, gb, seq)
+    ev = S.evaluate(m, sy, plans, gb, seq)
+    assert ev.n > 100
+    for i in np.random.default_rng(1).choice(ev.n, 25, replace=False):
+        r = train_step(m, sy, ev.plan(int(i)))
+        assert ev.step_time_s[i] == pytest.approx(r.step_time_s, rel=1e-9)
+        assert ev.memory_bytes[i] == pytest.approx(r.memory.total_bytes, rel=1e-9)
+        assert bool(ev.feasible[i]) == r.feasible
+        for k, v in r.breakdown_s.items():
+            assert ev.parts_s[k][i] == pytest.approx(v, rel=1e-9, abs=1e-15)
+
+
+def test_enumeration_respects_the_rules():
+    plans = S.enumerate_plans(DSV3, H800, 256, 1024, 4096)
+    tp, pp, dp, cp, ep = (plans[k] for k in ("tp", "pp", "dp", "cp", "ep"))
+    assert np.all(tp * pp * dp * cp == 256)
+    assert np.all(tp <= 8)  # tensor parallel inside the NVLink domain
+    assert np.all(256 % ep == 0) and np.all((tp * cp * dp) % ep == 0)
+    assert np.all(1024 % (dp * plans["micro_batch"]) == 0)
+    assert set(np.unique(plans["zero"])) == {0, 1, 2, 3}
+
+
+def test_search_returns_feasible_best_first():
+    results, n = S.search(load_model("llama3-70b"), load_system("hgx-h100"), 64, 128, 8192, top=3)
+    assert n > 1000 and len(results) == 3
+    assert all(r.feasible for r in results)
+    times = [r.step_time_s for r in results]
+    assert times == sorted(times)
+
+
+def test_search_explains_when_nothing_fits():
+    with pytest.raises(UserError, match="no plan of llama3-405b fits on 8 chips"):
+        S.search(load_model("llama3-405b"), load_system("hgx-h100"), 8, 64, 8192)
+
+
+def test_search_speed(benchmark):
+    m, sy = DSV3, H800
+    plans = S.enumerate_plans(m, sy, 2048, 3840, 4096)
+    n = len(plans["tp"])
+    assert n > 100_000
+    S.evaluate(m, sy, plans, 3840, 4096)  # warm the collective memo as a long search would
+    best = min(_timed(lambda: S.evaluate(m, sy, plans, 3840, 4096)) for _ in range(3))
+    print(f"\n{n} plans evaluated in {best:.3f} s: {n / best:,.0f} plans/s")
+    assert n / best >= 100_000
+    benchmark(S.evaluate, m, sy, plans, 3840, 4096)
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
