@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "harness.cmd_vendor",
     "harness.cmd_catalog",
     "harness.cmd_collective",
+    "harness.cmd_project",
 )
 
 EXIT_USER_ERROR = 2

@@ -141,3 +141,64 @@ def test_moe_expert_parallel_pays_all_to_all():
 def test_moe_with_tp_needs_sequence_parallel():
     with pytest.raises(UserError, match="sequence_parallel"):
         validate_plan(DSV3, Plan(tp=4, dp=2, global_batch=8, sequence_parallel=False))
+
+
+# ---- the `rackbench project` command (train mode), run through its own parser so the test
+# does not depend on the other sub-commands being importable.
+
+def _cli(argv, capsys):
+    import argparse
+
+    from harness import cmd_project
+
+    parser = argparse.ArgumentParser(prog="rackbench")
+    sub = parser.add_subparsers(dest="command")
+    cmd_project.register(sub)
+    args = parser.parse_args(["project", *argv])
+    try:
+        rc = args.func(args)
+    except UserError as exc:
+        return 2, "", str(exc)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_project_json_with_plan(capsys):
+    import json
+
+    rc, out, _ = _cli(["--model", "llama3-70b", "--system", "hgx-h100", "--chips", "64",
+                       "--precision", "fp8", "--tp", "4", "--pp", "4", "--cp", "2", "--vpp", "5",
+                       "--global-batch", "128", "--seq-len", "8192", "--format", "json"], capsys)
+    assert rc == 0
+    doc = json.loads(out)
+    for key in ("step_time_s", "tokens_per_s_per_chip", "model_flops_per_s_per_chip",
+                "hardware_flops_per_s_per_chip", "mfu", "memory_bytes_per_chip", "power_w",
+                "breakdown_s", "plan", "calibration"):
+        assert key in doc
+    assert doc["plan"]["dp"] == 2 and "plans_evaluated" not in doc
+    assert sum(doc["breakdown_s"].values()) == pytest.approx(doc["step_time_s"])
+    assert 0 < doc["mfu"] < 1
+
+
+def test_cli_project_searches_without_plan_flags(capsys):
+    rc, out, _ = _cli(["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8",
+                       "--global-batch", "64"], capsys)
+    assert rc == 0
+    assert "searched" in out and "plans" in out and "MFU" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "llama9", "--system", "hgx-h100", "--chips", "8"], ["unknown model 'llama9'"]),
+    (["--model", "llama3-8b", "--system", "hgx-h900", "--chips", "8"], ["hgx-h900"]),
+    (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "12", "--tp", "8"],
+     ["--chips 12", "tp*pp*cp"]),
+    (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--global-batch", "-4"],
+     ["--global-batch", "positive"]),
+    (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--tp", "2", "--dp", "2"],
+     ["does not equal the chip count 8"]),
+])
+def test_cli_project_bad_input_is_one_line(argv, words, capsys):
+    rc, _, err = _cli(argv, capsys)
+    assert rc == 2 and "\n" not in err
+    for w in words:
+        assert w in err
