@@ -144,10 +144,20 @@ def test_crossing_domains_is_slower_than_staying_inside():
 
 
 def test_hierarchical_beats_ring_across_nodes_for_large_messages():
-    g = Group(load_system("dgx-a100"), 64, 8)
+    # HCCL (Ascend) is hierarchical by construction (server-internal level0, server-to-server level1).
+    g = Group(load_system("atlas-800t-a2"), 32, 8)
     algs = algorithms("all_reduce", g)
     assert {"ring", "tree", "hierarchical"} <= set(algs) and "inr" not in algs
     assert str(collective("all_reduce", 4 * GiB, g).algorithm) == "hierarchical"
+
+
+def test_nccl_offers_no_hierarchical_all_reduce():
+    # NCCL's multi-node all-reduce is ring, tree or NVLSTree; a rail-parallel hierarchical one would
+    # predict ~2x the ~190 GB/s busbw NVIDIA measures on DGX-A100 (NVIDIA/nccl #812).
+    a100 = Group(load_system("dgx-a100"), 64, 8)
+    assert set(algorithms("all_reduce", a100)) == {"ring", "tree"}
+    h100 = Group(load_system("hgx-h100"), 32, 8)
+    assert set(algorithms("all_reduce", h100)) == {"ring", "tree", "inr_tree"}
 
 
 def test_full_mesh_prefers_all_pairs_over_a_single_ring():
