@@ -1,0 +1,331 @@
+"""Serving model: prefill (compute-bound forward of whole prompts) and decode (one token per
+sequence per step: weights, KV cache and expert weights read; expert all-to-all and TP
+collectives), the batch a latency target allows, and the KV-cache memory limit.
+
+Layout of one serving instance of `chips` chips: attention and dense layers are tensor-parallel
+over `tp` chips and data-parallel over chips/tp groups ("attention DP", each group serves its
+own sequences with replicated attention weights); routed experts are spread over `ep` chips
+(with redundant copies when ep does not divide the expert count, as EPLB does). Disaggregated
+serving is two instances, one per phase, each projected on its own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from clusters import flops as F
+from clusters.calibration import Calibration, default_calibration
+from clusters.catalog import System
+from clusters.memory import USABLE_HBM_FRACTION
+from clusters.plan import Plan
+from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times
+from clusters.workloads import Model
+from harness.errors import UserError
+
+WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    chips: int
+    tp: int = 1
+    ep: int = 1
+    batch_per_chip: int = 1  # decode: concurrent sequences per chip; prefill: prompts per chip
+    context: int = 2048  # decode: tokens in each sequence's KV cache; prefill: prompt length
+    precision: str = "bf16"  # weights and GEMMs
+    kv_bytes: float = 2.0  # bytes per cached element (bf16 2, fp8 1)
+    overlap: bool = False  # two-batch overlap: communication hidden behind the other batch
+
+    @property
+    def attention_dp(self) -> int:
+        return self.chips // self.tp
+
+
+def validate(model: Model, plan: ServePlan, system: System) -> None:
+    for key in ("chips", "tp", "ep", "batch_per_chip", "context"):
+        v = getattr(plan, key)
+        if not isinstance(v, int) or v < 1:
+            raise UserError(f"serve plan: {key} must be a positive integer, got {v!r}")
+    if plan.chips % plan.tp:
+        raise UserError(f"serve plan: tp={plan.tp} does not divide {plan.chips} chips")
+    if plan.tp > system.chips_per_domain:
+        raise UserError(f"serve plan: tp={plan.tp} exceeds the {system.chips_per_domain}-chip "
+                        f"scale-up domain of {system.name}")
+    if model.n_heads % plan.tp:
+        raise UserError(f"serve plan: tp={plan.tp} does not divide {model.n_heads} heads")
+    if plan.ep > plan.chips:
+        raise UserError(f"serve plan: ep={plan.ep} exceeds the instance's {plan.chips} chips")
+    if plan.ep > 1 and model.moe is None:
+        raise UserError(f"serve plan: ep={plan.ep} but {model.name} has no experts")
+    if plan.precision not in WEIGHT_BYTES:
+        raise UserError(f"serve plan: precision must be one of {tuple(WEIGHT_BYTES)}")
+
+
+def kv_bytes_per_token(model: Model, plan: ServePlan) -> float:
+    """KV cache bytes one token adds on one chip (all layers). MLA caches the compressed latent
+    and the shared rotary key (arXiv 2412.19437 sec. 2.1.1), which TP cannot split; GQA heads
+    are split over TP down to one KV head per chip."""
+    if model.mla is not None:
+        per_layer = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
+    else:
+        per_layer = 2 * model.head_dim * max(1, model.n_kv_heads // plan.tp)
+    return model.n_layers * per_layer * plan.kv_bytes
+
+
+def weight_bytes_per_chip(model: Model, plan: ServePlan) -> float:
+    """Non-expert weights split by TP (replicated over attention-DP groups); routed experts
+    over EP with ceil(E/ep) experts per chip (redundant copies fill the remainder)."""
+    wb = WEIGHT_BYTES[plan.precision]
+    dense = model.n_dense_layers * F.dense_layer_params(model) + F.embedding_params(model)
+    experts = 0.0
+    if model.moe is not None:
+        dense += model.n_moe_layers * F.moe_layer_nonexpert_params(model)
+        local = math.ceil(model.moe.n_routed_experts / plan.ep)
+        experts = model.n_moe_layers * local * F.ffn_params(model, model.moe.expert_ffn_hidden_size)
+    return wb * (dense / plan.tp + experts)
+
+
+def max_batch_per_chip(model: Model, plan: ServePlan, hbm_bytes: float) -> int:
+    """Sequences per chip whose KV cache fits beside the weights (activations neglected)."""
+    free = hbm_bytes * USABLE_HBM_FRACTION - weight_bytes_per_chip(model, plan)
+    per_seq = kv_bytes_per_token(model, plan) * plan.context / plan.tp * plan.tp
+    return max(0, int(free // per_seq))
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    mode: str
+    model: str
+    system: str
+    plan: ServePlan
+    step_time_s: float
+    breakdown_s: dict
+    tokens_per_step_per_chip: float
+    memory_bytes_per_chip: float
+    capacity_bytes: float
+    max_batch_per_chip: int
+    chip_power_w: float
+    system_power_w: float
+    notes: tuple = field(default_factory=tuple)
+
+    @property
+    def feasible(self) -> bool:
+        return self.memory_bytes_per_chip <= self.capacity_bytes
+
+    @property
+    def tokens_per_s_per_chip(self) -> float:
+        return self.tokens_per_step_per_chip / self.step_time_s
+
+    @property
+    def joules_per_token(self) -> float:
+        return self.system_power_w / (self.tokens_per_s_per_chip * self.plan.chips)
+
+    def to_dict(self) -> dict:
+        p = self.plan
+        out = {
+            "mode": self.mode, "model": self.model, "system": self.system, "chips": p.chips,
+            "plan": {k: getattr(p, k) for k in p.__dataclass_fields__},
+            "feasible": self.feasible,
+            "infeasible_reason": None if self.feasible else (
+                f"needs {self.memory_bytes_per_chip / 1e9:.1f} GB per chip, "
+                f"{self.capacity_bytes / 1e9:.1f} GB usable"),
+            "step_time_s": self.step_time_s, "breakdown_s": dict(self.breakdown_s),
+            "tokens_per_s_per_chip": self.tokens_per_s_per_chip,
+            "memory_bytes_per_chip": self.memory_bytes_per_chip,
+            "max_batch_per_chip": self.max_batch_per_chip,
+            "chip_power_w": self.chip_power_w, "power_w": self.system_power_w,
+            "joules_per_token": self.joules_per_token, "notes": list(self.notes),
+        }
+        if self.mode == "decode":
+            out["tpot_s"] = self.step_time_s
+            out["output_tokens_per_s_per_chip"] = self.tokens_per_s_per_chip
+        else:
+            out["ttft_s"] = self.step_time_s
+            out["input_tokens_per_s_per_chip"] = self.tokens_per_s_per_chip
+        return out
+
+
+def _result(mode, model, system, plan, parts, tokens, cal, overlap_comm=("tp_comm_s", "ep_comm_s")):
+    compute = sum(v for k, v in parts.items() if k not in overlap_comm)
+    comm = sum(parts.get(k, 0.0) for k in overlap_comm)
+    if plan.overlap:
+        # two-batch overlap: the slower of compute and communication sets the step; the
+        # hidden part of communication is removed from the breakdown so it still sums.
+        hidden = min(compute, comm)
+        for k in overlap_comm:
+            if comm > 0:
+                parts[k] -= hidden * parts.get(k, 0.0) / comm
+    step = sum(parts.values())
+    kv = kv_bytes_per_token(model, plan) * plan.context * plan.batch_per_chip if mode == "decode" \
+        else 0.0
+    mem = weight_bytes_per_chip(model, plan) + kv
+    chip = system.chip
+    return ServeResult(
+        mode=mode, model=model.name, system=system.name, plan=plan, step_time_s=step,
+        breakdown_s=parts, tokens_per_step_per_chip=tokens, memory_bytes_per_chip=mem,
+        capacity_bytes=chip.hbm_bytes * USABLE_HBM_FRACTION,
+        max_batch_per_chip=max_batch_per_chip(model, plan, chip.hbm_bytes),
+        chip_power_w=plan.chips * chip.power_w,
+        system_power_w=plan.chips / system.chips_per_domain * system.power_w,
+        notes=tuple(cal.notes_for(chip.family)))
+
+
+def prefill(model: Model, system: System, plan: ServePlan,
+            calibration: Calibration | None = None) -> ServeResult:
+    """One forward of batch_per_chip prompts of `context` tokens on each attention-DP group:
+    the training forward pass (clusters.train.layer_times) without backward."""
+    validate(model, plan, system)
+    cal = calibration or default_calibration()
+    rates = Rates(system.chip, cal, plan.precision)
+    group_batch = plan.batch_per_chip * plan.tp
+    p = Plan(tp=plan.tp, dp=max(1, plan.ep), ep=plan.ep if model.moe else 1,
+             micro_batch=group_batch, global_batch=group_batch * max(1, plan.ep),
+             seq_len=plan.context, precision="fp8" if plan.precision in ("fp8", "int8")
+             else "bf16")
+    parts = {"gemm_s": 0.0, "attention_s": 0.0, "elementwise_s": 0.0, "tp_comm_s": 0.0,
+             "ep_comm_s": 0.0}
+    for moe_layer, n in ((False, model.n_dense_layers), (True, model.n_moe_layers)):
+        if n == 0:
+            continue
+        lt = layer_times(model, p, system, rates, moe_layer)
+        for k, v in (("gemm_s", lt.gemm), ("attention_s", lt.attention),
+                     ("elementwise_s", lt.elementwise), ("tp_comm_s", lt.tp_comm),
+                     ("ep_comm_s", lt.ep_comm)):
+            parts[k] += n * v
+    # logits only for each prompt's last token
+    parts["gemm_s"] += rates.gemm_s(F.output_gemm(model, group_batch, plan.tp))
+    return _result("prefill", model, system, plan, parts,
+                   plan.batch_per_chip * plan.context, cal)
+
+
+def decode(model: Model, system: System, plan: ServePlan,
+           calibration: Calibration | None = None) -> ServeResult:
+    """One decode step: every sequence of the instance emits one token."""
+    validate(model, plan, system)
+    cal = calibration or default_calibration()
+    chip = system.chip
+    dtype = "fp8" if plan.precision in ("fp8", "int8") and "fp8" in chip.peak_flops_per_s \
+        else ("int8" if plan.precision == "int8" else "bf16")
+    rates = Rates(chip, cal, dtype)
+    tp = plan.tp
+    tokens = plan.batch_per_chip * tp  # new tokens per attention-DP group (one per sequence)
+    h = model.hidden_size
+
+    gemms = _decode_attention_gemms(model, tokens, tp)
+    dense_ffn = F.ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
+    gemm = model.n_layers * sum(rates.gemm_s(g) for g in gemms)
+    gemm += model.n_dense_layers * sum(rates.gemm_s(g) for g in dense_ffn)
+    ep_comm = 0.0
+    if model.moe is not None:
+        gemm += model.n_moe_layers * _decode_moe_s(model, plan, rates)
+        if plan.ep > 1:
+            routed = plan.batch_per_chip * model.moe.experts_per_token
+            wb = 1 if dtype in ("fp8", "int8") else 2
+            ep_comm = model.n_moe_layers * (
+                comm_s(system, "all_to_all", routed * h * wb, plan.ep, 1)
+                + comm_s(system, "all_to_all", 2.0 * routed * h, plan.ep, 1))
+    gemm += rates.gemm_s(F.output_gemm(model, tokens, tp))
+
+    # attention over the cache: read every cached byte once per step, compute QK and AV
+    kv_read = plan.batch_per_chip * tp * plan.context * kv_bytes_per_token(model, plan) / tp
+    if model.mla is not None:  # absorbed MLA: heads attend over the latent (MQA-like)
+        d = model.mla.kv_lora_rank
+        flops = 2.0 * model.n_heads / tp * plan.context * (2 * d + model.mla.qk_rope_head_dim)
+    else:
+        flops = 2.0 * model.n_heads / tp * plan.context * 2 * model.head_dim
+    attn_flops = model.n_layers * tokens * flops
+    peak = chip.peak("bf16")
+    eff = cal.efficiency("attention", chip.family, "bf16", attn_flops)
+    attention = max(attn_flops / (peak * eff), rates.mem_s(kv_read))
+
+    p = Plan(tp=tp, micro_batch=1, global_batch=1, seq_len=1, precision=dtype
+             if dtype != "int8" else "fp8")
+    elementwise = model.n_layers * rates.mem_s(
+        tokens * elementwise_bytes_per_token(model, p, model.moe is not None))
+    act = 2.0 * tokens * h
+    tp_comm = model.n_layers * 2 * comm_s(system, "all_reduce", act, tp, 1)
+    parts = {"gemm_s": gemm, "attention_s": attention, "elementwise_s": elementwise,
+             "tp_comm_s": tp_comm, "ep_comm_s": ep_comm}
+    return _result("decode", model, system, plan, parts, plan.batch_per_chip, cal)
+
+
+def _decode_attention_gemms(model: Model, tokens: int, tp: int) -> list[F.Gemm]:
+    if model.mla is None:
+        return F.attention_gemms(model, tokens, tp)
+    m, nh, h = model.mla, model.n_heads // tp, model.hidden_size
+    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    out = [F.Gemm("q_down", tokens, m.q_lora_rank, h),
+           F.Gemm("q_up", tokens, nh * qk, m.q_lora_rank)] if m.q_lora_rank else \
+        [F.Gemm("q_proj", tokens, nh * qk, h)]
+    return out + [
+        F.Gemm("kv_down", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h),
+        # W_UK absorbed into the query and W_UV into the output, per head (DeepSeek-V2 sec. 2.1)
+        F.Gemm("absorb_uk", tokens, m.kv_lora_rank, m.qk_nope_head_dim, nh),
+        F.Gemm("absorb_uv", tokens, m.v_head_dim, m.kv_lora_rank, nh),
+        F.Gemm("attn_out", tokens, h, nh * m.v_head_dim)]
+
+
+def _decode_moe_s(model: Model, plan: ServePlan, rates: Rates) -> float:
+    """Routed and shared experts of one MoE layer on one chip for one decode step. The
+    instance's tokens spread over all experts; a local expert is read if any token picks it."""
+    moe = model.moe
+    E, k = moe.n_routed_experts, moe.experts_per_token
+    instance_tokens = plan.batch_per_chip * plan.chips
+    local = math.ceil(E / plan.ep)
+    p_active = 1 - (1 - k / E) ** instance_tokens
+    active = max(1, round(local * p_active))
+    per_expert = max(1, round(instance_tokens * k / E / p_active))
+    t = sum(rates.gemm_s(g) for g in F.ffn_gemms(model, per_expert, moe.expert_ffn_hidden_size,
+                                                 1, "expert", active))
+    tokens = plan.batch_per_chip * plan.tp
+    t += rates.gemm_s(F.Gemm("router", tokens, E, model.hidden_size))
+    if moe.n_shared_experts:
+        t += sum(rates.gemm_s(g) for g in F.ffn_gemms(
+            model, tokens, moe.expert_ffn_hidden_size * moe.n_shared_experts, plan.tp, "shared"))
+    return t
+
+
+def best_batch_for_tpot(model: Model, system: System, plan: ServePlan, tpot_s: float,
+                        calibration: Calibration | None = None) -> ServeResult:
+    """The largest batch per chip whose decode step meets the TPOT target and whose KV cache
+    fits (bisection: step time grows with batch)."""
+    limit = max_batch_per_chip(model, plan, system.chip.hbm_bytes)
+    if limit < 1:
+        raise UserError(f"{model.name}: weights alone do not fit on {plan.chips} chips of "
+                        f"{system.name} with this plan")
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if decode(model, system, plan.__class__(**{**plan.__dict__, "batch_per_chip": mid}),
+                  calibration).step_time_s <= tpot_s:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        raise UserError(f"TPOT target {tpot_s * 1e3:.1f} ms is below the single-sequence "
+                        f"step time of {model.name} on this plan")
+    return decode(model, system, plan.__class__(**{**plan.__dict__, "batch_per_chip": lo}),
+                  calibration)
+
+
+def project_cli(args, model: Model, system: System, cal: Calibration, seq: int) -> dict:
+    """`rackbench project --mode prefill|decode`."""
+    tp = args.tp or 1
+    ep = args.ep or (args.chips if model.moe is not None else 1)
+    kv = 1.0 if args.precision in ("fp8", "int8") else 2.0
+    context = args.context or seq
+    if args.mode == "prefill":
+        plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=args.micro_batch or 1,
+                         context=seq, precision=args.precision, kv_bytes=kv)
+        r = prefill(model, system, plan, cal)
+        if args.ttft_ms is not None and r.step_time_s * 1e3 > args.ttft_ms:
+            raise UserError(f"TTFT {r.step_time_s * 1e3:.1f} ms exceeds --ttft-ms {args.ttft_ms}")
+        return r.to_dict()
+    batch = (args.global_batch // args.chips) if args.global_batch else 1
+    plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=max(1, batch),
+                     context=context, precision=args.precision, kv_bytes=kv)
+    if args.tpot_ms is not None:
+        r = best_batch_for_tpot(model, system, plan, args.tpot_ms / 1e3, cal)
+    else:
+        r = decode(model, system, plan, cal)
+    return r.to_dict()
