@@ -9,7 +9,7 @@ from harness.errors import UserError
 from harness.format import percent, si, table
 
 PLAN_FLAGS = ("tp", "pp", "vpp", "dp", "ep", "cp", "micro_batch", "recompute", "zero")
-REFERENCE_DIR = Path("results") / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 
 def register(subparsers) -> None:

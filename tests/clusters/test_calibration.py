@@ -1,0 +1,95 @@
+"""Calibration: the default file's sources and lookups, and calibrating from a result set."""
+import math
+
+import pandas as pd
+import pytest
+
+from clusters.calibration import (calibration_from_dataframe, default_calibration,
+                                  load_calibration_file)
+from clusters.catalog import list_chips, load_chip
+from harness.errors import UserError
+
+
+def test_every_default_efficiency_cites_a_source():
+    cal = default_calibration()
+    assert cal.entries
+    for e in cal.entries:
+        assert len(e.source) > 30 and all(0 < v <= 1 for v in e.efficiencies)
+    for f in cal.software_factors.values():
+        assert "2506.12708" in f.source
+
+
+@pytest.mark.parametrize("chip", list_chips())
+def test_every_catalog_chip_gets_every_kernel_class(chip):
+    c = load_chip(chip)
+    cal = default_calibration()
+    for kernel in ("gemm", "attention", "memory"):
+        for dtype in c.peak_flops_per_s:
+            assert 0.2 < cal.efficiency(kernel, c.family, dtype) < 1
+
+
+def test_sustained_clock_and_ascend_factor_are_applied_as_documented():
+    cal = default_calibration()
+    # H100 fp8: MAMF burst 0.709 x Hopper sustained/burst 0.848
+    assert cal.efficiency("gemm", "nvidia-hopper", "fp8") == pytest.approx(0.709 * 0.848)
+    # H100 bf16: a sustained (MSMF) measurement, no factor
+    assert cal.efficiency("gemm", "nvidia-hopper", "bf16") == pytest.approx(0.706)
+    # 910C bf16 GEMM: borrowed from Hopper, times the CloudMatrix384 compute ratio
+    assert cal.efficiency("gemm", "ascend-910c", "bf16") == pytest.approx(0.706 * 0.981)
+    # 910C int8 GEMM: its own measurement, no borrowing factor
+    assert cal.efficiency("gemm", "ascend-910c", "int8") == pytest.approx(0.80)
+    mature = cal.with_software_factor("ascend-910c", 1.0, 1.0)
+    assert mature.efficiency("gemm", "ascend-910c", "bf16") == pytest.approx(0.706)
+
+
+def test_bad_calibration_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('name = "x"\n[[entry]]\nkernel = "gemm"\nefficiency = 1.5\nsource = "me"\n')
+    with pytest.raises(UserError, match="c.toml: entry 1: key 'efficiency'"):
+        load_calibration_file(p)
+    p.write_text('name = "x"\n[[entry]]\nkernel = "gemmm"\nefficiency = 0.5\nsource = "me"\n')
+    with pytest.raises(UserError, match="kernel"):
+        load_calibration_file(p)
+
+
+def _frame(platform="gpu", chip="h100"):
+    rows = []
+    for size, eff in ((1e9, 0.3), (1e11, 0.6), (1e13, 0.8)):
+        rows.append(dict(name="matmul", group="matmul", status="ok", params={"dtype": "bf16"},
+                         flops=size, achieved_flops_per_s=eff * 989e12, peak_flops_per_s=989e12,
+                         bytes=None, achieved_bytes_per_s=None, peak_bw_bytes_per_s=None))
+    rows.append(dict(name="copy", group="copy", status="ok", params={"dtype": "bf16"}, flops=None,
+                     achieved_flops_per_s=None, peak_flops_per_s=None, bytes=1e9,
+                     achieved_bytes_per_s=0.9 * 3.35e12, peak_bw_bytes_per_s=3.35e12))
+    rows.append(dict(name="matmul", group="matmul", status="failed", params={"dtype": "bf16"},
+                     flops=1e12, achieved_flops_per_s=None, peak_flops_per_s=989e12, bytes=None,
+                     achieved_bytes_per_s=None, peak_bw_bytes_per_s=None))
+    df = pd.DataFrame(rows)
+    df.attrs["device"] = {"kind": "NVIDIA H100 80GB HBM3" if platform == "gpu" else "cpu",
+                          "platform": platform, "catalog_chip": chip}
+    return df
+
+
+def test_calibration_from_a_result_set_interpolates_by_size():
+    cal = calibration_from_dataframe(_frame(), "set.json")
+    sustained = 0.848  # a GPU result set is timed in bursts
+    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e10) == pytest.approx(0.45 * sustained)
+    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8 * sustained)
+    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
+    # attention was not measured: the default file's entry fills in
+    assert cal.efficiency("attention", "nvidia-hopper", "bf16") == pytest.approx(0.5 * 0.848)
+    # another family borrows the measurement; Ascend with its software factor
+    assert cal.efficiency("gemm", "ascend-910c", "bf16", 1e15) == pytest.approx(
+        0.8 * 0.848 * 0.981)
+
+
+def test_cpu_calibration_says_so():
+    cal = calibration_from_dataframe(_frame("cpu", None), "cpu.json")
+    assert any("calibrated on cpu" in n for n in cal.notes_for("nvidia-hopper"))
+
+
+def test_result_set_without_usable_cases():
+    df = _frame().iloc[0:0]
+    df.attrs["device"] = {"kind": "x"}
+    with pytest.raises(UserError, match="no ok matmul"):
+        calibration_from_dataframe(df, "empty.json")
