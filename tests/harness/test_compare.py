@@ -177,9 +177,10 @@ def test_no_common_cases_exit_3():
     [
         (lambda t: t[: len(t) // 2], "not valid JSON"),
         (lambda t: "\x00\x13garbage" + t[10:], "not valid JSON"),
+        (lambda t: "\udcff\udcfe" + t, "not valid JSON (not UTF-8 text)"),
         (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "unknown schema version 99"),
     ],
-    ids=["truncated", "corrupted", "unknown-version"],
+    ids=["truncated", "corrupted", "binary", "unknown-version"],
 )
 def test_bad_files_exit_2_and_results_untouched(cli, capsys, tmp_path, mutate, message):
     results = tmp_path / "results" / "box-a"
@@ -187,7 +188,7 @@ def test_bad_files_exit_2_and_results_untouched(cli, capsys, tmp_path, mutate, m
     good = results / "20261101T020000-11111111.json"
     shutil.copy(DATA / "base.json", good)
     bad = results / "20261102T020000-22222222.json"
-    bad.write_text(mutate((DATA / "new.json").read_text()))
+    bad.write_bytes(mutate((DATA / "new.json").read_text()).encode("utf-8", "surrogateescape"))
     before = tree_hash(tmp_path / "results")
     assert cli(["compare", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip()

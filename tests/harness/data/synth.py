@@ -91,22 +91,55 @@ def save_in(results_dir: Path, rs: ResultSet) -> Path:
 
 def nightly_series(results_dir: Path, n_nights: int, n_cases: int, *, step_at=None, step=1.0,
                    night_sd: float = 0.02, seed: int = 0, n_samples: int = 15,
-                   machine_id: str = "box-a", fingerprint_id: str = "fp-aaaa") -> list[Path]:
-    """One set per night; from night `step_at` on, every case's true median is times `step`.
+                   machine_id: str = "box-a", fingerprint_id: str = "fp-aaaa", step_cases=None,
+                   indent: int | None = 1) -> list[Path]:
+    """One stored set per night; from night `step_at` on, the true median of the cases in
+    `step_cases` (default: all) is multiplied by `step`.
 
-    Each night's medians wander by `night_sd` (machine state, thermal, noise neighbours), which
-    is what makes a small step invisible to a single night-to-night comparison.
+    Each night's medians also wander by `night_sd` (machine state, thermal, noisy neighbours):
+    that is what makes a small step invisible to any single night-to-night comparison.
+    Built from one template document whose times are scaled per case and night, because
+    summarising 73,000 cases from scratch would make the benchmark fixture slower than the code.
+    `indent=1` is the layout resultset.save writes; None writes compact JSON (json's C encoder:
+    much faster to generate, slightly faster to parse).
     """
+    import json
+
+    from harness.resultset import _json_default
+
     rng = np.random.default_rng(seed)
     base = 1e-4 * np.exp(np.linspace(0.0, 3.0, n_cases))
+    template = make_set(many_cases(rng, n_cases, n_samples=n_samples, rel_sd=0.01, medians=base),
+                        machine_id=machine_id, fingerprint_id=fingerprint_id)
+    doc = json.loads(json.dumps(template.to_json_dict(), default=_json_default))
+    cases, benches = doc["rackbench"]["cases"], doc["benchmarks"]
+    stepped = np.zeros(n_cases, bool)
+    stepped[list(range(n_cases)) if step_cases is None else list(step_cases)] = True
+    time_keys = ("median_s", "q1_s", "q3_s", "iqr_s", "ci95_low_s", "ci95_high_s", "mean_s", "stddev_s", "min_s", "max_s")
+    bench_keys = ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "ld15iqr", "hd15iqr", "total")
+    samples0 = np.array([c["samples_s"] for c in cases])
+    stats0 = np.array([[c["stats"][k] for k in time_keys] for c in cases])
+    bstats0 = np.array([[b["stats"][k] for k in bench_keys] for b in benches])
     paths = []
     for night in range(n_nights):
-        factor = step if (step_at is not None and night >= step_at) else 1.0
-        medians = base * factor * np.exp(rng.normal(0.0, night_sd, n_cases))
-        cases = many_cases(rng, n_cases, n_samples=n_samples, rel_sd=0.01, medians=medians)
+        factor = np.exp(rng.normal(0.0, night_sd, n_cases))
+        if step_at is not None and night >= step_at:
+            factor = np.where(stepped, factor * step, factor)
+        samples = (samples0 * factor[:, None]).tolist()
+        stats = (stats0 * factor[:, None]).tolist()
+        bstats = (bstats0 * factor[:, None]).tolist()
+        for i, (case, bench) in enumerate(zip(cases, benches)):
+            case["samples_s"] = bench["stats"]["data"] = samples[i]
+            case["stats"].update(zip(time_keys, stats[i]))
+            bench["stats"].update(zip(bench_keys, bstats[i]))
+            bench["stats"]["ops"] = 1.0 / bench["stats"]["mean"]
         day = np.datetime64("2026-01-01T02:00:00") + np.timedelta64(night, "D")
         commit = f"{night:08x}" + "c" * 32
-        rs = make_set(cases, created_utc=str(day) + "Z", commit=commit,
-                      machine_id=machine_id, fingerprint_id=fingerprint_id)
-        paths.append(save_in(results_dir, rs))
+        meta = doc["rackbench"]
+        meta["created_utc"] = doc["datetime"] = str(day) + "Z"
+        meta["git"]["commit"] = doc["commit_info"]["id"] = commit
+        path = Path(results_dir) / machine_id / f"{str(day).replace('-', '').replace(':', '')}-{commit[:8]}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=indent) + "\n")
+        paths.append(path)
     return paths

@@ -1,0 +1,335 @@
+"""Every stored set of one machine as time series per case, with change-point detection.
+
+A nightly compare sees two nights; a 2.5% step hides in night-to-night noise there. Over the
+whole series it does not: binary segmentation on ranks of the per-night medians (a Wilcoxon
+rank-sum statistic at every split, Bonferroni-corrected over the splits) finds where the level
+moved, robust to the odd bad night, with no noise model to tune. The price: a step needs about
+seven nights on each side before it is significant; the nightly compare covers last night.
+Read-only: nothing under results/ is ever written.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as _sps
+
+from harness.errors import UserError
+from harness.compare import load_set
+from harness.resultset import SCHEMA_VERSION, case_key
+
+# Family-wise false-alarm rate per case series (split positions are Bonferroni-corrected).
+DEFAULT_ALPHA = 0.001
+# Steps smaller than this (ratio of segment medians) are not reported: real but irrelevant.
+DEFAULT_MIN_CHANGE = 0.01
+MIN_SEGMENT = 3
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    path: Path
+    created_utc: str | None
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    index: int  # position of the first set after the step
+    before: SetInfo
+    after: SetInfo
+    ratio: float  # median level after / before, in the record's unit
+    z: float  # rank-sum statistic at the split
+    verdict: str  # "slower" or "faster", from the record's direction
+
+
+@dataclass(frozen=True)
+class CaseHistory:
+    key: str
+    name: str
+    group: str
+    direction: str
+    unit: str
+    values: np.ndarray  # the median per set; NaN where the case was absent, failed or skipped
+    change_points: tuple[ChangePoint, ...]
+
+
+@dataclass(frozen=True)
+class History:
+    directory: Path
+    machine_id: str | None
+    fingerprint_id: str | None
+    sets: tuple[SetInfo, ...]
+    cases: tuple[CaseHistory, ...]
+    warnings: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------- change points
+
+
+def _rank_split(y: np.ndarray, min_size: int) -> tuple[int, float]:
+    """Best split k (left = y[:k]) by the standardised Wilcoxon rank-sum statistic, and |z|."""
+    m = y.size
+    r = _sps.rankdata(y)
+    k = np.arange(min_size, m - min_size + 1)
+    u = 2.0 * np.cumsum(r)[k - 1] - k * (m + 1.0)  # 2*(rank sum of the left part - its mean)
+    z = np.abs(u) / np.sqrt(k * (m - k) * (m + 1.0) / 3.0)
+    best = int(np.argmax(z))
+    return int(k[best]), float(z[best])
+
+
+def change_points(values, *, alpha: float = DEFAULT_ALPHA, min_change: float = DEFAULT_MIN_CHANGE,
+                  min_size: int = MIN_SEGMENT) -> list[tuple[int, float, float]]:
+    """Steps in a positive series: [(index of first value after the step, after/before ratio, z)].
+
+    Binary segmentation: split a segment where the rank-sum statistic peaks if it beats the
+    Bonferroni threshold for that segment's number of candidate splits and the segment medians
+    differ by at least `min_change`; recurse on both halves.
+    """
+    y = np.log(np.asarray(values, dtype=float))
+    found = []
+    stack = [(0, y.size)]
+    while stack:
+        a, b = stack.pop()
+        m = b - a
+        if m < 2 * min_size:
+            continue
+        k, z = _rank_split(y[a:b], min_size)
+        threshold = _sps.norm.isf(alpha / (2.0 * (m - 2 * min_size + 1)))
+        ratio = math.exp(np.median(y[a + k : b]) - np.median(y[a : a + k]))
+        if z > threshold and abs(ratio - 1.0) >= min_change:
+            found.append((a + k, ratio, z))
+            stack += [(a, a + k), (a + k, b)]
+    # Ratios from the final segmentation: neighbours, not the coarse halves of the first split.
+    found.sort()
+    edges = [0] + [f[0] for f in found] + [y.size]
+    return [
+        (idx, math.exp(np.median(y[idx : edges[i + 2]]) - np.median(y[edges[i] : idx])), z)
+        for i, (idx, _, z) in enumerate(found)
+    ]
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+# A raw-samples list as json.dumps writes it. Inside a JSON string every quote is escaped, so
+# this can only match the key itself; the list holds numbers only, so it has no inner ']'.
+_SAMPLES_LIST = re.compile(r'"samples_s":\s*\[[^\]]*\]')
+# save() indents; JSON strings cannot hold a raw newline, so a newline and what follows it is
+# layout, and json parses the text without it almost twice as fast.
+_INDENT = re.compile(r"\n\s*")
+_DECODER = json.JSONDecoder()
+
+
+def _fast_section(path: Path) -> dict | None:
+    """The `rackbench` section of a file we wrote, parsed without the duplicate `benchmarks`
+    and without the raw samples, which history does not need.
+
+    Parsing JSON is what costs (365 files must take seconds): resultset.save writes the section
+    last, so decoding from its key to the end reads about a third of the numbers. Anything
+    unexpected returns None and the caller falls back to resultset.load, which gives the
+    authoritative error or migration.
+    """
+    try:
+        data = path.read_bytes()
+        # the last "rackbench" key; the end check below proves it is the top-level one
+        i = data.rindex(b'"rackbench":')
+        text = _SAMPLES_LIST.sub('"samples_s":[]', data[data.index(b"{", i):].decode())
+        text = _INDENT.sub("", text)
+        section, end = _DECODER.raw_decode(text)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if text[end:].strip() != "}" or not isinstance(section, dict):
+        return None
+    if section.get("schema_version") != SCHEMA_VERSION or not isinstance(section.get("cases"), list):
+        return None
+    return section
+
+
+_KEYS: dict = {}
+
+
+def _key(name: str, params: dict) -> str:
+    """case_key, memoised: the same few hundred cases recur in every night's file."""
+    try:
+        memo = (name, tuple(sorted(params.items())))
+        key = _KEYS.get(memo)
+    except TypeError:  # unhashable parameter values (lists): compute it every time
+        return case_key(name, params)
+    if key is None:
+        key = _KEYS[memo] = case_key(name, params)
+    return key
+
+
+def _read(path: Path) -> tuple[dict, list[dict], bool]:
+    """(meta, case dicts, foreign) for one file; UserError if it cannot be read."""
+    section = _fast_section(path)
+    if section is not None:
+        try:
+            cases = [
+                {"key": _key(c["name"], c["params"]), "name": c["name"], "group": c["group"], "status": c["status"],
+                 "direction": c["direction"], "unit": c["unit"], "median": c["stats"].get("median_s")}
+                for c in section["cases"]
+            ]
+            return {k: v for k, v in section.items() if k != "cases"}, cases, False
+        except (KeyError, TypeError, AttributeError):
+            pass  # let the full loader name the problem
+    rs = load_set(path)
+    cases = [{"key": c.key, "name": c.name, "group": c.group, "status": c.status, "direction": c.direction,
+              "unit": c.unit, "median": c.median_s} for c in rs.cases]
+    return rs.meta, cases, rs.foreign
+
+
+def result_files(directory: Path) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("*.json") if p.is_file())
+
+
+def machine_directory(path) -> Path:
+    """A machine's directory: PATH itself if it holds sets, else its subdirectory whose newest
+    file name (<UTC stamp>-<commit>.json) is the newest (the machine measured most recently)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such results directory")
+    if result_files(path):
+        return path
+    candidates = [(max(p.name for p in result_files(d)), d) for d in path.iterdir() if d.is_dir() and result_files(d)]
+    if not candidates:
+        raise UserError(f"{path}: no result sets (*.json) here or in its machine subdirectories")
+    return max(candidates)[1]
+
+
+def load_history(directory, *, case_regex: str | None = None, alpha: float = DEFAULT_ALPHA,
+                 min_change: float = DEFAULT_MIN_CHANGE) -> History:
+    directory = machine_directory(directory)
+    try:
+        pattern = re.compile(case_regex) if case_regex else None
+    except re.error as exc:
+        raise UserError(f"--case {case_regex!r}: not a regular expression ({exc})") from None
+    warnings: list[str] = []
+    loaded = []
+    for path in result_files(directory):
+        try:
+            meta, cases, foreign = _read(path)
+        except UserError as exc:
+            warnings.append(f"skipped: {exc}")
+            continue
+        if foreign:
+            warnings.append(f"skipped: {path}: a plain pytest-benchmark file has no machine fingerprint")
+        elif meta.get("complete") is False:
+            warnings.append(f"skipped: {path}: incomplete (interrupted) run")
+        else:
+            loaded.append((str(meta.get("created_utc") or ""), path.name, path, meta, cases))
+    loaded.sort(key=lambda t: (t[0], t[1]))
+    # One machine: the newest set decides which; sets with another fingerprint are not merged.
+    machine_id = fingerprint_id = None
+    if loaded:
+        newest = loaded[-1][3]
+        machine_id, fingerprint_id = newest.get("machine_id"), newest.get("fingerprint_id")
+        kept = []
+        for item in loaded:
+            meta = item[3]
+            if (meta.get("machine_id"), meta.get("fingerprint_id")) != (machine_id, fingerprint_id):
+                warnings.append(f"skipped: {item[2]}: from another machine ({meta.get('machine_id')}, fingerprint "
+                                f"{meta.get('fingerprint_id')}; this series is {machine_id}, {fingerprint_id})")
+            else:
+                kept.append(item)
+        loaded = kept
+    sets = tuple(SetInfo(p, created or None, (meta.get("git") or {}).get("commit")) for created, _, p, meta, _ in loaded)
+    series: dict[str, dict] = {}
+    for i, (_, _, _, _, cases) in enumerate(loaded):
+        for c in cases:
+            if pattern is not None and not pattern.search(c["name"]):
+                continue
+            s = series.get(c["key"])
+            if s is None:
+                s = series[c["key"]] = dict(c, values=np.full(len(loaded), np.nan))
+            if c["status"] == "ok" and c["median"] is not None and c["median"] > 0:
+                s["values"][i] = c["median"]
+    out = [_case_history(s, sets, alpha, min_change) for s in series.values()]
+    return History(directory, machine_id, fingerprint_id, sets, tuple(out), tuple(warnings))
+
+
+def _case_history(s: dict, sets: tuple[SetInfo, ...], alpha: float, min_change: float) -> CaseHistory:
+    values = s["values"]
+    present = np.flatnonzero(np.isfinite(values))
+    cps = []
+    for idx, ratio, z in change_points(values[present], alpha=alpha, min_change=min_change):
+        after, before = int(present[idx]), int(present[idx - 1])
+        worse = ratio > 1.0 if s["direction"] == "lower" else ratio < 1.0
+        cps.append(ChangePoint(after, sets[before], sets[after], ratio, z, "slower" if worse else "faster"))
+    return CaseHistory(s["key"], s["name"], s["group"], s["direction"], s["unit"], values, tuple(cps))
+
+
+# ---------------------------------------------------------------------------- display
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: np.ndarray, width: int = 24) -> str:
+    """The series in `width` characters (the newest at the right); blanks where no value."""
+    v = np.asarray(values, dtype=float)[-width:]
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return ""
+    lo, hi = finite.min(), finite.max()
+    scale = (len(_BARS) - 1) / (hi - lo) if hi > lo else 0.0
+    return "".join(" " if not math.isfinite(x) else _BARS[int(round((x - lo) * scale))] for x in v)
+
+
+def _fmt(v: float, unit: str) -> str:
+    from harness.compare import format_value
+
+    return format_value(None if not math.isfinite(v) else float(v), unit)
+
+
+def _short(info: SetInfo) -> str:
+    return f"{(info.commit or 'unknown')[:8]} ({(info.created_utc or '?')[:10]})"
+
+
+def format_table(h: History) -> str:
+    from harness.compare import _aligned
+
+    lines = [f"history: {h.directory} (machine {h.machine_id}, fingerprint {h.fingerprint_id}), {len(h.sets)} sets"]
+    if h.sets:
+        lines.append(f"from {_short(h.sets[0])} to {_short(h.sets[-1])}")
+    lines += [f"warning: {w}" for w in h.warnings]
+    rows = []
+    for c in h.cases:
+        v = c.values[np.isfinite(c.values)]
+        if v.size == 0:
+            rows.append((c.name, "0", "-", "-", "-", "-", "", ""))
+            continue
+        best = v.min() if c.direction == "lower" else v.max()
+        steps = ", ".join(f"{cp.verdict} x{cp.ratio:.3f} at #{cp.index}" for cp in c.change_points)
+        rows.append((c.name, str(v.size), _fmt(v[0], c.unit), _fmt(v[-1], c.unit), f"{v[-1] / v[0]:.3f}",
+                     f"{v[-1] / best:.3f}", sparkline(c.values), steps))
+    lines += ["", *_aligned(("case", "sets", "first", "last", "last/first", "last/best", "trend", "change points"), rows)]
+    cps = [(cp, c) for c in h.cases for cp in c.change_points]
+    lines += ["", f"change points: {len(cps)}"]
+    for cp, c in sorted(cps, key=lambda t: (t[0].index, t[1].name)):
+        lines.append(f"  {c.name}: {cp.verdict} x{cp.ratio:.3f} (z={cp.z:.1f}) between set #{cp.index - 1} "
+                     f"{_short(cp.before)} and #{cp.index} {_short(cp.after)}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json_dict(h: History) -> dict:
+    def info(s: SetInfo) -> dict:
+        return {"path": str(s.path), "created_utc": s.created_utc, "commit": s.commit}
+
+    return {
+        "directory": str(h.directory),
+        "machine_id": h.machine_id,
+        "fingerprint_id": h.fingerprint_id,
+        "warnings": list(h.warnings),
+        "sets": [info(s) for s in h.sets],
+        "cases": [
+            {"key": c.key, "name": c.name, "group": c.group, "direction": c.direction, "unit": c.unit,
+             "medians": [float(x) if math.isfinite(x) else None for x in c.values],
+             "change_points": [{"index": cp.index, "ratio": cp.ratio, "z": cp.z, "verdict": cp.verdict,
+                                "before": info(cp.before), "after": info(cp.after)} for cp in c.change_points]}
+            for c in h.cases
+        ],
+    }
