@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "harness.cmd_vendor",
     "harness.cmd_catalog",
     "harness.cmd_collective",
+    "harness.cmd_compare",
+    "harness.cmd_history",
     "harness.cmd_project",
 )
 
