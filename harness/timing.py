@@ -32,7 +32,7 @@ class TimingConfig:
     samples: int = 15  # samples per case, unless the case budget says fewer
     min_samples: int = 5  # never fewer, so the median has a confidence interval to speak of
     max_case_time_s: float = 3.0  # time budget for one case's samples
-    warmup_calls: int = 2
+    warmup_calls: int = 2  # timed one by one; the best is the single dispatched call time
     host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device
     max_reps: int = 1_000_000
 
@@ -146,9 +146,9 @@ def _sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
 def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConfig, force_method: str | None = None) -> Timing:
     """Warm up and sample an already compiled kernel (the output check happens before this)."""
     call = compiled.fn
-    for _ in range(cfg.warmup_calls):
-        _block(call(*args))
-    single = _best_single_call(call, args)
+    # The warm-up calls are timed one by one (dispatch, run, block): the best of them is the
+    # single-call time that picks the method, so no extra calls are spent probing.
+    single = _best_single_call(call, args, tries=max(1, cfg.warmup_calls))
     method = force_method or ("host-loop" if single >= cfg.host_loop_min_call_s else "device-loop")
 
     if method == "host-loop":

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.base import TOLERANCE, Case, itemsize, random_array, relative_error
+from kernels.base import Case, itemsize, random_array, relative_error
 
 IMPLEMENTATIONS = ("xla", "cudnn", "jnp")
 PASSES = ("fwd", "fwd_bwd")
@@ -104,7 +104,10 @@ def attention_case(b, t, n_heads, n_kv_heads, head_dim, causal, passes, impl, dt
     s = t if s is None else s
     mask = "causal" if causal else "full"
     name = f"attention/{impl}/{passes}/{dtype}/{mask}/b{b}-t{t}-h{n_heads}-kv{n_kv_heads}-d{head_dim}"
-    tol = max(TOLERANCE[dtype], 2e-2 if dtype != "fp32" else 1e-3)
+    # Against an fp32 reference the error is the rounding of P and V to the input dtype,
+    # summed over S terms, measured at the worst element relative to the (small, averaged)
+    # output rms; a real bug (mask, scale, layout) gives errors of order 1.
+    tol = {"fp32": 1e-3, "bf16": 0.1, "fp16": 2e-2}[dtype]
     fwd = _forward(impl, causal)
     fn = _with_pass(fwd, passes)
 
