@@ -20,7 +20,8 @@ from clusters.catalog import System
 from clusters.plan import Plan, validate_plan
 from clusters.collectives import Group, collective
 from clusters.train import (OPTIMIZER_BYTES_PER_PARAM, PARTS, Rates, TrainResult, _layer_parts,
-                            _ranks_per_domain, layer_times, send_s, train_step)
+                            _ranks_per_domain, dp_exposed_s, layer_times, send_s,
+                            train_step)
 from clusters.workloads import Model
 from harness.errors import UserError
 
@@ -181,9 +182,7 @@ def evaluate(model: Model, system: System, plans: dict, global_batch: int, seq_l
                               ("all_gather", ag, zero >= 1)):
             out += _group_collective(system, op, sizes, ranks, stride, mask)
     compute = stage["gemm_s"] + stage["attention_s"] + stage["elementwise_s"]
-    # dp_overlap (the Plan default): backward hides the reduce-scatter, forward the all-gather
-    parts["dp_comm_s"] = (np.maximum(0.0, rs - compute * 2 / 3)
-                          + np.maximum(0.0, ag - compute / 3))
+    parts["dp_comm_s"] = dp_exposed_s(rs, ag, compute, m, zero, True)  # dp_overlap default
     owned = np.where(zero >= 1, nonexpert / dp_ranks + experts / edp, nonexpert + experts)
     parts["optimizer_s"] = _mem_s_array(rates, OPTIMIZER_BYTES_PER_PARAM * owned)
 

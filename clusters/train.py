@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from clusters import flops as F
 from clusters.calibration import Calibration, default_calibration
 from clusters.catalog import Chip, System
@@ -211,6 +213,24 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
     return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm)
 
 
+def dp_exposed_s(rs, ag, compute_mb, m, zero, overlap):
+    """Exposed data-parallel communication per step (floats or numpy arrays).
+    ZeRO 0-2: gradients reduced (all-reduce, or reduce-scatter + parameter all-gather with a
+    sharded optimizer) once per step; overlapped, the last micro-batch's backward (2/3 of its
+    compute) hides the reduce-scatter and the first one's forward (1/3) the all-gather
+    (Megatron-Core overlap_grad_reduce / overlap_param_gather). ZeRO 3 / FSDP reshards the
+    weights after use: every micro-batch all-gathers them for forward and again for backward
+    and reduce-scatters its gradients, hidden behind all the forward and backward compute
+    (layer-by-layer prefetch). FSDP without resharding (Llama 3) is ZeRO 2 here."""
+    zero = np.asarray(zero)
+    z3_hidden = (np.maximum(0.0, m * ag - m * compute_mb / 3)
+                 + np.maximum(0.0, m * (ag + rs) - m * compute_mb * 2 / 3))
+    z12_hidden = np.maximum(0.0, rs - compute_mb * 2 / 3) + np.maximum(0.0, ag - compute_mb / 3)
+    if overlap:
+        return np.where(zero >= 3, z3_hidden, z12_hidden)
+    return np.where(zero >= 3, m * (2 * ag + rs), rs + ag)
+
+
 def _layer_parts(lt: LayerTimes, plan: Plan) -> dict[str, float]:
     """One layer, one micro-batch, forward + backward (+ recompute), exposed parts."""
     fwd_compute = lt.gemm + lt.attention + lt.elementwise
@@ -372,14 +392,8 @@ def train_step(model: Model, system: System, plan: Plan,
         rs += comm_s(system, "reduce_scatter", 2.0 * experts, edp, plan.ep)
         ag = comm_s(system, "all_gather", grad_bytes, dp_ranks, plan.tp)
         ag += comm_s(system, "all_gather", 2.0 * experts, edp, plan.ep)
-    if plan.dp_overlap:
-        # one micro-batch's backward (2/3 of its compute) hides the gradient reduce-scatter,
-        # its forward (1/3) the parameter all-gather
-        compute = stage["gemm_s"] + stage["attention_s"] + stage["elementwise_s"]
-        bwd_window, fwd_window = compute * 2 / 3, compute / 3
-        parts["dp_comm_s"] = max(0.0, rs - bwd_window) + max(0.0, ag - fwd_window)
-    else:
-        parts["dp_comm_s"] = rs + ag
+    compute = stage["gemm_s"] + stage["attention_s"] + stage["elementwise_s"]
+    parts["dp_comm_s"] = float(dp_exposed_s(rs, ag, compute, m, plan.zero, plan.dp_overlap))
     owned = (nonexpert / dp_ranks + experts / edp) if plan.zero >= 1 else nonexpert + experts
     parts["optimizer_s"] = rates.mem_s(OPTIMIZER_BYTES_PER_PARAM * owned)
 

@@ -202,3 +202,13 @@ def test_cli_project_bad_input_is_one_line(argv, words, capsys):
     assert rc == 2 and "\n" not in err
     for w in words:
         assert w in err
+
+
+def test_zero3_pays_per_micro_batch_gathers():
+    p = Plan(tp=1, pp=1, dp=64, global_batch=256, seq_len=4096, dp_overlap=False)
+    z2, z3 = (train_step(L70, H100, p.with_(zero=z)) for z in (2, 3))
+    m = p.n_microbatches
+    # ZeRO 3 all-gathers twice and reduce-scatters once per micro-batch: 3m/2 x ZeRO 2 volume
+    assert z3.breakdown_s["dp_comm_s"] == pytest.approx(1.5 * m * z2.breakdown_s["dp_comm_s"],
+                                                        rel=0.05)
+    assert z3.memory.weights_bytes < z2.memory.weights_bytes
