@@ -43,6 +43,9 @@ class Plan:
     dropout: bool = False
     tp_comm_overlap: bool = False  # TP collectives overlapped with GEMMs (TE userbuffers)
     dp_overlap: bool = True  # DP gradient sync overlapped with the last micro-batch's backward
+    # EP all-to-all hidden behind another micro-batch's compute (DeepSeek-V3's DualPipe,
+    # arXiv 2412.19437 sec. 3.2.1; SGLang/Megatron two-batch overlap)
+    ep_overlap: bool = False
 
     @property
     def chips(self) -> int:
@@ -93,6 +96,9 @@ def validate_plan(model: Model, plan: Plan, chips: int | None = None) -> Plan:
     if plan.vpp > 1 and (plan.pp == 1 or plan.vpp > layers_per_stage(model, plan)):
         raise UserError(f"plan: vpp={plan.vpp} needs pp > 1 and at most one virtual stage "
                         f"per layer ({layers_per_stage(model, plan)} layers per stage)")
+    if plan.vpp > 1 and plan.n_microbatches % plan.pp:
+        raise UserError(f"plan: the interleaved schedule (vpp={plan.vpp}) needs the "
+                        f"{plan.n_microbatches} micro-batches to be a multiple of pp={plan.pp}")
     if plan.seq_len % (2 * plan.cp) and plan.cp > 1:
         raise UserError(f"plan: seq_len {plan.seq_len} not divisible by 2*cp = {2 * plan.cp}")
     if model.moe is not None and plan.tp > 1 and not plan.sequence_parallel:

@@ -52,13 +52,15 @@ def enumerate_plans(model: Model, system: System, chips: int, global_batch: int,
                     continue
                 dp = chips // (tp * cp * pp)
                 lps = math.ceil(model.n_layers / pp)
-                vpps = [1] if pp == 1 else [v for v in _divisors(lps)]
+                vpps = [1] if pp == 1 else _divisors(lps)
                 eps = [e for e in _divisors(math.gcd(experts, tp * cp * dp))] if model.moe else [1]
                 for ep in eps:
                     for mb in MICRO_BATCHES:
                         if global_batch % (dp * mb):
                             continue
-                        for vpp in vpps:
+                        # the interleaved schedule needs micro-batches in multiples of pp
+                        ok_vpps = vpps if (global_batch // (dp * mb)) % pp == 0 else [1]
+                        for vpp in ok_vpps:
                             for rc in range(len(RECOMPUTES)):
                                 for z in ZERO_STAGES:
                                     rows.append((tp, pp, dp, cp, ep, vpp, mb, rc, z))

@@ -246,10 +246,14 @@ def _layer_parts(lt: LayerTimes, plan: Plan) -> dict[str, float]:
         "cp_comm_s": max(0.0, lt.cp_comm - lt.attention) + max(0.0, 2 * lt.cp_comm - lt.attention_bwd),
         "ep_comm_s": 2 * lt.ep_comm,
     }
+    if plan.ep_overlap:  # each direction hidden behind the same pass of another micro-batch
+        parts["ep_comm_s"] = (max(0.0, lt.ep_comm - fwd_compute)
+                              + max(0.0, lt.ep_comm - 2 * (lt.gemm + lt.elementwise)
+                                    - lt.attention_bwd))
     if plan.recompute == "full":
         parts["recompute_s"] = fwd_compute
         parts["tp_comm_s"] += tp_fwd
-        parts["ep_comm_s"] += lt.ep_comm
+        parts["ep_comm_s"] += 0.0 if plan.ep_overlap else lt.ep_comm
     elif plan.recompute == "selective":
         parts["recompute_s"] = lt.attention
     return parts

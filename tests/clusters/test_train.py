@@ -212,3 +212,17 @@ def test_zero3_pays_per_micro_batch_gathers():
     assert z3.breakdown_s["dp_comm_s"] == pytest.approx(1.5 * m * z2.breakdown_s["dp_comm_s"],
                                                         rel=0.05)
     assert z3.memory.weights_bytes < z2.memory.weights_bytes
+
+
+def test_ep_overlap_hides_all_to_all_behind_compute():
+    p = Plan(tp=1, pp=16, dp=128, ep=64, global_batch=15360, seq_len=4096, precision="fp8")
+    h800 = load_system("hgx-h800")
+    plain, hidden = (train_step(DSV3, h800, p.with_(ep_overlap=o)) for o in (False, True))
+    assert hidden.breakdown_s["ep_comm_s"] < plain.breakdown_s["ep_comm_s"]
+    assert hidden.step_time_s < plain.step_time_s
+    assert hidden.breakdown_s["gemm_s"] == plain.breakdown_s["gemm_s"]
+
+
+def test_interleaving_needs_micro_batches_in_multiples_of_pp():
+    with pytest.raises(UserError, match="multiple of pp=4"):
+        validate_plan(L70, Plan(tp=8, pp=4, dp=1, vpp=2, global_batch=6))
