@@ -329,3 +329,30 @@ def project_cli(args, model: Model, system: System, cal: Calibration, seq: int) 
     else:
         r = decode(model, system, plan, cal)
     return r.to_dict()
+
+
+@dataclass(frozen=True)
+class Disaggregated:
+    """A prefill pool and a decode pool sized so that prefill keeps decode fed."""
+
+    prefill: ServeResult
+    decode: ServeResult
+    prefill_chips_per_decode_chip: float
+    output_tokens_per_s_per_chip: float  # over both pools' chips
+
+    def to_dict(self) -> dict:
+        return {"prefill": self.prefill.to_dict(), "decode": self.decode.to_dict(),
+                "prefill_chips_per_decode_chip": self.prefill_chips_per_decode_chip,
+                "output_tokens_per_s_per_chip": self.output_tokens_per_s_per_chip}
+
+
+def disaggregated(model: Model, system: System, prefill_plan: ServePlan, decode_plan: ServePlan,
+                  input_len: int, output_len: int,
+                  calibration: Calibration | None = None) -> Disaggregated:
+    """Each request needs input_len prefill tokens per output_len decoded ones: the prefill
+    pool needs (decode rate x input_len / output_len) / prefill rate chips per decode chip.
+    KV-cache transfer between pools is assumed hidden behind decode (stated)."""
+    p = prefill(model, system, prefill_plan, calibration)
+    d = decode(model, system, decode_plan, calibration)
+    ratio = d.tokens_per_s_per_chip * input_len / output_len / p.tokens_per_s_per_chip
+    return Disaggregated(p, d, ratio, d.tokens_per_s_per_chip / (1 + ratio))

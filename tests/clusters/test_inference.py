@@ -169,3 +169,18 @@ def test_cli_prefill(capsys):
                 "--mode", "prefill", "--precision", "int8", "--seq-len", "4096"], capsys)
     assert doc["ttft_s"] > 0 and doc["input_tokens_per_s_per_chip"] > 0
     assert doc["plan"]["ep"] == 32
+
+
+def test_disaggregated_pools_balance_prefill_and_decode():
+    from clusters.inference import disaggregated
+
+    pre = ServePlan(chips=32, ep=32, batch_per_chip=4, context=4096, precision="fp8",
+                    kv_bytes=1, overlap=True)
+    dec = ServePlan(chips=72, ep=72, batch_per_chip=256, context=2048, precision="fp8",
+                    kv_bytes=1)
+    r = disaggregated(DSV3, H100, pre, dec, input_len=2000, output_len=100)
+    p_rate, d_rate = r.prefill.tokens_per_s_per_chip, r.decode.tokens_per_s_per_chip
+    assert r.prefill_chips_per_decode_chip == pytest.approx(d_rate * 20 / p_rate)
+    # per decode chip: d_rate output tokens need 20x that in prefill, done by `ratio` chips
+    assert r.output_tokens_per_s_per_chip * (1 + r.prefill_chips_per_decode_chip) == \
+        pytest.approx(d_rate)
