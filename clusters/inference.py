@@ -86,10 +86,15 @@ def weight_bytes_per_chip(model: Model, plan: ServePlan) -> float:
 
 
 def max_batch_per_chip(model: Model, plan: ServePlan, hbm_bytes: float) -> int:
-    """Sequences per chip whose KV cache fits beside the weights (activations neglected)."""
+    """Sequences per chip whose KV cache fits beside the weights (activations neglected).
+    A TP group serves batch_per_chip * tp sequences and each chip caches its KV-head share of
+    all of them (the whole latent for MLA, which TP cannot split)."""
     free = hbm_bytes * USABLE_HBM_FRACTION - weight_bytes_per_chip(model, plan)
-    per_seq = kv_bytes_per_token(model, plan) * plan.context / plan.tp * plan.tp
-    return max(0, int(free // per_seq))
+    return max(0, int(free // kv_cache_bytes_per_chip(model, plan, 1)))
+
+
+def kv_cache_bytes_per_chip(model: Model, plan: ServePlan, batch_per_chip: int) -> float:
+    return batch_per_chip * plan.tp * plan.context * kv_bytes_per_token(model, plan)
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,7 @@ def _result(mode, model, system, plan, parts, tokens, cal, overlap_comm=("tp_com
             if comm > 0:
                 parts[k] -= hidden * parts.get(k, 0.0) / comm
     step = sum(parts.values())
-    kv = kv_bytes_per_token(model, plan) * plan.context * plan.batch_per_chip if mode == "decode" \
-        else 0.0
+    kv = kv_cache_bytes_per_chip(model, plan, plan.batch_per_chip) if mode == "decode" else 0.0
     mem = weight_bytes_per_chip(model, plan) + kv
     chip = system.chip
     return ServeResult(
@@ -227,7 +231,7 @@ def decode(model: Model, system: System, plan: ServePlan,
     gemm += rates.gemm_s(F.output_gemm(model, tokens, tp))
 
     # attention over the cache: read every cached byte once per step, compute QK and AV
-    kv_read = plan.batch_per_chip * tp * plan.context * kv_bytes_per_token(model, plan) / tp
+    kv_read = kv_cache_bytes_per_chip(model, plan, plan.batch_per_chip)
     if model.mla is not None:  # absorbed MLA: heads attend over the latent (MQA-like)
         d = model.mla.kv_lora_rank
         flops = 2.0 * model.n_heads / tp * plan.context * (2 * d + model.mla.qk_rope_head_dim)

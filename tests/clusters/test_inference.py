@@ -84,7 +84,8 @@ def test_kv_cache_closed_form_and_limit():
     plan = ServePlan(chips=8, tp=8, batch_per_chip=1, context=8192)
     assert kv_bytes_per_token(L70, plan) == 80 * 2 * 128 * 1 * 2
     free = 80e9 * 0.95 - weight_bytes_per_chip(L70, plan)
-    assert max_batch_per_chip(L70, plan, 80e9) == int(free // (80 * 2 * 128 * 2 * 8192))
+    # each chip caches its KV head for the group's 8 sequences per unit of batch_per_chip
+    assert max_batch_per_chip(L70, plan, 80e9) == int(free // (80 * 2 * 128 * 2 * 8192 * 8))
     longer = ServePlan(chips=8, tp=8, batch_per_chip=1, context=32768)
     assert max_batch_per_chip(L70, longer, 80e9) < max_batch_per_chip(L70, plan, 80e9)
     # MLA caches 576 latent values per layer, whatever the TP degree
