@@ -21,7 +21,9 @@ COMMAND_MODULES = (
     "harness.cmd_catalog",
     "harness.cmd_collective",
     "harness.cmd_compare",
+    "harness.cmd_nightly",
     "harness.cmd_history",
+    "harness.cmd_report",
     "harness.cmd_project",
 )
 

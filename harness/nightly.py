@@ -1,0 +1,108 @@
+"""The nightly regression gate: run the suite, store it, compare with the latest earlier set of
+the same machine fingerprint, write the report, and exit with compare's code.
+
+`gate()` is everything after the measuring, so it is tested on generated sets without running
+a kernel; `run_nightly()` only adds the run in front of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from harness import compare, history, report
+from harness.errors import UserError
+from harness.resultset import ResultSet
+
+
+@dataclass(frozen=True)
+class NightlyOutcome:
+    exit_code: int
+    new_path: Path
+    baseline_path: Path | None
+    comparison: compare.Comparison | None
+    report_paths: tuple[Path, ...]
+    messages: tuple[str, ...]
+
+
+def _candidates(results_dir: Path, machine_id: str | None) -> list[Path]:
+    """Result files, newest first by name (<UTC stamp>-<commit>.json): the machine's own
+    directory before the others, since that is where its fingerprint almost always is."""
+    own = results_dir / machine_id if machine_id else None
+    mine = sorted(own.glob("*.json"), key=lambda p: p.name, reverse=True) if own and own.is_dir() else []
+    rest = sorted((p for p in results_dir.rglob("*.json") if own is None or p.parent != own),
+                  key=lambda p: p.name, reverse=True)
+    return mine + rest
+
+
+def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[str]]:
+    """The latest complete set, earlier than `new`, with the same fingerprint_id; plus warnings
+    about files that could not be considered. Reads only."""
+    results_dir = Path(results_dir)
+    fingerprint, created = new.meta.get("fingerprint_id"), str(new.meta.get("created_utc") or "")
+    warnings: list[str] = []
+    if not fingerprint or not results_dir.is_dir():
+        return None, warnings
+    new_path = Path(new.path).resolve() if new.path else None
+    for path in _candidates(results_dir, new.meta.get("machine_id")):
+        if new_path is not None and path.resolve() == new_path:
+            continue
+        try:
+            rs = compare.load_set(path)
+        except UserError as exc:
+            warnings.append(f"skipped: {exc}")
+            continue
+        if rs.foreign or rs.meta.get("fingerprint_id") != fingerprint:
+            continue
+        if rs.meta.get("complete") is False:
+            warnings.append(f"skipped: {path}: incomplete (interrupted) run")
+            continue
+        if str(rs.meta.get("created_utc") or "") < created:
+            return rs, warnings
+    return None, warnings
+
+
+def gate(new_path, results_dir="results", report_dir="reports", *, factor: float = compare.DEFAULT_FACTOR,
+         alpha: float = compare.DEFAULT_ALPHA) -> NightlyOutcome:
+    """Find the baseline for the set at `new_path`, compare, write the report. Never writes
+    under `results_dir`."""
+    new_path = Path(new_path)
+    new = compare.load_set(new_path)
+    base, messages = find_baseline(results_dir, new)
+    comparison = None
+    if base is None:
+        messages.append(f"no earlier result set with fingerprint {new.meta.get('fingerprint_id')} in {results_dir}: "
+                        "nothing to compare with; this set is the first baseline (exit 0)")
+        code = compare.EXIT_OK
+    else:
+        messages.append(f"baseline: {base.path}")
+        comparison = compare.compare_sets(base, new, factor=factor, alpha=alpha)
+        code = comparison.exit_code
+    if new.meta.get("complete") is False:
+        messages.append(f"{new_path}: the run is incomplete (interrupted); missing cases are expected")
+    try:
+        hist = history.load_history(new_path.parent)
+    except UserError as exc:
+        hist = None
+        messages.append(f"no history section: {exc}")
+    html_path, md_path = report.write_report(
+        report_dir, f"nightly-{new_path.stem}", comparison=comparison, new=new, history=hist,
+        title=f"rackbench nightly: {new.meta.get('machine_id')} {new_path.stem}",
+    )
+    return NightlyOutcome(code, new_path, base.path if base else None, comparison, (html_path, md_path), tuple(messages))
+
+
+def _run_suite(suite: str, results_dir: Path) -> Path:
+    from harness.runner import run_suite  # imports JAX: only when really measuring
+
+    outcome = run_suite(suite=suite, results_dir=results_dir)
+    return Path(outcome.path)
+
+
+def run_nightly(suite: str = "default", results_dir="results", report_dir="reports", *,
+                factor: float = compare.DEFAULT_FACTOR, alpha: float = compare.DEFAULT_ALPHA,
+                run: Callable[[str, Path], Path] | None = None) -> NightlyOutcome:
+    """Measure `suite` into `results_dir` (the runner stores the set), then `gate()` it.
+    `run(suite, results_dir) -> path of the stored set` replaces the runner (tests)."""
+    new_path = (run or _run_suite)(suite, Path(results_dir))
+    return gate(new_path, results_dir, report_dir, factor=factor, alpha=alpha)
