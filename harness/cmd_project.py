@@ -149,10 +149,16 @@ def _render(doc: dict) -> str:
                                              if k in PLAN_FLAGS) +
                          f" step {alt['step_time_s']:.4g} s, MFU {percent(alt['mfu'])}")
     else:
+        step = doc["step_time_s"]
+        rows = [[k.removesuffix("_s"), f"{v * 1e3:.4g} ms", percent(v / step)]
+                for k, v in doc["breakdown_s"].items() if v > 0]
+        rows.append(["total step", f"{step * 1e3:.4g} ms", "100%"])
+        lines += ["", table(["part", "time", "share"], rows, "lrr"), ""]
         for k, v in doc.items():
-            if k not in ("plan", "notes", "model", "system", "chips", "mode") and \
-                    isinstance(v, (int, float)):
+            if k.endswith(("_s", "_per_chip", "_w", "_per_token")) and isinstance(v, float) \
+                    and k != "step_time_s":
                 lines.append(f"{k}: {v:.4g}")
+        lines.append(f"max_batch_per_chip (KV-cache limit): {doc['max_batch_per_chip']}")
     for n in doc.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)
