@@ -375,8 +375,14 @@ def train_step(model: Model, system: System, plan: Plan,
     pp_stride = plan.tp * plan.cp * plan.dp
     stage["pp_comm_s"] = 0.0
     if plan.pp > 1:
-        act = 2.0 * tokens * model.hidden_size / (plan.tp if sp else 1)
-        stage["pp_comm_s"] = 2 * plan.vpp * send_s(system, act, pp_stride)
+        # Each TP rank sends only its 1/tp slice of the boundary activation; without sequence
+        # parallelism the receiver all-gathers it over the scale-up fabric (Megatron's
+        # scatter/gather optimisation, Narayanan et al. 2021 sec. 4.1).
+        full = 2.0 * tokens * model.hidden_size
+        one = send_s(system, full / plan.tp, pp_stride)
+        if not sp and plan.tp > 1:
+            one += comm_s(system, "all_gather", full, plan.tp, 1)
+        stage["pp_comm_s"] = 2 * plan.vpp * one
 
     m = plan.n_microbatches
     microbatch_s = sum(stage.values())
