@@ -35,6 +35,10 @@ class Case:
     means the case has no reference (it is then recorded as unchecked).
     `skip(device)` returns a reason to skip on this device, or None.
     `peak_dtype` names the catalog peak that bounds it (None: memory-bound only).
+    `derived(median_s)` returns case-specific figures (e.g. a collective's algbw and busbw)
+    that the runner stores in the result's `extra`.
+    `multi_device` marks a case that runs on every device JAX sees, across all processes: in a
+    multi-process run every process must run it in lock-step.
     """
 
     name: str
@@ -47,6 +51,8 @@ class Case:
     check: Callable[[tuple, Any], tuple] | None = None
     skip: Callable[[Any], str | None] = field(default=lambda device: None)
     note: str = ""
+    derived: Callable[[float], Mapping[str, Any]] | None = None
+    multi_device: bool = False
 
 
 def relative_error(out, ref) -> float:
