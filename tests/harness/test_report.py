@@ -1,0 +1,152 @@
+"""report: self-contained HTML that parses and renders, with every result-set string escaped."""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import types
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import compare, history, report
+
+DATA = Path(__file__).parent / "data"
+_spec = importlib.util.spec_from_file_location("rackbench_test_synth", DATA / "synth.py")
+synth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synth)
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    import harness.cli as cli_mod
+
+    present = tuple(m for m in cli_mod.COMMAND_MODULES if importlib.util.find_spec(m) is not None)
+    assert "harness.cmd_report" in present
+    monkeypatch.setattr(cli_mod, "COMMAND_MODULES", present)
+    return cli_mod.main
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.text, self.attrs = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _evil_sets(tmp_path: Path):
+    """A base and a new set whose case, group and machine names try to inject markup."""
+    results = tmp_path / "results"
+    rng = np.random.default_rng(0)
+
+    def cases(slow):
+        cs = synth.many_cases(rng, 6, n_samples=30, rel_sd=0.01, slowdown=slow)
+        cs.append(synth.make_case(EVIL, "<b>grp</b>", synth.samples(rng, 1e-3 * slow, 30, 0.01),
+                                  flops=2e6, bytes=1e5))
+        cs.append(synth.make_case("cost $5 $x^2$", "matmul", synth.samples(rng, 2e-3, 30, 0.01), flops=4e6, bytes=4e4))
+        return cs
+
+    base = synth.save_in(results, synth.make_set(cases(1.0), created_utc="2026-11-01T02:00:00Z"))
+    new = synth.save_in(results, synth.make_set(cases(1.3), created_utc="2026-11-02T02:00:00Z", commit="b" * 40))
+    return results, base, new
+
+
+def test_html_report_escapes_everything_and_is_self_contained(cli, capsys, tmp_path):
+    results, base, new = _evil_sets(tmp_path)
+    out_dir = tmp_path / "out"
+    assert cli(["report", "--base", str(base), "--new", str(new), "--results", str(results), "--out", str(out_dir)]) == 0
+    html_path = out_dir / f"report-{new.stem}.html"
+    assert f"report: {html_path}" in capsys.readouterr().out
+    page = html_path.read_text()
+    parsed = Collector()
+    parsed.feed(page)
+    parsed.close()
+    assert "script" not in parsed.tags and "b" not in parsed.tags  # no markup from a name got through
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;grp&lt;/b&gt;" in page
+    assert EVIL in "".join(parsed.text)  # ...and the name is still shown, as text
+    # self-contained: every image inline, nothing fetched from anywhere
+    srcs = [v for k, v in parsed.attrs if k in ("src", "href")]
+    assert srcs and all(v.startswith("data:image/png;base64,") for v in srcs)
+    for v in srcs:
+        assert base64.b64decode(v.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert parsed.tags.count("img") == 1 + 5  # the roofline and one trend plot per family (5)
+    assert "Comparison" in page and "slower" in page
+
+
+def test_markdown_report_escapes_and_links_written_pngs(tmp_path):
+    results, base, new = _evil_sets(tmp_path)
+    cmp = compare.compare_files(base, new)
+    h = history.load_history(results / "box-a")
+    html_path, md_path = report.write_report(tmp_path / "out", "r", comparison=cmp,
+                                             new=compare.load_set(new), history=h)
+    md = md_path.read_text()
+    assert EVIL not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert "r-roofline.png" in links
+    assert all((tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG" for name in links)
+
+
+def test_roofline_points_are_flops_over_bytes_and_achieved_rate():
+    rs = synth.make_set([synth.make_case("mm", "matmul", [2e-3, 2e-3, 2e-3], flops=4e9, bytes=2e7),
+                         synth.make_case("f", "matmul", status="failed", reason="x", flops=1.0, bytes=1.0)])
+    assert report.roofline_points(rs) == [("matmul", "mm", 200.0, 2e12)]
+    assert report.roofline_plot(rs)[:4] == b"\x89PNG"
+    assert report.roofline_plot(synth.make_set([])) is None
+
+
+def test_projection_tables_hook_included_and_escaped(tmp_path, monkeypatch):
+    fake = types.ModuleType("clusters.report_tables")
+    fake.projection_tables = lambda: [(f"Llama 70B {EVIL}", pd.DataFrame({"system": [EVIL, "NVL72"], "step_time_s": [1.5, 0.25]}))]
+    monkeypatch.setitem(sys.modules, "clusters.report_tables", fake)
+    r = report.build_report(new=synth.make_set([]))
+    assert "<h2>Projections</h2>" in r.html and "<td>0.25</td>" in r.html
+    assert EVIL not in r.html and EVIL not in r.markdown
+    assert "| &lt;script&gt;alert(1)&lt;/script&gt; | 1.5 |" in r.markdown
+
+
+def test_projection_section_skipped_quietly_without_the_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "clusters.report_tables", None)  # import fails as if absent
+    assert report.projection_tables() == []
+    r = report.build_report(new=synth.make_set([]))
+    assert "Projections" not in r.html
+
+
+def test_report_defaults_to_newest_set_and_its_baseline(cli, capsys, tmp_path):
+    results, base, new = _evil_sets(tmp_path)
+    before = sorted((str(p), p.read_bytes()) for p in results.rglob("*.json"))
+    assert cli(["report", "--results", str(results), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / f"report-{new.stem}.html").is_file()
+    assert sorted((str(p), p.read_bytes()) for p in results.rglob("*.json")) == before
+
+
+def test_html_renders_in_headless_chromium(tmp_path):
+    """Debian's chromium renders the page; the DOM it builds has no script element."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (Debian package `chromium`); the html.parser test still ran")
+    results, base, new = _evil_sets(tmp_path)
+    html_path, _ = report.write_report(tmp_path / "out", "r", comparison=compare.compare_files(base, new),
+                                       new=compare.load_set(new), history=history.load_history(results / "box-a"))
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_path.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    dom = proc.stdout
+    assert proc.returncode == 0 and "<table>" in dom, proc.stderr[-2000:]
+    assert "<script" not in dom.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert dom.count("<img ") == 6
