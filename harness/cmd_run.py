@@ -1,6 +1,7 @@
 """`rackbench run`: measure a suite on this machine and store the result set."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,10 +19,37 @@ def _progress():
     return lambda total: tqdm(total=total, unit="case", file=sys.stderr, dynamic_ncols=True)
 
 
+# Host devices a CPU run gets, so the collective sweep has ranks to talk between.
+CPU_DEVICES = 8
+_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def default_cpu_devices(environ, count: int = CPU_DEVICES) -> bool:
+    """Ask XLA for `count` host devices unless the user chose a number (XLA_FLAGS or
+    JAX_NUM_CPU_DEVICES). Read when JAX creates its CPU client, so call this before anything
+    touches a device. Goes into XLA_FLAGS, which the result set records (software.xla_flags)."""
+    if _COUNT_FLAG in environ.get("XLA_FLAGS", "") or environ.get("JAX_NUM_CPU_DEVICES"):
+        return False
+    environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {_COUNT_FLAG}={count}".strip()
+    return True
+
+
 def run(args) -> int:
+    asked = default_cpu_devices(os.environ)
+    dist = None
+    if args.distributed:
+        from harness import distributed
+
+        dist = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        raise UserError("--coordinator/--num-processes/--process-id need --distributed")
     import jax
 
-    platform = jax.devices()[0].platform
+    platform = jax.local_devices()[0].platform
+    if asked and platform == "cpu" and jax.local_device_count() != CPU_DEVICES:
+        print(f"warning: asked XLA for {CPU_DEVICES} host devices but JAX sees {jax.local_device_count()} "
+              "(its backends were initialised first)", file=sys.stderr)
+    lead = jax.process_index() == 0
     cfg = default_timing(args.suite, platform)
     if args.min_time_s is not None:
         if args.min_time_s <= 0:
@@ -32,8 +60,20 @@ def run(args) -> int:
     out_file = Path(args.out_file) if args.out_file else None
     outcome = run_suite(
         suite=args.suite, pattern=args.filter, results_dir=Path(args.out), cfg=cfg, seed=args.seed,
-        out_path=out_file, progress=_progress(),
+        out_path=out_file, progress=_progress() if lead else None, write=lead,
     )
+    if dist is not None:
+        from harness import distributed
+        from harness.resultset import save
+
+        if lead:  # how the processes found each other, next to meta.device.process_count
+            outcome.result_set.meta["distributed"] = dist
+            save(outcome.result_set, outcome.path)
+        distributed.barrier("rackbench:run-end")  # process 0 has written the set
+        jax.distributed.shutdown()
+    if not lead:
+        print(f"process {jax.process_index()} of {jax.process_count()}: measured; process 0 stores the result set")
+        return 130 if outcome.interrupted else 0
     if not args.quiet:
         print(render(outcome.result_set))
     print(f"stored: {outcome.path}")
@@ -52,4 +92,11 @@ def register(sub) -> None:
     p.add_argument("--min-time-s", type=float, help="minimum duration of one sample")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="input PRNG seed (recorded)")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
+    p.add_argument("--distributed", action="store_true",
+                   help="one process of several (hosts): start jax.distributed from the flags below or from "
+                        "the launcher's environment (SLURM, mpirun, JAX_COORDINATOR_ADDRESS); every process "
+                        "measures, process 0 stores the result set")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (with --distributed)")
+    p.add_argument("--num-processes", type=int, help="how many processes in all (with --distributed)")
+    p.add_argument("--process-id", type=int, help="this process's index, 0-based (with --distributed)")
     p.set_defaults(func=run)

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from harness import device as device_mod
+from harness import distributed
 from harness.errors import UserError
 from harness.resultset import CaseResult, ResultSet, default_path, save
 from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN, summarize
@@ -44,6 +45,7 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
     reason = case.skip(dev)
     if reason:
         return CaseResult(status="skipped", reason=reason, **base)
+    lockstep = distributed.is_lockstep(case)  # every process must make the same calls
     try:
         fn, args = case.make(case_key(seed, case.name))
         compiled = compile_ahead(fn, args)
@@ -52,6 +54,8 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
         check: dict = {"reference": "none"}
         if case.check is not None:
             err, tol, *how = case.check(args, out)
+            if lockstep:  # each process checked its own shards; all must take the same branch
+                err = distributed.agree_max(err)
             check = {"error": err, "tolerance": tol,
                      "metric": how[0] if how else "max|out-ref|/rms(ref) against a float64 or fp32-highest reference"}
             if not np.isfinite(err) or err > tol:
@@ -63,7 +67,12 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
                     **base,
                 )
         del out
-        timing = time_compiled(fn, compiled, args, cfg)
+        if lockstep:
+            tcfg, method, note = distributed.lockstep_timing(compiled.fn, args, cfg, case.name)
+            timing = time_compiled(fn, compiled, args, tcfg, force_method=method)
+            timing.notes.append(note)
+        else:
+            timing = time_compiled(fn, compiled, args, cfg)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - failure isolation is the point
@@ -81,6 +90,10 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
         extra={"peak_dtype": case.peak_dtype},
         **base,
     )
+    if case.derived is not None:
+        res.extra.update(case.derived(median))
+    if lockstep:
+        res.extra["process_medians_s"] = distributed.gather(median)
     if summary.relative_iqr > LARGE_SPREAD_IQR_OVER_MEDIAN:
         res.timing["notes"].append(f"large spread: IQR is {summary.relative_iqr:.0%} of the median")
     return res
@@ -158,7 +171,7 @@ def run_suite(
 ) -> RunOutcome:
     """Measure a suite and store it. `cases` overrides the suite's table (tests use it)."""
     env = device_mod.environment()
-    dev = jax.devices()[0]
+    dev = jax.local_devices()[0]  # per-device cases run on this process's first device
     chosen = select(cases if cases is not None else build_suite(suite, dev.platform), pattern)
     cfg = cfg or default_timing(suite, dev.platform)
     chip = device_mod.catalog_chip(env["device"]["kind"], dev.platform)
