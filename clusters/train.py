@@ -15,10 +15,14 @@ How time is built (per micro-batch, per layer, on one chip of the busiest pipeli
   TP (all-reduce, or all-gather + reduce-scatter with sequence parallelism) inside the layer,
   exposed unless `tp_comm_overlap` (then hidden behind the layer's GEMMs as far as they last);
   CP ring attention K/V exchange, hidden behind attention compute as far as it lasts;
-  EP all-to-all dispatch and combine, exposed; PP activation sends, exposed;
+  EP all-to-all dispatch and combine, exposed unless `ep_overlap` (DualPipe / two-batch
+  overlap: hidden behind the same pass's compute as far as it lasts); PP activation sends
+  (1/tp of the activation each, Megatron's scatter/gather), exposed;
   DP gradient reduce-scatter + parameter all-gather (all-reduce without ZeRO), hierarchical
-  when the group spans domains, overlapped with one micro-batch's backward and forward when
-  `dp_overlap` (Megatron-Core overlap_grad_reduce / overlap_param_gather).
+  when the group spans domains, see `dp_exposed_s` for the overlap rules (ZeRO 3 gathers the
+  weights every micro-batch).
+  The busiest pipeline stage holds ceil(L/p) layers, or L/p layers plus the output layer when
+  that is heavier; it sets the pace of every micro-batch.
 - Pipeline bubble (p-1)/v micro-batch times (Narayanan et al. 2021, arXiv 2104.04473 sec. 2.2).
 - Optimizer: Adam reads and writes ~30 bytes per locally-owned parameter, memory-bound.
 """
