@@ -320,14 +320,16 @@ def project_cli(args, model: Model, system: System, cal: Calibration, seq: int) 
     context = args.context or seq
     if args.mode == "prefill":
         plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=args.micro_batch or 1,
-                         context=seq, precision=args.precision, kv_bytes=kv)
+                         context=seq, precision=args.precision, kv_bytes=kv,
+                         overlap=bool(getattr(args, "ep_overlap", False)))
         r = prefill(model, system, plan, cal)
         if args.ttft_ms is not None and r.step_time_s * 1e3 > args.ttft_ms:
             raise UserError(f"TTFT {r.step_time_s * 1e3:.1f} ms exceeds --ttft-ms {args.ttft_ms}")
         return r.to_dict()
     batch = (args.global_batch // args.chips) if args.global_batch else 1
     plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=max(1, batch),
-                     context=context, precision=args.precision, kv_bytes=kv)
+                     context=context, precision=args.precision, kv_bytes=kv,
+                     overlap=bool(getattr(args, "ep_overlap", False)))
     if args.tpot_ms is not None:
         r = best_batch_for_tpot(model, system, plan, args.tpot_ms / 1e3, cal)
     else:

@@ -99,6 +99,8 @@ def validate_plan(model: Model, plan: Plan, chips: int | None = None) -> Plan:
     if plan.vpp > 1 and plan.n_microbatches % plan.pp:
         raise UserError(f"plan: the interleaved schedule (vpp={plan.vpp}) needs the "
                         f"{plan.n_microbatches} micro-batches to be a multiple of pp={plan.pp}")
+    if plan.attention_impl == "materialized" and plan.cp > 1:
+        raise UserError("plan: context parallelism needs attention_impl 'flash' (ring attention)")
     if plan.seq_len % (2 * plan.cp) and plan.cp > 1:
         raise UserError(f"plan: seq_len {plan.seq_len} not divisible by 2*cp = {2 * plan.cp}")
     if model.moe is not None and plan.tp > 1 and not plan.sequence_parallel:

@@ -36,15 +36,16 @@ def _divisors(n: int) -> list[int]:
 
 
 def enumerate_plans(model: Model, system: System, chips: int, global_batch: int, seq_len: int,
-                    precision: str = "bf16") -> dict[str, np.ndarray]:
+                    precision: str = "bf16", software: dict | None = None) -> dict[str, np.ndarray]:
     """Every valid plan as columns (tp, pp, dp, cp, ep, vpp, micro_batch, recompute, zero)."""
+    cps = (1,) if (software or {}).get("attention_impl") == "materialized" else CP_DEGREES
     rows = []
     heads = model.n_heads
     experts = model.moe.n_routed_experts if model.moe else 1
     for tp in _divisors(chips):
         if tp > system.chips_per_domain or heads % tp:
             continue
-        for cp in CP_DEGREES:
+        for cp in cps:
             if (chips // tp) % cp or (cp > 1 and seq_len % (2 * cp)):
                 continue
             for pp in _divisors(chips // (tp * cp)):
@@ -72,8 +73,21 @@ def enumerate_plans(model: Model, system: System, chips: int, global_batch: int,
     return {n: a[:, i] for i, n in enumerate(names)}
 
 
-def _plan_at(cols: dict, i: int, global_batch: int, seq_len: int, precision: str) -> Plan:
-    return Plan(tp=int(cols["tp"][i]), pp=int(cols["pp"][i]), dp=int(cols["dp"][i]),
+SOFTWARE = ("tp_comm_overlap", "ep_overlap", "attention_impl", "dropout")
+
+
+def _check_software(software: dict | None) -> dict:
+    software = dict(software or {})
+    unknown = set(software) - set(SOFTWARE)
+    if unknown:
+        raise UserError(f"search: unknown software option {sorted(unknown)[0]!r} "
+                        f"(known: {', '.join(SOFTWARE)})")
+    return software
+
+
+def _plan_at(cols: dict, i: int, global_batch: int, seq_len: int, precision: str,
+             software: dict | None = None) -> Plan:
+    return Plan(**(software or {}), tp=int(cols["tp"][i]), pp=int(cols["pp"][i]), dp=int(cols["dp"][i]),
                 cp=int(cols["cp"][i]), ep=int(cols["ep"][i]), vpp=int(cols["vpp"][i]),
                 micro_batch=int(cols["micro_batch"][i]), global_batch=global_batch,
                 seq_len=seq_len, recompute=RECOMPUTES[int(cols["recompute"][i])],
@@ -105,17 +119,22 @@ class Evaluation:
     global_batch: int
     seq_len: int
     precision: str
+    software: dict
 
     @property
     def n(self) -> int:
         return len(self.step_time_s)
 
     def plan(self, i: int) -> Plan:
-        return _plan_at(self.plans, i, self.global_batch, self.seq_len, self.precision)
+        return _plan_at(self.plans, i, self.global_batch, self.seq_len, self.precision,
+                        self.software)
 
 
 def evaluate(model: Model, system: System, plans: dict, global_batch: int, seq_len: int,
-             precision: str = "bf16", calibration: Calibration | None = None) -> Evaluation:
+             precision: str = "bf16", calibration: Calibration | None = None,
+             software: dict | None = None) -> Evaluation:
+    """Every plan in `plans`; `software` fixes Plan's software choices (SOFTWARE) for all."""
+    software = _check_software(software)
     cal = calibration or default_calibration()
     chip = system.chip
     rates = Rates(chip, cal, precision)
@@ -123,7 +142,7 @@ def evaluate(model: Model, system: System, plans: dict, global_batch: int, seq_l
     tp, pp, dp, cp, ep, vpp, mb, rc, zero = (c[k] for k in (
         "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "recompute", "zero"))
     L = model.n_layers
-    base = Plan(global_batch=global_batch, seq_len=seq_len, precision=precision)
+    base = Plan(global_batch=global_batch, seq_len=seq_len, precision=precision, **software)
 
     nparts = len(_LAYER_PARTS)
 
@@ -189,11 +208,11 @@ def evaluate(model: Model, system: System, plans: dict, global_batch: int, seq_l
     parts["optimizer_s"] = _mem_s_array(rates, OPTIMIZER_BYTES_PER_PARAM * owned)
 
     step = sum(parts[k] for k in PARTS)
-    mem = memory_arrays(model, c, global_batch, seq_len, precision, nonexpert, experts)
+    mem = memory_arrays(model, c, global_batch, seq_len, precision, nonexpert, experts, software)
     capacity = chip.hbm_bytes * M.USABLE_HBM_FRACTION
     return Evaluation(plans=c, step_time_s=step, parts_s={k: parts[k] for k in PARTS},
                       memory_bytes=mem, feasible=mem <= capacity, global_batch=global_batch,
-                      seq_len=seq_len, precision=precision)
+                      seq_len=seq_len, precision=precision, software=software)
 
 
 def _group_collective(system: System, op: str, sizes: np.ndarray, ranks: np.ndarray,
@@ -236,7 +255,8 @@ def params_per_chip_arrays(model: Model, tp, pp, ep):
 
 
 def memory_arrays(model: Model, c: dict, global_batch: int, seq_len: int, precision: str,
-                  nonexpert: np.ndarray, experts: np.ndarray) -> np.ndarray:
+                  nonexpert: np.ndarray, experts: np.ndarray,
+                  software: dict | None = None) -> np.ndarray:
     """Vectorised clusters.memory.memory_per_chip(...).total_bytes."""
     tp, pp, dp, cp, ep, vpp, mb, rc, zero = (c[k] for k in (
         "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "recompute", "zero"))
@@ -248,7 +268,8 @@ def memory_arrays(model: Model, c: dict, global_batch: int, seq_len: int, precis
     lps = np.ceil(model.n_layers / pp)
     weights = M.WEIGHT_BYTES * np.where(zero >= 3, sharded + 2.0 / lps * full, full)
 
-    base = Plan(global_batch=global_batch, seq_len=seq_len, precision=precision)
+    base = Plan(global_batch=global_batch, seq_len=seq_len, precision=precision,
+                **(software or {}))
     moe_frac = model.n_moe_layers / model.n_layers
 
     def per_token(key):
@@ -273,11 +294,12 @@ def memory_arrays(model: Model, c: dict, global_batch: int, seq_len: int, precis
 
 def search(model: Model, system: System, chips: int, global_batch: int, seq_len: int,
            precision: str = "bf16", calibration: Calibration | None = None,
-           top: int = 5) -> tuple[list[TrainResult], int]:
+           top: int = 5, software: dict | None = None) -> tuple[list[TrainResult], int]:
     """The `top` fastest feasible plans, each re-projected in full by train_step, and the
     number of plans evaluated."""
-    plans = enumerate_plans(model, system, chips, global_batch, seq_len, precision)
-    ev = evaluate(model, system, plans, global_batch, seq_len, precision, calibration)
+    software = _check_software(software)
+    plans = enumerate_plans(model, system, chips, global_batch, seq_len, precision, software)
+    ev = evaluate(model, system, plans, global_batch, seq_len, precision, calibration, software)
     order = np.argsort(np.where(ev.feasible, ev.step_time_s, np.inf))
     best = [i for i in order[:top] if ev.feasible[i]]
     if not best:

@@ -31,6 +31,13 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=int, help="sequence length (default: the model's)")
     p.add_argument("--recompute", choices=("none", "selective", "full"))
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3))
+    p.add_argument("--tp-comm-overlap", action="store_true",
+                   help="TP collectives overlapped with GEMMs (Transformer Engine userbuffers)")
+    p.add_argument("--ep-overlap", action="store_true",
+                   help="EP all-to-all hidden behind compute (DualPipe / two-batch overlap)")
+    p.add_argument("--attention", choices=("flash", "materialized"),
+                   help="attention implementation (materialized: 2021 Megatron stack)")
+    p.add_argument("--dropout", action="store_true", help="model trained with dropout")
     p.add_argument("--tpot-ms", type=float, help="decode latency target per output token")
     p.add_argument("--ttft-ms", type=float, help="prefill latency target")
     p.add_argument("--context", type=int, help="decode: tokens in the KV cache (default seq-len)")
@@ -80,6 +87,9 @@ def _train(args, model, system, cal, seq) -> dict:
     if args.precision == "int8":
         raise UserError("--precision int8 is for inference; train with bf16 or fp8")
     gb = args.global_batch or max(1, 2 ** round(math.log2(4e6 / seq)))
+    software = {k: True for k in ("tp_comm_overlap", "ep_overlap", "dropout") if getattr(args, k)}
+    if args.attention:
+        software["attention_impl"] = args.attention
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
     if given:
         tp, pp, cp = given.get("tp", 1), given.get("pp", 1), given.get("cp", 1)
@@ -88,12 +98,12 @@ def _train(args, model, system, cal, seq) -> dict:
                 raise UserError(f"--chips {args.chips} is not divisible by tp*pp*cp = "
                                 f"{tp * pp * cp}")
             given["dp"] = args.chips // (tp * pp * cp)
-        plan = Plan(global_batch=gb, seq_len=seq, precision=args.precision, **given)
+        plan = Plan(global_batch=gb, seq_len=seq, precision=args.precision, **given, **software)
         validate_plan(model, plan, args.chips)
         results, evaluated = [train_step(model, system, plan, cal)], None
     else:
         results, evaluated = search(model, system, args.chips, gb, seq, args.precision, cal,
-                                    top=args.top)
+                                    top=args.top, software=software)
     best = results[0]
     doc = best.to_dict()
     doc["time_to_train_s"] = best.time_to_train_s(args.train_tokens)

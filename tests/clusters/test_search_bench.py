@@ -16,15 +16,18 @@ from harness.errors import UserError
 
 DSV3 = load_model("deepseek-v3")
 H800 = load_system("hgx-h800")
-CASES = [("llama3-70b", "hgx-h100", 64, 128, 8192), ("deepseek-v3", "hgx-h800", 256, 1024, 4096),
-         ("llama3-405b", "cloudmatrix-384", 384, 768, 8192)]
+CASES = [("llama3-70b", "hgx-h100", 64, 128, 8192, {}),
+         ("deepseek-v3", "hgx-h800", 256, 1024, 4096, {}),
+         ("deepseek-v3", "hgx-h800", 256, 1024, 4096, {"ep_overlap": True, "tp_comm_overlap": True}),
+         ("gpt3-175b", "dgx-a100", 96, 192, 2048, {"attention_impl": "materialized", "dropout": True}),
+         ("llama3-405b", "cloudmatrix-384", 384, 768, 8192, {})]
 
 
-@pytest.mark.parametrize("model, system, chips, gb, seq", CASES)
-def test_vectorised_evaluation_equals_train_step(model, system, chips, gb, seq):
+@pytest.mark.parametrize("model, system, chips, gb, seq, software", CASES)
+def test_vectorised_evaluation_equals_train_step(model, system, chips, gb, seq, software):
     m, sy = load_model(model), load_system(system)
-    plans = S.enumerate_plans(m, sy, chips, gb, seq)
-    ev = S.evaluate(m, sy, plans, gb, seq)
+    plans = S.enumerate_plans(m, sy, chips, gb, seq, software=software)
+    ev = S.evaluate(m, sy, plans, gb, seq, software=software)
     assert ev.n > 100
     for i in np.random.default_rng(1).choice(ev.n, 25, replace=False):
         r = train_step(m, sy, ev.plan(int(i)))
@@ -51,6 +54,12 @@ def test_search_returns_feasible_best_first():
     assert all(r.feasible for r in results)
     times = [r.step_time_s for r in results]
     assert times == sorted(times)
+
+
+def test_search_rejects_unknown_software_option():
+    with pytest.raises(UserError, match="unknown software option 'fast'"):
+        S.search(load_model("llama3-8b"), load_system("hgx-h100"), 8, 64, 8192,
+                 software={"fast": True})
 
 
 def test_search_explains_when_nothing_fits():

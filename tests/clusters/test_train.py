@@ -226,3 +226,18 @@ def test_ep_overlap_hides_all_to_all_behind_compute():
 def test_interleaving_needs_micro_batches_in_multiples_of_pp():
     with pytest.raises(UserError, match="multiple of pp=4"):
         validate_plan(L70, Plan(tp=8, pp=4, dp=1, vpp=2, global_batch=6))
+
+
+def test_cli_software_flags_reach_the_plan(capsys):
+    import json
+
+    rc, out, _ = _cli(["--model", "gpt3-175b", "--system", "dgx-a100", "--chips", "384",
+                       "--tp", "8", "--pp", "12", "--global-batch", "1536", "--recompute", "full",
+                       "--zero", "0", "--attention", "materialized", "--dropout",
+                       "--precision", "bf16", "--format", "json"], capsys)
+    plan = json.loads(out)["plan"]
+    assert rc == 0 and plan["attention_impl"] == "materialized" and plan["dropout"] is True
+    rc, out, _ = _cli(["--model", "deepseek-v3", "--system", "hgx-h800", "--chips", "256",
+                       "--global-batch", "1024", "--ep-overlap", "--format", "json", "--top", "1"],
+                      capsys)
+    assert rc == 0 and json.loads(out)["plan"]["ep_overlap"] is True
