@@ -9,10 +9,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-import numpy as np
-
 from harness import compare
-from harness.resultset import save
 
 DATA = Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("rackbench_test_synth", DATA / "synth.py")
@@ -24,9 +21,8 @@ BUDGET_S = 1.0
 
 
 def test_compare_500_vs_500_under_1s(benchmark, tmp_path):
-    rng = np.random.default_rng(0)
-    base = save(synth.make_set(synth.many_cases(rng, N_CASES, n_samples=50)), tmp_path / "base.json")
-    new = save(synth.make_set(synth.many_cases(rng, N_CASES, n_samples=50, slowdown=1.0)), tmp_path / "new.json")
+    # two nights of one machine, 50 samples per case, in save()'s own layout
+    base, new = synth.nightly_series(tmp_path, 2, N_CASES, n_samples=50, night_sd=0.005, seed=0)
 
     timings = []
 
