@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "harness.cmd_vendor",
     "harness.cmd_catalog",
     "harness.cmd_collective",
+    "harness.cmd_fit",
     "harness.cmd_compare",
     "harness.cmd_nightly",
     "harness.cmd_history",

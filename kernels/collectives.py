@@ -14,8 +14,8 @@ Sizes follow nccl-tests (doc/PERFORMANCE.md), as clusters/collectives.py does: S
 algbw = S / time and busbw = algbw x `bus_factor(op, n)`.
 
 Inputs are known integers, different on every rank and every element, so the reference of each
-output element is a closed form (see `_value`); they are built on the devices, shard by shard,
-so a 1 GiB-per-rank case never passes through host memory.
+output element is a closed form (see `_value`); large ones are built on the devices, shard by
+shard, so a 1 GiB-per-rank case never passes through host memory.
 """
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ AXIS = "x"
 # Output elements compared with the closed-form reference, per addressable shard: enough to
 # catch any wrong chunk order or missing contribution, cheap at 1 GiB per rank.
 CHECK_ELEMENTS = 4096
+# Inputs up to this many elements per rank are built on the host: cheaper than compiling the
+# device-side filler, which wins above it.
+HOST_FILL_MAX_ELEMENTS = 2**18
 # Output shards up to this size are read whole (no extra compile); larger ones are sliced on
 # the devices first.
 READ_WHOLE_SHARD_BYTES = 64 * 2**20
@@ -50,7 +53,8 @@ CHECK_METRIC = (f"max|out-ref|/rms(ref) at up to {CHECK_ELEMENTS} evenly spaced 
                 "addressable shard, against the closed-form float64 reference")
 
 # Input element j of mesh position d is ((j + _STRIDE * d) % _MODULUS) + 1: small integers, exact
-# in every dtype, and, _MODULUS being prime, different on every rank for up to 61 ranks.
+# in every dtype (their fp32 sums too; bf16 sums above 256 round, within the bf16 tolerance),
+# and, _MODULUS being prime, different on every rank for up to 61 ranks.
 _MODULUS = 61
 _STRIDE = 5
 
@@ -151,17 +155,26 @@ def collective_fn(op: str, n: int):
 
 
 def make_input(n: int, per_rank: int, dtype: str) -> jax.Array:
-    """The known input, built on the devices (each rank fills its own shard from its index)."""
+    """The known input, each rank's shard filled from its mesh position: on the host for small
+    buffers (no compile), by a small program on the devices for large ones (no host copy)."""
     dt = DTYPES[dtype]
+    m = mesh(n)
+    sharding = NamedSharding(m, P(AXIS))
+    if per_rank <= HOST_FILL_MAX_ELEMENTS:
+        def block(index):  # only this process's shards are asked for
+            sl = index[0]
+            g = np.arange(sl.start or 0, n * per_rank if sl.stop is None else sl.stop, dtype=np.int64)
+            return _value(g // per_rank, g % per_rank).astype(dt)
+
+        return jax.make_array_from_callback((n * per_rank,), sharding, block)
 
     def fill():
         d = jax.lax.axis_index(AXIS)
         j = jax.lax.iota(jnp.int32, per_rank)
         return _value(d, j).astype(dt)
 
-    m = mesh(n)
     filler = jax.shard_map(fill, mesh=m, in_specs=(), out_specs=P(AXIS))
-    return jax.jit(filler, out_shardings=NamedSharding(m, P(AXIS)))()
+    return jax.jit(filler, out_shardings=sharding)()
 
 
 def _sampled(out: jax.Array, n: int, stride: int) -> jax.Array:
