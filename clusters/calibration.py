@@ -20,7 +20,9 @@ from harness.errors import UserError
 
 DEFAULT_PATH = Path(__file__).parent / "data" / "calibration" / "default.toml"
 KERNELS = ("gemm", "attention", "memory")
-_GROUP_TO_KERNEL = {"matmul": "gemm", "attention": "attention", "copy": "memory"}
+# harness result-set groups -> kernel classes (matmul_model: GEMMs at models' layer shapes)
+_GROUP_TO_KERNEL = {"matmul": "gemm", "matmul_model": "gemm", "attention": "attention",
+                    "membw": "memory", "copy": "memory"}
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,16 @@ class Calibration:
 
     def lookup(self, kernel: str, family: str, dtype: str) -> tuple[Entry, bool]:
         """The entry used and whether it was borrowed from another family."""
+        # None as dtype: any dtype measured on the family borrowed from (a CPU set may only
+        # have fp32); never another dtype of the target's own family (int8 is not bf16)
         order = [(family, dtype), (family, "*")]
         if family in self.borrow:
-            order += [(self.borrow[family], dtype), (self.borrow[family], "*")]
+            b = self.borrow[family]
+            order += [(b, dtype), (b, "*"), (b, None)]
         order += [("*", dtype), ("*", "*")]
         for fam, dt in order:
             for e in self.entries:
-                if e.kernel == kernel and e.family == fam and e.dtype == dt:
+                if e.kernel == kernel and e.family == fam and (dt is None or e.dtype == dt):
                     return e, fam != family
         raise UserError(f"calibration {self.name!r} has no {kernel!r} efficiency for {family} "
                         f"{dtype} (add an entry for family '*')")
@@ -183,13 +188,13 @@ def calibration_from_dataframe(df, name: str, family: str | None = None) -> Cali
     burst = platform not in ("", "cpu")
     entries = []
     ok = df[df["status"] == "ok"] if "status" in df else df
+    by_key: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for group, kernel in _GROUP_TO_KERNEL.items():
         rows = ok[ok["group"] == group] if "group" in ok else ok.iloc[0:0]
-        if rows.empty:
-            continue
-        by_dtype: dict[str, list[tuple[float, float]]] = {}
         for _, r in rows.iterrows():
             params = r.get("params") or {}
+            if kernel == "attention" and params.get("pass", "fwd_bwd") != "fwd_bwd":
+                continue  # training attention is forward + backward
             dtype = str(params.get("dtype", "*"))
             if kernel == "memory":
                 peak, rate, size = r.get("peak_bw_bytes_per_s"), r.get("achieved_bytes_per_s"), r.get("bytes")
@@ -197,12 +202,12 @@ def calibration_from_dataframe(df, name: str, family: str | None = None) -> Cali
                 peak, rate, size = r.get("peak_flops_per_s"), r.get("achieved_flops_per_s"), r.get("flops")
             if not peak or not rate or not size or any(map(_nan, (peak, rate, size))):
                 continue
-            by_dtype.setdefault(dtype, []).append((float(size), min(1.0, float(rate) / float(peak))))
-        for dtype, pts in by_dtype.items():
-            pts.sort()
-            entries.append(Entry(kernel, fam, dtype, tuple(math.log10(s) for s, _ in pts),
-                                 tuple(v for _, v in pts), f"measured: result set {name}",
-                                 burst))
+            by_key.setdefault((kernel, dtype), []).append(
+                (float(size), min(1.0, float(rate) / float(peak))))
+    for (kernel, dtype), pts in sorted(by_key.items()):
+        pts.sort()
+        entries.append(Entry(kernel, fam, dtype, tuple(math.log10(s) for s, _ in pts),
+                             tuple(v for _, v in pts), f"measured: result set {name}", burst))
     if not entries:
         raise UserError(f"{name}: result set has no ok matmul, attention or copy cases to "
                         "calibrate from")

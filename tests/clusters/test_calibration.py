@@ -93,3 +93,20 @@ def test_result_set_without_usable_cases():
     df.attrs["device"] = {"kind": "x"}
     with pytest.raises(UserError, match="no ok matmul"):
         calibration_from_dataframe(df, "empty.json")
+
+
+def test_cpu_set_with_only_fp32_still_calibrates_a_gpu_target_and_says_so():
+    df = _frame("cpu", None)
+    df["params"] = [{"dtype": "fp32"}] * len(df)
+    cal = calibration_from_dataframe(df, "cpu.json")
+    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8)
+    assert any("calibrated on cpu" in n for n in cal.notes_for("nvidia-hopper"))
+
+
+def test_harness_groups_map_to_kernel_classes():
+    df = _frame()
+    df.loc[df["group"] == "copy", "group"] = "membw"
+    df.loc[0, "group"] = "matmul_model"
+    cal = calibration_from_dataframe(df, "set.json")
+    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
+    assert cal.lookup("gemm", "nvidia-hopper", "bf16")[0].source == "measured: result set set.json"
