@@ -42,11 +42,12 @@ def matmul_params(m: TinyLlama) -> int:
 
 
 def train_step_flops(m: TinyLlama) -> float:
-    """Model FLOPs of one step (PaLM appendix B convention): 6 per matmul weight per token
-    (forward 2, backward 4), plus attention QK^T and PV, 4·B·T²·D per layer forward, halved
-    for causal masking (useful work), times 3 for forward and backward. No recompute."""
+    """Model FLOPs of one step, the project's MFU definition (PaLM, arXiv 2204.02311 app. B):
+    6 per matmul weight per token (forward 2, backward 4), plus attention QK^T and PV at
+    4·B·T²·D per layer forward, times 3 for forward and backward, with the full T² (PaLM does
+    not halve causal attention; the attention kernel cases do, as useful work). No recompute."""
     tokens = m.batch * m.seq_len
-    attention = 3 * 4 * m.batch * m.seq_len**2 * m.hidden * m.layers / 2
+    attention = 3 * 4 * m.batch * m.seq_len**2 * m.hidden * m.layers
     return 6.0 * matmul_params(m) * tokens + attention
 
 
