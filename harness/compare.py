@@ -440,7 +440,7 @@ def exit_message(cmp: Comparison) -> str:
     return "exit 0: nothing worse"
 
 
-def _header_lines(cmp: Comparison) -> list[str]:
+def header_lines(cmp: Comparison) -> list[str]:
     lines = [f"base: {cmp.base_label}", f"new:  {cmp.new_label}",
              f"factor {cmp.factor:g}, alpha {cmp.alpha:g} (Holm over {cmp.n_tests} tests), "
              f"{cmp.resamples} bootstrap resamples"]
@@ -449,17 +449,17 @@ def _header_lines(cmp: Comparison) -> list[str]:
     return lines
 
 
-def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
 
 
 def format_table(cmp: Comparison, only_changed: bool = False) -> str:
     counts = cmp.counts()
-    lines = _header_lines(cmp) + [""]
-    lines += _aligned(TABLE_HEADER, table_rows(cmp, only_changed))
+    lines = header_lines(cmp) + [""]
+    lines += aligned(TABLE_HEADER, table_rows(cmp, only_changed))
     lines += ["", "by family (geometric mean of new/base, oriented so > 1 is worse):"]
-    lines += ["  " + s for s in _aligned(("family", "geomean", "verdicts"), family_rows(cmp))]
+    lines += ["  " + s for s in aligned(("family", "geomean", "verdicts"), family_rows(cmp))]
     lines += ["", "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), exit_message(cmp)]
     return "\n".join(lines) + "\n"
 
@@ -469,17 +469,17 @@ def md_cell(text: str) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(header, rows) -> list[str]:
+def md_table(header, rows) -> list[str]:
     lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
     return lines
 
 
 def format_markdown(cmp: Comparison, only_changed: bool = False) -> str:
-    lines = ["### rackbench compare", ""] + [f"- {md_cell(l)}" for l in _header_lines(cmp)] + [""]
-    lines += _md_table(TABLE_HEADER, table_rows(cmp, only_changed))
+    lines = ["### rackbench compare", ""] + [f"- {md_cell(l)}" for l in header_lines(cmp)] + [""]
+    lines += md_table(TABLE_HEADER, table_rows(cmp, only_changed))
     lines += ["", "Geometric mean of new/base per family (> 1 is worse):", ""]
-    lines += _md_table(("family", "geomean", "verdicts"), family_rows(cmp))
+    lines += md_table(("family", "geomean", "verdicts"), family_rows(cmp))
     lines += ["", f"**{md_cell(exit_message(cmp))}**"]
     return "\n".join(lines) + "\n"
 

@@ -215,7 +215,7 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
 
     if comparison is not None:
         rows = cmp_mod.table_rows(comparison)
-        h += ["<h2>Comparison</h2>", '<p class="note">' + "<br>".join(esc(l) for l in cmp_mod._header_lines(comparison)) + "</p>",
+        h += ["<h2>Comparison</h2>", '<p class="note">' + "<br>".join(esc(l) for l in cmp_mod.header_lines(comparison)) + "</p>",
               _html_table(cmp_mod.TABLE_HEADER, rows, [c.verdict.replace(" ", "-") for c in comparison.cases]),
               "<h3>Geometric mean of new/base per family (&gt; 1 is worse)</h3>",
               _html_table(("family", "geomean", "verdicts"), cmp_mod.family_rows(comparison)),
@@ -234,7 +234,7 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
         h += ["<h3>Change points</h3>", _html_table(cp_header, cp_rows) if cp_rows else "<p>none found</p>"]
         md += ["## History", "", f"{len(history.sets)} sets of machine {cmp_mod.md_cell(history.machine_id)}.", "",
                "### Change points", ""]
-        md += cmp_mod._md_table(cp_header, cp_rows) if cp_rows else ["none found"]
+        md += cmp_mod.md_table(cp_header, cp_rows) if cp_rows else ["none found"]
         md.append("")
         plots = trend_plots(history)
         if plots:
@@ -266,7 +266,7 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
         for t_title, df in tables:
             header, rows = _df_rows(df)
             h += [f"<h3>{esc(t_title)}</h3>", _html_table(header, rows)]
-            md += [f"### {cmp_mod.md_cell(t_title)}", "", *cmp_mod._md_table(header, rows), ""]
+            md += [f"### {cmp_mod.md_cell(t_title)}", "", *cmp_mod.md_table(header, rows), ""]
 
     page = "\n".join([
         "<!DOCTYPE html>",

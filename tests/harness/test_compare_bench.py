@@ -27,9 +27,11 @@ def test_compare_500_vs_500_under_1s(benchmark, tmp_path):
     timings = []
 
     def timed():
-        t0 = time.perf_counter()
+        # CPU seconds, not wall: the code is single-threaded, so on an idle machine they are the
+        # same, and on a shared CI box they do not count the time other jobs held the cores.
+        t0 = time.process_time()
         out = compare.compare_files(base, new)
-        timings.append(time.perf_counter() - t0)
+        timings.append(time.process_time() - t0)
         return out
 
     cmp = benchmark(timed)
@@ -37,4 +39,4 @@ def test_compare_500_vs_500_under_1s(benchmark, tmp_path):
         timed(), timed()  # best of three: the figure least disturbed by neighbours on a shared box
     assert len(cmp.cases) == N_CASES and cmp.n_tests == N_CASES
     assert cmp.exit_code == 0
-    assert min(timings) < BUDGET_S, f"compare took {min(timings):.2f} s (best of {len(timings)})"
+    assert min(timings) < BUDGET_S, f"compare took {min(timings):.2f} CPU s (best of {len(timings)})"

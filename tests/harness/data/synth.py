@@ -92,7 +92,7 @@ def save_in(results_dir: Path, rs: ResultSet) -> Path:
 def nightly_series(results_dir: Path, n_nights: int, n_cases: int, *, step_at=None, step=1.0,
                    night_sd: float = 0.02, seed: int = 0, n_samples: int = 15,
                    machine_id: str = "box-a", fingerprint_id: str = "fp-aaaa", step_cases=None,
-                   indent: int | None = 1) -> list[Path]:
+                   indent: int | None = 1, distinct: int | None = None) -> list[Path]:
     """One stored set per night; from night `step_at` on, the true median of the cases in
     `step_cases` (default: all) is multiplied by `step`.
 
@@ -120,11 +120,7 @@ def nightly_series(results_dir: Path, n_nights: int, n_cases: int, *, step_at=No
     samples0 = np.array([c["samples_s"] for c in cases])
     stats0 = np.array([[c["stats"][k] for k in time_keys] for c in cases])
     bstats0 = np.array([[b["stats"][k] for k in bench_keys] for b in benches])
-    paths = []
-    for night in range(n_nights):
-        factor = np.exp(rng.normal(0.0, night_sd, n_cases))
-        if step_at is not None and night >= step_at:
-            factor = np.where(stepped, factor * step, factor)
+    def render(factor: np.ndarray) -> str:
         samples = (samples0 * factor[:, None]).tolist()
         stats = (stats0 * factor[:, None]).tolist()
         bstats = (bstats0 * factor[:, None]).tolist()
@@ -133,13 +129,32 @@ def nightly_series(results_dir: Path, n_nights: int, n_cases: int, *, step_at=No
             case["stats"].update(zip(time_keys, stats[i]))
             bench["stats"].update(zip(bench_keys, bstats[i]))
             bench["stats"]["ops"] = 1.0 / bench["stats"]["mean"]
+        meta = doc["rackbench"]
+        meta["created_utc"] = doc["datetime"] = "@@CREATED@@"
+        meta["git"]["commit"] = doc["commit_info"]["id"] = "@@COMMIT@@"
+        return json.dumps(doc, indent=indent) + "\n"
+
+    def factors() -> np.ndarray:
+        return np.exp(rng.normal(0.0, night_sd, n_cases))
+
+    # `distinct` renders only that many nights per level (before/after the step) and gives each
+    # night one of them at random, so the indenting encoder runs dozens of times, not hundreds.
+    pools = None
+    if distinct:
+        pools = ([render(factors()) for _ in range(distinct)],
+                 [render(np.where(stepped, factors() * step, factors())) for _ in range(distinct)])
+    paths = []
+    for night in range(n_nights):
+        after = step_at is not None and night >= step_at
+        if pools is not None:
+            text = pools[after][int(rng.integers(distinct))]
+        else:
+            factor = factors()
+            text = render(np.where(stepped, factor * step, factor) if after else factor)
         day = np.datetime64("2026-01-01T02:00:00") + np.timedelta64(night, "D")
         commit = f"{night:08x}" + "c" * 32
-        meta = doc["rackbench"]
-        meta["created_utc"] = doc["datetime"] = str(day) + "Z"
-        meta["git"]["commit"] = doc["commit_info"]["id"] = commit
         path = Path(results_dir) / machine_id / f"{str(day).replace('-', '').replace(':', '')}-{commit[:8]}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=indent) + "\n")
+        path.write_text(text.replace("@@CREATED@@", str(day) + "Z").replace("@@COMMIT@@", commit))
         paths.append(path)
     return paths
