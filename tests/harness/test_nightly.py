@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from harness import nightly
-from harness.resultset import save
 
 DATA = Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("rackbench_test_synth", DATA / "synth.py")
