@@ -126,6 +126,8 @@ def apply_ceilings(rs: ResultSet, ceilings: dict) -> None:
     for c in rs.cases:
         if c.status != "ok" or not c.median_s:
             continue
+        if c.group == "collective":  # bytes are nccl-tests message sizes, not memory traffic
+            continue
         dtype = c.extra.get("peak_dtype")
         peak = peaks.get(dtype) if dtype else None
         c.peak_flops_per_s = peak

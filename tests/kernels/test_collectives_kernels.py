@@ -137,6 +137,13 @@ def test_runner_stores_algbw_and_busbw():
 
 
 @needs_8
+def test_no_memory_roofline_for_collectives(tmp_path):
+    """Their bytes are message sizes, so fraction-of-peak against HBM/DRAM bandwidth is left out."""
+    (r,) = run_suite(cases=[kc.collective_case("send", 4096)], cfg=FAST, out_path=tmp_path / "s.json").result_set.cases
+    assert r.status == "ok" and r.fraction_of_peak is None and r.roofline_fraction is None
+
+
+@needs_8
 def test_suites_hold_the_sweeps():
     quick = [c for c in build_suite("quick", "cpu") if c.group == "collective"]
     assert [(c.params["op"], c.params["size_bytes"]) for c in quick] == [
