@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from clusters.collectives import OPS, MeasuredFabric, bus_factor
+from clusters.collectives import MeasuredFabric, bus_factor
 from harness.errors import UserError
 from harness.resultset import ResultSet, load
 
@@ -166,8 +166,8 @@ def fit_alpha_beta(size_bytes, time_s, op: str, ranks: int, dtype: str = "", sou
 def sweep_points(rs: ResultSet, op: str, ranks: int | None = None, dtype: str | None = None):
     """(ranks, dtype, sizes, median times) of the ok collective cases of `op` in a result set."""
     where = str(rs.path) if rs.path else "result set"
-    if op not in OPS:
-        raise UserError(f"--op {op!r}: unknown collective; valid: {', '.join(MEASURED_OPS)}")
+    if op not in MEASURED_OPS:
+        raise UserError(f"--op {op!r}: not a measured collective; valid: {', '.join(MEASURED_OPS)}")
     cases = [c for c in rs.cases if c.group == "collective" and c.params.get("op") == op]
     if not cases:
         raise UserError(f"{where}: no {op} collective cases (run a suite with collectives, e.g. `rackbench run`)")

@@ -141,8 +141,9 @@ def test_result_set_errors_name_the_file_and_the_problem(tmp_path):
     with pytest.raises(UserError, match="several ranks.*--ranks"):
         fit_result_set(mixed, op="send")
     assert fit_result_set(mixed, op="send", ranks=4).ranks == 4
-    with pytest.raises(UserError, match="--op 'broadcst'"):
-        fit_result_set(mixed, op="broadcst")
+    for op in ("broadcst", "broadcast"):  # a typo, and an op the model has but no kernel measures
+        with pytest.raises(UserError, match=f"--op '{op}': not a measured collective"):
+            fit_result_set(mixed, op=op)
 
 
 def test_cli_fit_fabric_table_and_json(tmp_path, capsys):
