@@ -5,6 +5,7 @@ VENV ?= .venv
 RB := $(VENV)/bin/rackbench
 SUITE ?= default
 RESULTS ?= results
+REPORTS ?= reports
 
 export PYTHON VENV
 
@@ -18,6 +19,11 @@ bench: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
+
+# Exit codes are compare's (0 nothing worse, 1 worse, 3 not comparable), but make reports
+# every failure as 2: cron and CI should call `.venv/bin/rackbench nightly` directly.
+nightly: setup
+	$(RB) nightly --suite $(SUITE) --results $(RESULTS) --report-dir $(REPORTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

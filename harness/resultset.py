@@ -278,6 +278,8 @@ def load(path) -> ResultSet:
         raise UserError(f"{path}: no such result file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); the file is corrupted or not a result set") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

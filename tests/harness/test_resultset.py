@@ -75,6 +75,13 @@ def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, content, messa
     assert "\n" not in str(err.value)
 
 
+def test_binary_file(tmp_path):
+    p = tmp_path / "binary.json"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(UserError, match="not a text file"):
+        load(p)
+
+
 def test_truncated_file(tmp_path):
     save(_set(), tmp_path / "a.json")
     text = (tmp_path / "a.json").read_text()
