@@ -279,7 +279,7 @@ def load(path) -> ResultSet:
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (not UTF-8); the file is corrupted or not a result set") from None
+        raise UserError(f"{path}: not valid JSON (not UTF-8 text); the file is corrupted or truncated") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

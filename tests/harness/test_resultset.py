@@ -78,7 +78,7 @@ def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, content, messa
 def test_binary_file(tmp_path):
     p = tmp_path / "binary.json"
     p.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
-    with pytest.raises(UserError, match="not a text file"):
+    with pytest.raises(UserError, match="not UTF-8 text"):
         load(p)
 
 
