@@ -6,12 +6,17 @@ Layout of one serving instance of `chips` chips: attention and dense layers are 
 over `tp` chips and data-parallel over chips/tp groups ("attention DP", each group serves its
 own sequences with replicated attention weights); routed experts are spread over `ep` chips
 (with redundant copies when ep does not divide the expert count, as EPLB does). Disaggregated
-serving is two instances, one per phase, each projected on its own.
+serving is two instances, one per phase, each projected on its own; an aggregated instance
+(ServePlan.input_len / output_len) also prefills new prompts in flight, and its attention-DP
+ranks run in lock-step, so one rank's prompt stalls all (`in_flight_prefill_s`). Decode
+attention is a forward-only kernel, charged at the MLA decode kernel's measured utilisation
+(`DECODE_OVER_TRAINING_ATTENTION`); memory-bound GEMMs stream weights at the small-M GEMM rate
+of clusters.train.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from clusters import flops as F
 from clusters.calibration import Calibration, default_calibration
@@ -23,6 +28,14 @@ from clusters.workloads import Model
 from harness.errors import UserError
 
 WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+# Decode attention is a forward-only kernel (absorbed MLA: 128 query heads over one latent),
+# more efficient than the forward+backward FlashAttention the "attention" calibration entry
+# describes. FlashMLA reaches 66.7% of H800's dense bf16 peak when compute-bound (Zuo et al.,
+# arXiv 2506.12708, MLA compute utilisation on H800; 65.4% on 910C), against 0.50 for the
+# Hopper training entry (FlashAttention-3 forward+backward): their ratio scales the calibrated
+# attention efficiency for decode [E]. It is relative to that FlashAttention-3 reading: with a
+# calibration whose attention entry describes another kernel, scale it accordingly.
+DECODE_OVER_TRAINING_ATTENTION = 0.667 / 0.50
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,13 @@ class ServePlan:
     precision: str = "bf16"  # weights and GEMMs
     kv_bytes: float = 2.0  # bytes per cached element (bf16 2, fp8 1)
     overlap: bool = False  # two-batch overlap: communication hidden behind the other batch
+    # Aggregated (in-flight batching) serving: prompts of input_len tokens are prefilled on the
+    # decode chips, output_len tokens generated per request. 0 = decode only (disaggregated).
+    input_len: int = 0
+    output_len: int = 0
+    # Whether the scheduler aligns the attention-DP ranks' prompts into the same iterations
+    # (TensorRT-LLM's later "ADP balance" context wait); otherwise each rank admits its own.
+    prefill_aligned: bool = False
 
     @property
     def attention_dp(self) -> int:
@@ -239,7 +259,8 @@ def decode(model: Model, system: System, plan: ServePlan,
         flops = 2.0 * model.n_heads / tp * plan.context * 2 * model.head_dim
     attn_flops = model.n_layers * tokens * flops
     peak = chip.peak("bf16")
-    eff = cal.efficiency("attention", chip.family, "bf16", attn_flops)
+    eff = cal.efficiency("attention", chip.family, "bf16", attn_flops) * \
+        DECODE_OVER_TRAINING_ATTENTION
     attention = max(attn_flops / (peak * eff), rates.mem_s(kv_read))
 
     p = Plan(tp=tp, micro_batch=1, global_batch=1, seq_len=1, precision=dtype
@@ -249,8 +270,35 @@ def decode(model: Model, system: System, plan: ServePlan,
     act = 2.0 * tokens * h
     tp_comm = model.n_layers * 2 * comm_s(system, "all_reduce", act, tp, 1)
     parts = {"gemm_s": gemm, "attention_s": attention, "elementwise_s": elementwise,
-             "tp_comm_s": tp_comm, "ep_comm_s": ep_comm}
+             "tp_comm_s": tp_comm, "ep_comm_s": ep_comm,
+             "prefill_s": in_flight_prefill_s(model, system, plan, calibration)}
     return _result("decode", model, system, plan, parts, plan.batch_per_chip, cal)
+
+
+def in_flight_prefill_s(model: Model, system: System, plan: ServePlan,
+                        calibration: Calibration | None = None) -> float:
+    """Prefill work an aggregated server adds to a decode step, on average. A request holds its
+    slot for output_len steps, so each step r = batch_per_chip / output_len requests finish on
+    a chip and as many prompts of input_len tokens are prefilled in their place (in-flight
+    batching, e.g. trtllm-bench with max_num_tokens = one prompt + the decode batch; Hopper has
+    no chunked MLA context, so a prompt goes through in one iteration). Attention-DP ranks run
+    each iteration in lock-step (the MoE layers need all of them), so an iteration lasts as
+    long as its slowest rank: one rank's prompt stalls every rank (TensorRT-LLM tech blog 10,
+    "ADP Balance Strategy": time_i = max over ranks, balance ratio 54% with its baseline
+    round-robin scheduler). With `prefill_aligned` the prompts of all ranks share iterations:
+    r prompt iterations per step. Otherwise each rank admits its prompts independently and a
+    step holds a prompt with probability 1 - (1 - r)^n over the n = chips / tp ranks.
+    A prompt iteration is charged the whole `prefill` of one prompt per chip: an upper bound,
+    since it counts the expert GEMMs as if every rank prefilled and a mixed iteration reads
+    the weights decode also reads only once."""
+    if not (plan.input_len and plan.output_len):
+        return 0.0
+    one = prefill(model, system, replace(plan, batch_per_chip=1, context=plan.input_len,
+                                         input_len=0, output_len=0), calibration)
+    r = plan.batch_per_chip / plan.output_len
+    if plan.prefill_aligned or r >= 1:
+        return one.step_time_s * r
+    return one.step_time_s * (1 - (1 - r) ** plan.attention_dp)
 
 
 def _decode_attention_gemms(model: Model, tokens: int, tp: int) -> list[F.Gemm]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from clusters import flops as F
 from clusters.plan import Plan, layers_per_stage
 from clusters.workloads import Model
@@ -115,13 +117,27 @@ def activation_bytes_per_token_layer(model: Model, plan: Plan, moe_layer: bool) 
     return replicated / repl_div + sharded / tp + ffn
 
 
+def edge_stage_layers(n_layers, pp):
+    """Transformer layers on the first and on the last pipeline stage (ints or numpy arrays).
+    When pp does not divide the layers, the stages holding the embedding and the output layer
+    give up the shortfall: Llama 3 405B's 126 layers on 16 stages run 7 on the first and the
+    last stage and 8 on the others (Dubey et al. 2024, arXiv 2407.21783 sec. 3.3.2: "we reduce
+    one Transformer layer each from the first and the last stages"); never fewer than L // pp.
+    The first stage holds the most activations of a 1F1B schedule, so this sets its memory;
+    the busiest stage for time still holds ceil(L/pp) layers."""
+    ceil = -(-n_layers // pp)
+    short = pp * ceil - n_layers
+    floor = n_layers // pp
+    return (np.maximum(ceil - short // 2, floor), np.maximum(ceil - (short - short // 2), floor))
+
+
 def activation_bytes(model: Model, plan: Plan) -> float:
     """Activations held by a chip of the first pipeline stage at the peak of a 1F1B schedule:
     min(m, p) micro-batches in flight, times (1 + (p-1)/(p*v)) with interleaving (Korthikanti
     et al. 2022 sec. 4.2.3), plus, with full recompute, one layer's full activations rebuilt
     during its backward; and the fp32 logits on the last stage (pp = 1: the same chip)."""
     tokens = plan.micro_batch * plan.seq_len / plan.cp
-    lps = layers_per_stage(model, plan)
+    first, last = (int(x) for x in edge_stage_layers(model.n_layers, plan.pp))
     moe_frac = model.n_moe_layers / model.n_layers
     per_token = (1 - moe_frac) * activation_bytes_per_token_layer(model, plan, False)
     if moe_frac:
@@ -130,11 +146,11 @@ def activation_bytes(model: Model, plan: Plan) -> float:
     in_flight = min(plan.n_microbatches, plan.pp)
     if plan.vpp > 1:
         in_flight *= 1 + (plan.pp - 1) / (plan.pp * plan.vpp)
-    stored = per_layer * lps * in_flight
+    stored = per_layer * first * in_flight
     if plan.recompute == "full":
         stored += per_layer_full(model, plan, moe_frac) * tokens
     logits = 4.0 * tokens * model.vocab_size / plan.tp
-    return stored + logits if plan.pp == 1 else max(stored, per_layer * lps + logits)
+    return stored + logits if plan.pp == 1 else max(stored, per_layer * last + logits)
 
 
 def per_layer_full(model: Model, plan: Plan, moe_frac: float) -> float:

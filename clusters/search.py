@@ -20,7 +20,8 @@ from clusters.catalog import System
 from clusters.plan import Plan, validate_plan
 from clusters.collectives import Group, collective
 from clusters.train import (OPTIMIZER_BYTES_PER_PARAM, PARTS, Rates, TrainResult, _layer_parts,
-                            _ranks_per_domain, dp_exposed_s, layer_times, send_s,
+                            _ranks_per_domain, dp_exposed_s, layer_times, output_layer_s,
+                            send_s,
                             train_step)
 from clusters.workloads import Model
 from harness.errors import UserError
@@ -161,8 +162,7 @@ def evaluate(model: Model, system: System, plans: dict, global_batch: int, seq_l
                     out[k] += v * model.n_moe_layers / L
             row += [out[k] for k in _LAYER_PARTS]
         tokens = m * seq_len // cpp
-        logit_gemm = 3 * rates.gemm_s(F.output_gemm(model, tokens, t))
-        logit_mem = rates.mem_s(16.0 * tokens * model.vocab_size / t)
+        logit_gemm, logit_mem = output_layer_s(model, rates, tokens, t)
         return tuple(row) + (logit_gemm, logit_mem)
 
     table = _by_unique(np.stack([tp, cp, mb, ep], 1), layer)
@@ -286,9 +286,10 @@ def memory_arrays(model: Model, c: dict, global_batch: int, seq_len: int, precis
     per_layer = pt[:, 0] * tokens
     m = global_batch // (dp * mb)
     in_flight = np.minimum(m, pp) * np.where(vpp > 1, 1 + (pp - 1) / (pp * vpp), 1.0)
-    stored = per_layer * lps * in_flight + pt[:, 1] * tokens
+    first, last = M.edge_stage_layers(model.n_layers, pp)
+    stored = per_layer * first * in_flight + pt[:, 1] * tokens
     logits = 4.0 * tokens * model.vocab_size / tp
-    act = np.where(pp == 1, stored + logits, np.maximum(stored, per_layer * lps + logits))
+    act = np.where(pp == 1, stored + logits, np.maximum(stored, per_layer * last + logits))
     return weights + grads + opt + act
 
 

@@ -2,10 +2,14 @@
 
 How time is built (per micro-batch, per layer, on one chip of the busiest pipeline stage):
 - GEMMs from their shapes (clusters.flops), each max(FLOPs / (peak x calibrated efficiency),
-  bytes / (HBM bandwidth x memory efficiency)): a roofline, so small shapes lose efficiency.
-  Backward = 2x forward (input and weight gradients).
+  bytes / (HBM bandwidth x memory efficiency x GEMM_STREAM_OVER_MEMORY)): a roofline, so small
+  shapes lose efficiency, and a memory-bound GEMM streams its weights at the rate DeepGEMM's
+  small-M kernels reach, below a copy kernel's. Backward = 2x forward (input and weight
+  gradients). In fp8 training the output layer stays in bf16 (Megatron-Core builds it outside
+  Transformer Engine's fp8 autocast), see `output_layer_s`.
 - Attention: FlashAttention executes the causal half of QK^T and AV at the calibrated attention
   efficiency, backward 2.5x forward (5 GEMMs against 2, Dao 2023 arXiv 2307.08691 sec. 3.1).
+  `flash2_era` gives a calibration for stacks that predate FlashAttention-3 on Hopper.
   The 2021 Megatron stack ("materialized") runs them as batched GEMMs and writes the s x s
   scores to memory (softmax and dropout are then memory-bound work).
 - Memory-bound work (norms, residual adds, activation functions, RoPE, dropout, fp8 casts,
@@ -28,7 +32,7 @@ How time is built (per micro-batch, per layer, on one chip of the busiest pipeli
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -47,6 +51,20 @@ MFU_DEFINITION = ("model FLOPs (PaLM: 6N + attention QK^T/AV without causal halv
 HFU_DEFINITION = "hardware FLOPs (model FLOPs + recomputed forward) per second per chip / same peak"
 FLASH_BWD_OVER_FWD = 2.5
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # fp32 master, m, v read+written (24), grad read (4), bf16 write (2)
+# A memory-bound GEMM (few rows: decode, small micro-batches, experts with few tokens) streams
+# its weights more slowly than a pure copy kernel: pipeline fill, tile quantisation and the
+# epilogue are not hidden when there is little compute per byte. DeepGEMM's README table
+# (deepseek-ai/DeepGEMM, Feb 2025, H800 SXM, HBM3 3.35 TB/s) gives the achieved bandwidth of its
+# memory-bound fp8 GEMMs: M=64 and M=128 dense GEMMs at DeepSeek-V3 shapes 1509-2668 GB/s and the
+# masked grouped (MoE decode) GEMMs 2047-2064 GB/s; their median, 2249 GB/s, is 0.671 of peak,
+# against 0.896 for the memory-bound MLA kernel the "memory" calibration uses on Hopper
+# (arXiv 2506.12708). The ratio, 0.749, scales the calibrated memory efficiency for GEMMs [E].
+GEMM_STREAM_OVER_MEMORY = 0.671 / 0.896
+# FlashAttention-2 on H100, which uses none of Hopper's wgmma/TMA: forward+backward "up to 335
+# TFLOPs/s" (Dao 2023, arXiv 2307.08691 sec. 4.1, Fig. 7), 0.339 of the 989 TFLOP/s bf16 peak.
+# FlashAttention-3 (Shah et al., arXiv 2407.08608) appeared in July 2024; stacks built before
+# it (Llama 3 pre-training, NeMo 24.07) ran FlashAttention-2-class kernels on Hopper.
+FLASH2_HOPPER_EFFICIENCY = 335e12 / 989e12
 
 
 @dataclass(frozen=True)
@@ -70,7 +88,7 @@ class Rates:
         eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count)
         in_bytes = 1 if dtype in ("fp8", "int8") else 2
         moved = g.count * ((g.m * g.k + g.k * g.n) * in_bytes + 2 * g.m * g.n)
-        return max(g.flops / (peak * eff), self.mem_s(moved))
+        return max(g.flops / (peak * eff), self.mem_s(moved) / GEMM_STREAM_OVER_MEMORY)
 
     def attention_s(self, flops: float, moved_bytes: float) -> float:
         peak = self.chip.peak("bf16")
@@ -80,6 +98,22 @@ class Rates:
     def mem_s(self, moved_bytes: float) -> float:
         eff = self.cal.efficiency("memory", self.chip.family, self.precision, moved_bytes)
         return moved_bytes / (self.chip.hbm_bw_bytes_per_s * eff)
+
+
+def flash2_era(cal: Calibration) -> Calibration:
+    """`cal` with its Hopper attention efficiency set to FlashAttention-2's measured figure
+    (still a burst benchmark: the sustained-clock factor applies), for projecting runs of
+    software stacks that predate FlashAttention-3. Other families are unchanged (on Ampere
+    FlashAttention-2 is what the default entry already describes)."""
+    entries = tuple(
+        replace(e, log10_sizes=(), efficiencies=(FLASH2_HOPPER_EFFICIENCY,), burst=True,
+                source="Dao 2023, FlashAttention-2, arXiv 2307.08691 sec. 4.1: up to 335 "
+                       "TFLOP/s forward+backward on H100 (flash2_era)")
+        if e.kernel == "attention" and e.family == "nvidia-hopper" else e
+        for e in cal.entries)
+    return replace(cal, name=f"{cal.name}+flash2", entries=entries,
+                   description=f"{cal.description}; Hopper attention at FlashAttention-2's "
+                               "measured rate (pre-FlashAttention-3 stacks)")
 
 
 @dataclass(frozen=True)
@@ -215,6 +249,18 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
         ep_comm = (comm_s(system, "all_to_all", dispatch_bytes, plan.ep, 1)
                    + comm_s(system, "all_to_all", 2.0 * routed * model.hidden_size, plan.ep, 1))
     return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm)
+
+
+def output_layer_s(model: Model, rates: Rates, tokens: int, tp: int) -> tuple[float, float]:
+    """(GEMM, memory-bound) time of the output layer and cross-entropy for one micro-batch,
+    forward + backward: the vocab GEMM three times, fp32 logits written and read in forward and
+    backward (16 bytes per logit). In fp8 training the output layer still runs in bf16:
+    Megatron-Core's GPTModel builds it as tensor_parallel.ColumnParallelLinear (a plain torch
+    matmul, megatron/core/models/gpt/gpt_model.py), outside Transformer Engine's fp8 autocast,
+    which wraps only the transformer layers."""
+    dtype = "bf16" if rates.precision == "fp8" else None
+    gemm = 3 * rates.gemm_s(F.output_gemm(model, tokens, tp), dtype)
+    return gemm, rates.mem_s(16.0 * tokens * model.vocab_size / tp)
 
 
 def dp_exposed_s(rs, ag, compute_mb, m, zero, overlap):
@@ -359,11 +405,9 @@ def train_step(model: Model, system: System, plan: Plan,
         for k, v in moe.items():
             per_layer[k] += v * model.n_moe_layers / model.n_layers
 
-    # Output layer and cross-entropy (fp32 logits written and read in forward and backward).
     tokens = plan.micro_batch * plan.seq_len // plan.cp
     logits = {k: 0.0 for k in per_layer}
-    logits["gemm_s"] = 3 * rates.gemm_s(F.output_gemm(model, tokens, plan.tp))
-    logits["elementwise_s"] = rates.mem_s(16.0 * tokens * model.vocab_size / plan.tp)
+    logits["gemm_s"], logits["elementwise_s"] = output_layer_s(model, rates, tokens, plan.tp)
 
     # Busiest stage: ceil(L/p) layers, or an average share plus the output layer if heavier.
     lps = layers_per_stage(model, plan)

@@ -78,3 +78,22 @@ def test_megatron_gpt3_plan_fits_an_a100():
              sequence_parallel=False, **{k: v for k, v in MEG2021.items() if k != "global_batch"})
     mem = memory_per_chip(GPT, p, 80e9)
     assert mem.feasible, mem.reason
+
+
+@pytest.mark.parametrize("layers, pp, edges", [(126, 16, (7, 7)), (96, 12, (8, 8)),
+                                                (61, 8, (7, 7)), (17, 16, (1, 1)),
+                                                (80, 1, (80, 80)), (127, 16, (8, 7))])
+def test_edge_stages_give_up_the_shortfall(layers, pp, edges):
+    from clusters.memory import edge_stage_layers
+    assert tuple(int(x) for x in edge_stage_layers(layers, pp)) == edges
+
+
+def test_llama3_405b_published_plan_holds_seven_layers_on_the_first_stage():
+    """arXiv 2407.21783 sec. 3.3.2: 126 layers on 16 stages, one fewer on the first and the
+    last; one-layer chunks (v = 8); no activation checkpointing; it fits an 80 GB H100."""
+    from clusters.memory import activation_bytes
+    m = load_model("llama3-405b")
+    p = Plan(tp=8, pp=16, dp=64, vpp=8, global_batch=2048, seq_len=8192, zero=2)
+    per_layer = activation_bytes_per_token_layer(m, p, False) * 8192
+    assert activation_bytes(m, p) == pytest.approx(per_layer * 7 * 16 * (1 + 15 / (16 * 8)))
+    assert memory_per_chip(m, p, 80e9).feasible

@@ -38,6 +38,20 @@ def test_vectorised_evaluation_equals_train_step(model, system, chips, gb, seq, 
             assert ev.parts_s[k][i] == pytest.approx(v, rel=1e-9, abs=1e-15)
 
 
+def test_vectorised_evaluation_equals_train_step_fp8():
+    """fp8 (bf16 output layer) and an uneven layer split (126 layers: edge stages hold 7)."""
+    for name, chips in (("llama3-8b", 8), ("llama3-405b", 256)):  # 126 % 16, 32, 64 != 0
+        m, sy = load_model(name), load_system("hgx-h100")
+        plans = S.enumerate_plans(m, sy, chips, 256, 8192, precision="fp8")
+        ev = S.evaluate(m, sy, plans, 256, 8192, precision="fp8")
+        uneven = np.nonzero(m.n_layers % plans["pp"])[0]
+        picks = np.random.default_rng(2).choice(ev.n, min(ev.n, 25), replace=False)
+        for i in np.concatenate([picks, uneven[:10]]):
+            r = train_step(m, sy, ev.plan(int(i)))
+            assert ev.step_time_s[i] == pytest.approx(r.step_time_s, rel=1e-9)
+            assert ev.memory_bytes[i] == pytest.approx(r.memory.total_bytes, rel=1e-9)
+
+
 def test_enumeration_respects_the_rules():
     plans = S.enumerate_plans(DSV3, H800, 256, 1024, 4096)
     tp, pp, dp, cp, ep = (plans[k] for k in ("tp", "pp", "dp", "cp", "ep"))

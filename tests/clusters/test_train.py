@@ -241,3 +241,34 @@ def test_cli_software_flags_reach_the_plan(capsys):
                        "--global-batch", "1024", "--ep-overlap", "--format", "json", "--top", "1"],
                       capsys)
     assert rc == 0 and json.loads(out)["plan"]["ep_overlap"] is True
+
+
+def test_fp8_training_keeps_the_output_layer_in_bf16():
+    """Megatron-Core's output layer is a plain ColumnParallelLinear outside Transformer
+    Engine's fp8 autocast: in fp8 training its three GEMMs run at the bf16 rate."""
+    from clusters.train import Rates, output_layer_s
+    m, chip = load_model("llama3-8b"), load_system("hgx-h100").chip
+    fp8, bf16 = (Rates(chip, default_calibration(), p) for p in ("fp8", "bf16"))
+    g = F.output_gemm(m, 4096, 1)
+    gemm, mem = output_layer_s(m, fp8, 4096, 1)
+    assert gemm == pytest.approx(3 * fp8.gemm_s(g, "bf16")) == pytest.approx(output_layer_s(
+        m, bf16, 4096, 1)[0])
+    assert gemm > 3 * fp8.gemm_s(g, "fp8")
+    assert mem == pytest.approx(fp8.mem_s(16.0 * 4096 * m.vocab_size))
+
+
+def test_flash2_era_slows_hopper_attention_only():
+    from clusters.train import FLASH2_HOPPER_EFFICIENCY, flash2_era
+    cal = default_calibration()
+    old = flash2_era(cal)
+    assert old.efficiency("attention", "nvidia-hopper", "bf16") == pytest.approx(
+        FLASH2_HOPPER_EFFICIENCY * cal.sustained["nvidia-hopper"][0])
+    assert old.efficiency("attention", "nvidia-ampere", "bf16") == \
+        cal.efficiency("attention", "nvidia-ampere", "bf16")
+    m = load_model("llama3-8b")
+    plan = Plan(dp=8, global_batch=8, seq_len=8192, precision="fp8")
+    new_r, old_r = (train_step(m, load_system("hgx-h100"), plan, c) for c in (cal, old))
+    ratio = cal.efficiency("attention", "nvidia-hopper", "bf16") / \
+        old.efficiency("attention", "nvidia-hopper", "bf16")
+    assert old_r.breakdown_s["attention_s"] == pytest.approx(new_r.breakdown_s["attention_s"] * ratio)
+    assert old_r.breakdown_s["gemm_s"] == new_r.breakdown_s["gemm_s"]
