@@ -278,7 +278,7 @@ def _inr_tree(op: str, g: Group) -> AlphaBeta | None:
     inter-node bandwidth of NVLSTree for nNodes <= 2 and not beyond, and its latency is the NVLS
     latency plus 2 log2(nNodes) network hops. So at 4 x 8 H100 the NIC bound is algbw = 8 x 47 / 2
     GB/s, busbw 364 (nccl-tests #309 measured 365.8), while 2 x 8 is NVLink-bound (#309: 470)."""
-    n, k, d = g.ranks, g.ranks_per_domain, g.domains
+    k, d = g.ranks_per_domain, g.domains
     if op != "all_reduce" or d == 1 or k == 1 or not g.up.in_network_reduction or not _runs_nccl(g):
         return None
     intra = _inr_all_reduce_s_per_byte(g, k)
@@ -317,7 +317,7 @@ def _hierarchical(op: str, g: Group) -> AlphaBeta | None:
     """Inside the domain, across domains on each rank's own NIC (rails), inside again; stages
     pipelined, so the slowest stage sets the per-byte cost. HCCL's level0/level1 structure; NCCL
     has no such algorithm (module docstring), so it is not offered on NCCL systems."""
-    n, k, d = g.ranks, g.ranks_per_domain, g.domains
+    k, d = g.ranks_per_domain, g.domains
     if d == 1 or k == 1 or op not in ("all_reduce", "all_gather", "reduce_scatter") or _runs_nccl(g):
         return None
     out_bw = g.out.achievable_bw_bytes_per_s

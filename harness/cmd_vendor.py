@@ -1,7 +1,6 @@
 """`rackbench vendor-check SET VENDOR_JSON`: our kernels against torch/cuBLAS on the same card."""
 from __future__ import annotations
 
-import json
 
 from harness.format import percent, si, table
 from harness.resultset import load, save

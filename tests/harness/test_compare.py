@@ -1,7 +1,6 @@
 """compare: golden files with an exactly asserted table, statistics that catch 5% and ignore noise."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -25,26 +24,6 @@ def _load_synth():
 
 
 synth = _load_synth()
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    """The real `harness.cli.main`, minus sub-commands other people have not landed yet."""
-    import harness.cli as cli_mod
-
-    present = tuple(m for m in cli_mod.COMMAND_MODULES if importlib.util.find_spec(m) is not None)
-    assert "harness.cmd_compare" in present
-    monkeypatch.setattr(cli_mod, "COMMAND_MODULES", present)
-    return cli_mod.main
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 GOLDEN_TABLE = """\
@@ -182,7 +161,7 @@ def test_no_common_cases_exit_3():
     ],
     ids=["truncated", "corrupted", "binary", "unknown-version"],
 )
-def test_bad_files_exit_2_and_results_untouched(cli, capsys, tmp_path, mutate, message):
+def test_bad_files_exit_2_and_results_untouched(cli, capsys, tmp_path, mutate, message, tree_hash):
     results = tmp_path / "results" / "box-a"
     results.mkdir(parents=True)
     good = results / "20261101T020000-11111111.json"

@@ -1,7 +1,6 @@
 """history: change points that night-to-night comparisons miss; bad files skipped, never touched."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -16,25 +15,6 @@ DATA = Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("rackbench_test_synth", DATA / "synth.py")
 synth = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(synth)
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    import harness.cli as cli_mod
-
-    present = tuple(m for m in cli_mod.COMMAND_MODULES if importlib.util.find_spec(m) is not None)
-    assert "harness.cmd_history" in present
-    monkeypatch.setattr(cli_mod, "COMMAND_MODULES", present)
-    return cli_mod.main
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 STEP_AT = 30
@@ -116,7 +96,7 @@ def test_change_points_closed_cases():
     assert history.change_points(np.ones(40)) == [] and history.change_points([1.0, 2.0, 3.0]) == []
 
 
-def test_bad_and_foreign_files_are_skipped_and_nothing_is_modified(cli, capsys, tmp_path):
+def test_bad_and_foreign_files_are_skipped_and_nothing_is_modified(cli, capsys, tmp_path, tree_hash):
     root = tmp_path / "results"
     paths = synth.nightly_series(root, 12, 5, seed=5)
     d = root / "box-a"

@@ -1,13 +1,11 @@
 """nightly: baseline = latest earlier complete set with the same fingerprint; exit = compare's."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from harness import nightly
 
@@ -17,25 +15,6 @@ synth = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(synth)
 
 
-@pytest.fixture
-def cli(monkeypatch):
-    import harness.cli as cli_mod
-
-    present = tuple(m for m in cli_mod.COMMAND_MODULES if importlib.util.find_spec(m) is not None)
-    assert "harness.cmd_nightly" in present
-    monkeypatch.setattr(cli_mod, "COMMAND_MODULES", present)
-    return cli_mod.main
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def night(results: Path, day: int, slowdown: float = 1.0, seed: int = 0, **meta) -> Path:
     rng = np.random.default_rng(seed)
     rs = synth.make_set(synth.many_cases(rng, 8, n_samples=40, rel_sd=0.01, slowdown=slowdown),
@@ -43,7 +22,7 @@ def night(results: Path, day: int, slowdown: float = 1.0, seed: int = 0, **meta)
     return synth.save_in(results, rs)
 
 
-def test_first_night_has_no_baseline_exit_0(tmp_path):
+def test_first_night_has_no_baseline_exit_0(tmp_path, tree_hash):
     results = tmp_path / "results"
     new = night(results, 1)
     before = tree_hash(results)
@@ -54,7 +33,7 @@ def test_first_night_has_no_baseline_exit_0(tmp_path):
     assert tree_hash(results) == before
 
 
-def test_baseline_is_latest_earlier_complete_same_fingerprint(tmp_path):
+def test_baseline_is_latest_earlier_complete_same_fingerprint(tmp_path, tree_hash):
     results = tmp_path / "results"
     night(results, 1, seed=1)
     expected = night(results, 2, seed=2)

@@ -25,16 +25,6 @@ _spec.loader.exec_module(synth)
 EVIL = "<script>alert(1)</script>"
 
 
-@pytest.fixture
-def cli(monkeypatch):
-    import harness.cli as cli_mod
-
-    present = tuple(m for m in cli_mod.COMMAND_MODULES if importlib.util.find_spec(m) is not None)
-    assert "harness.cmd_report" in present
-    monkeypatch.setattr(cli_mod, "COMMAND_MODULES", present)
-    return cli_mod.main
-
-
 class Collector(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)

@@ -1,5 +1,4 @@
 """Analytic FLOP and byte formulas against hand counts."""
-import pytest
 
 from kernels.attention import attention_bytes, attention_flops
 from kernels.matmul import matmul_bytes, matmul_flops
