@@ -23,6 +23,14 @@ KERNELS = ("gemm", "attention", "memory")
 # harness result-set groups -> kernel classes (matmul_model: GEMMs at models' layer shapes)
 _GROUP_TO_KERNEL = {"matmul": "gemm", "matmul_model": "gemm", "attention": "attention",
                     "membw": "memory", "copy": "memory"}
+# Attention implementations of kernels/attention.py, most preferred first for calibrating a
+# flash-attention training model: cuDNN's fused kernel, XLA's, the plain jnp reference.
+ATTENTION_IMPL_PREFERENCE = ("cudnn", "xla", "jnp")
+# forward+backward over forward FLOPs: as the harness counts them (kernels/attention.py: no
+# recompute) and as FlashAttention's benchmarks and this file's attention entries do (the
+# backward recomputes QK^T: 5 GEMMs against 2, Dao 2023 arXiv 2307.08691 sec. 3.1)
+HARNESS_FWD_BWD_OVER_FWD = 3.0
+FLASH_FWD_BWD_OVER_FWD = 3.5
 
 
 @dataclass(frozen=True)
@@ -170,12 +178,26 @@ def default_calibration() -> Calibration:
     return load_calibration_file(DEFAULT_PATH)
 
 
-def calibration_from_dataframe(df, name: str, family: str | None = None) -> Calibration:
+def calibration_from_dataframe(df, name: str, family: str | None = None,
+                               attention_impl: str | None = None) -> Calibration:
     """Efficiencies measured in a result set (harness.resultset.load_dataframe): per kernel
     class and dtype, the ok cases' fraction of the device's peak against their size. `family`
     is the catalog family of the measuring device (None: its device kind is used as the family,
     so every target borrows). Software factors of the default file still apply to borrowing
-    families."""
+    families.
+
+    Which cases: matmul and matmul_model (square sweep and real layer shapes) for "gemm",
+    compute-bound shapes only (see _memory_bound); membw
+    (stream_add and rmsnorm) for "memory"; for "attention" only forward+backward (training),
+    causal when measured (what a decoder trains with), of one implementation: `attention_impl`
+    when given (the closing-the-loop check passes the one its training step ran), otherwise
+    the fused flash kernel ("cudnn") when the set has it, since the training model charges
+    flash attention, else "xla", else the plain "jnp" reference. Attention efficiencies are
+    stored in the default file's convention (FlashAttention papers: forward+backward =
+    3.5x forward FLOPs, the backward recompute included, sized by forward FLOPs), which is how
+    clusters.train consumes them; the harness counts 3x, so a measured fraction is scaled by
+    3.5/3 and its size divided by 3. The projected attention time of a measured shape is then
+    the measured time."""
     device = df.attrs.get("device", {}) or {}
     kind = str(device.get("kind") or device.get("device_kind") or "unknown device")
     platform = str(device.get("platform") or "").lower()
@@ -191,10 +213,10 @@ def calibration_from_dataframe(df, name: str, family: str | None = None) -> Cali
     by_key: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for group, kernel in _GROUP_TO_KERNEL.items():
         rows = ok[ok["group"] == group] if "group" in ok else ok.iloc[0:0]
+        if kernel == "attention":
+            rows = _training_attention_rows(rows, attention_impl)
         for _, r in rows.iterrows():
             params = r.get("params") or {}
-            if kernel == "attention" and params.get("pass", "fwd_bwd") != "fwd_bwd":
-                continue  # training attention is forward + backward
             dtype = str(params.get("dtype", "*"))
             if kernel == "memory":
                 peak, rate, size = r.get("peak_bw_bytes_per_s"), r.get("achieved_bytes_per_s"), r.get("bytes")
@@ -202,14 +224,19 @@ def calibration_from_dataframe(df, name: str, family: str | None = None) -> Cali
                 peak, rate, size = r.get("peak_flops_per_s"), r.get("achieved_flops_per_s"), r.get("flops")
             if not peak or not rate or not size or any(map(_nan, (peak, rate, size))):
                 continue
-            by_key.setdefault((kernel, dtype), []).append(
-                (float(size), min(1.0, float(rate) / float(peak))))
+            if kernel == "gemm" and _memory_bound(r):
+                continue  # the projection's roofline charges such shapes their bytes itself
+            eff, size = float(rate) / float(peak), float(size)
+            if kernel == "attention":
+                eff *= FLASH_FWD_BWD_OVER_FWD / HARNESS_FWD_BWD_OVER_FWD
+                size /= HARNESS_FWD_BWD_OVER_FWD
+            by_key.setdefault((kernel, dtype), []).append((size, min(1.0, eff)))
     for (kernel, dtype), pts in sorted(by_key.items()):
         pts.sort()
         entries.append(Entry(kernel, fam, dtype, tuple(math.log10(s) for s, _ in pts),
                              tuple(v for _, v in pts), f"measured: result set {name}", burst))
     if not entries:
-        raise UserError(f"{name}: result set has no ok matmul, attention or copy cases to "
+        raise UserError(f"{name}: result set has no ok matmul, attention or membw cases to "
                         "calibrate from")
     default = default_calibration()
     # Kernel classes the set did not measure fall back to the default file's entries.
@@ -220,6 +247,36 @@ def calibration_from_dataframe(df, name: str, family: str | None = None) -> Cali
                                "ascend-910b", "ascend-910c") if f != fam}
     return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
                        measured_on=kind, borrow=borrow, sustained=default.sustained)
+
+
+def _param(rows, key):
+    return rows["params"].map(lambda p: (p or {}).get(key))
+
+
+def _training_attention_rows(rows, impl: str | None):
+    """The attention cases a training projection should use (see calibration_from_dataframe):
+    forward+backward, causal if any, one implementation."""
+    if rows.empty or "params" not in rows:
+        return rows
+    rows = rows[_param(rows, "pass").fillna("fwd_bwd") == "fwd_bwd"]
+    causal = _param(rows, "causal")
+    if bool((causal == True).any()):  # noqa: E712 - a column of bools/None
+        rows = rows[causal == True]  # noqa: E712
+    impls = _param(rows, "impl")
+    if impl is None:
+        impl = next((i for i in ATTENTION_IMPL_PREFERENCE if bool((impls == i).any())), None)
+    return rows if impl is None or impls.isna().all() else rows[impls == impl]
+
+
+def _memory_bound(r) -> bool:
+    """A GEMM whose compulsory bytes take longer at the measuring device's bandwidth ceiling
+    than its FLOPs at the compute ceiling (few rows: decode, lightly loaded experts). Its
+    fraction of peak FLOP/s measures memory, not the GEMM kernel's compute efficiency."""
+    bw, moved, peak, flops = (r.get(k) for k in ("peak_bw_bytes_per_s", "bytes",
+                                                  "peak_flops_per_s", "flops"))
+    if not bw or not moved or any(map(_nan, (bw, moved))):
+        return False
+    return float(moved) / float(bw) > float(flops) / float(peak)
 
 
 def _nan(x) -> bool:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from harness.cmd_show import render
 from harness.errors import UserError
+from harness.postrun import add_projections
+from harness.resultset import save
 from harness.runner import DEFAULT_SEED, default_timing, run_suite
 from harness.suites import SUITES
 
@@ -64,7 +66,6 @@ def run(args) -> int:
     )
     if dist is not None:
         from harness import distributed
-        from harness.resultset import save
 
         if lead:  # how the processes found each other, next to meta.device.process_count
             outcome.result_set.meta["distributed"] = dist
@@ -74,6 +75,8 @@ def run(args) -> int:
     if not lead:
         print(f"process {jax.process_index()} of {jax.process_count()}: measured; process 0 stores the result set")
         return 130 if outcome.interrupted else 0
+    add_projections(outcome.result_set)  # closing the loop: the step projected from this set
+    save(outcome.result_set, outcome.path)
     if not args.quiet:
         print(render(outcome.result_set))
     print(f"stored: {outcome.path}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from harness.format import duration, percent, si, table
+from harness.postrun import closing_loop_line
 from harness.resultset import ResultSet, load
 
 
@@ -56,6 +57,9 @@ def render(rs: ResultSet, status_filter: str | None = None) -> str:
         "timing: host-loop = N dispatched calls then block, per call = total/N; "
         "device-loop = N repetitions inside one compiled program (dispatch excluded)"
     )
+    loop = closing_loop_line(rs)
+    if loop:
+        lines.append(loop)
     for w in m.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)

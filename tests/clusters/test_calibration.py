@@ -110,3 +110,42 @@ def test_harness_groups_map_to_kernel_classes():
     cal = calibration_from_dataframe(df, "set.json")
     assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
     assert cal.lookup("gemm", "nvidia-hopper", "bf16")[0].source == "measured: result set set.json"
+
+
+def _attention_rows():
+    rows = []
+    for impl, causal, passes, eff in (("cudnn", True, "fwd_bwd", 0.45), ("xla", True, "fwd_bwd", 0.3),
+                                      ("xla", False, "fwd_bwd", 0.6), ("cudnn", True, "fwd", 0.7),
+                                      ("jnp", True, "fwd_bwd", 0.1)):
+        rows.append(dict(name=f"attention/{impl}", group="attention", status="ok",
+                         params={"dtype": "bf16", "impl": impl, "causal": causal, "pass": passes},
+                         flops=3e12, achieved_flops_per_s=eff * 989e12, peak_flops_per_s=989e12,
+                         bytes=1e9, achieved_bytes_per_s=None, peak_bw_bytes_per_s=3.35e12))
+    df = pd.concat([_frame(), pd.DataFrame(rows)], ignore_index=True)
+    df.attrs["device"] = _frame().attrs["device"]
+    return df
+
+
+def test_training_attention_is_causal_forward_backward_of_one_implementation_in_flash_units():
+    # cuDNN (the fused flash kernel) when measured; the harness counts fwd+bwd as 3x forward,
+    # the calibration (and FlashAttention's papers) 3.5x: 0.45 becomes 0.525, sized by fwd FLOPs
+    cal = calibration_from_dataframe(_attention_rows(), "set.json")
+    entry, _ = cal.lookup("attention", "nvidia-hopper", "bf16")
+    assert entry.efficiencies == (pytest.approx(0.45 * 3.5 / 3),)
+    assert entry.log10_sizes == (pytest.approx(12.0),)  # 3e12 / 3
+    xla = calibration_from_dataframe(_attention_rows(), "set.json", attention_impl="xla")
+    assert xla.lookup("attention", "nvidia-hopper", "bf16")[0].efficiencies == (
+        pytest.approx(0.3 * 3.5 / 3),)  # causal only: the full-mask case is not a decoder's
+
+
+def test_memory_bound_gemms_do_not_calibrate_gemm_efficiency():
+    df = _frame()
+    # a decode-like GEMM: its bytes at 3.35 TB/s take longer than its FLOPs at 989 TFLOP/s
+    extra = dict(name="matmul/decode", group="matmul_model", status="ok", params={"dtype": "bf16"},
+                 flops=1e10, achieved_flops_per_s=0.05 * 989e12, peak_flops_per_s=989e12,
+                 bytes=1e9, achieved_bytes_per_s=None, peak_bw_bytes_per_s=3.35e12)
+    df2 = pd.concat([df, pd.DataFrame([extra])], ignore_index=True)
+    df2.attrs["device"] = df.attrs["device"]
+    a = calibration_from_dataframe(df, "a").lookup("gemm", "nvidia-hopper", "bf16")[0]
+    b = calibration_from_dataframe(df2, "b").lookup("gemm", "nvidia-hopper", "bf16")[0]
+    assert a.efficiencies == b.efficiencies
