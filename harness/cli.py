@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "harness.cmd_history",
     "harness.cmd_report",
     "harness.cmd_project",
+    "harness.cmd_versus",
 )
 
 EXIT_USER_ERROR = 2
