@@ -1,6 +1,7 @@
 """The catalog: shipped files load and are fully sourced; each kind of bad input is a UserError naming file and key."""
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_every_shipped_item_loads_and_sources_cover_every_number():
 def test_figures_are_dense_and_in_base_units():
     h100 = catalog.load_chip("h100")
     assert h100.peak("bf16") == 989e12  # dense, not the 1,979 sparse figure
-    assert h100.hbm_bytes == 80e9
+    assert h100.hbm_bytes == 85.52e9  # 81559 MiB as nvidia-smi reports: "80 GB" is 80 GiB
     assert h100.scale_up_bw_bytes_per_s == 450e9  # per direction
     assert catalog.load_chip("a800").scale_up_bw_bytes_per_s == 200e9
     assert catalog.load_chip("h800").scale_up_bw_bytes_per_s == 200e9
@@ -130,6 +131,12 @@ _GOOD_CHIP = (catalog.DATA_DIR / "chips" / "h100.toml").read_text()
 _GOOD_SYSTEM = (catalog.DATA_DIR / "systems" / "hgx-h100.toml").read_text()
 
 
+def _chip_with(old: str, new: str) -> str:
+    """The shipped H100 file with one edit; an edit that matches nothing is a broken test."""
+    assert old in _GOOD_CHIP, f"test edit does not apply: {old!r}"
+    return _GOOD_CHIP.replace(old, new)
+
+
 def _write(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -143,14 +150,14 @@ def test_user_chip_file_loads(tmp_path):
 
 @pytest.mark.parametrize("label, text, key", [
     ("unknown key", _GOOD_CHIP + '\n[tdp_watts]\nvalue = 1\nsource = "x"\n', "tdp_watts"),
-    ("missing key", _GOOD_CHIP.replace("[hbm_bytes]\nvalue = 80e9\n", "[hbm_bytesX]\nvalue = 80e9\n"), "hbm_bytes"),
-    ("missing source", _GOOD_CHIP.replace('source = "[N2] NVIDIA H100 product page (80 GB HBM3)"', ""), "hbm_bytes"),
-    ("negative value", _GOOD_CHIP.replace("value = 700", "value = -700"), "power_w"),
-    ("zero value", _GOOD_CHIP.replace("value = 3.35e12", "value = 0"), "hbm_bw_bytes_per_s"),
-    ("impossible bandwidth", _GOOD_CHIP.replace("value = 450e9", "value = 450e18"), "scale_up_bw_bytes_per_s"),
-    ("bad dtype key", _GOOD_CHIP.replace("fp8 = {", "fp4 = {"), "peak_flops_per_s.fp4"),
-    ("bare number", _GOOD_CHIP.replace("[power_w]\nvalue = 700\nsource = \"[N2] NVIDIA H100 product page (max TDP up to 700 W)\"\n", "").replace('family = "nvidia-hopper"', 'family = "nvidia-hopper"\npower_w = 700'), "power_w"),
-    ("string value", _GOOD_CHIP.replace("value = 700", 'value = "700"'), "power_w"),
+    ("missing key", _chip_with("[hbm_bytes]\nvalue = 85.52e9\n", "[hbm_bytesX]\nvalue = 85.52e9\n"), "hbm_bytes"),
+    ("missing source", re.sub(r'(\[hbm_bytes\]\nvalue = [^\n]*\n)source = [^\n]*\n', r'\1', _GOOD_CHIP), "hbm_bytes"),
+    ("negative value", _chip_with("value = 700", "value = -700"), "power_w"),
+    ("zero value", _chip_with("value = 3.35e12", "value = 0"), "hbm_bw_bytes_per_s"),
+    ("impossible bandwidth", _chip_with("value = 450e9", "value = 450e18"), "scale_up_bw_bytes_per_s"),
+    ("bad dtype key", _chip_with("fp8 = {", "fp4 = {"), "peak_flops_per_s.fp4"),
+    ("bare number", _chip_with("[power_w]\nvalue = 700\nsource = \"[N2] NVIDIA H100 product page (max TDP up to 700 W)\"\n", "").replace('family = "nvidia-hopper"', 'family = "nvidia-hopper"\npower_w = 700'), "power_w"),
+    ("string value", _chip_with("value = 700", 'value = "700"'), "power_w"),
 ])
 def test_bad_chip_file(tmp_path, label, text, key):
     path = _write(tmp_path, text)

@@ -72,16 +72,9 @@ PLANS = {
 }
 
 # Rows the model misses today, with what we believe is missing. strict: a fix makes them fail.
-# Rows the model misses today, with what we believe is missing. strict: a fix makes them fail.
 KNOWN_GAPS: dict[str, str] = {}
 # Published plans our memory model says do not fit (reported, not asserted).
-MEMORY_GAPS = {
-    "T-NEMO-L3-8B": "77.1 GB (bf16 weights 16, fp32 gradient buffer 32, sharded Adam 12, "
-                    "activations 17) against 95% of the catalog's 80e9 bytes (76.0 GB); an "
-                    "80 GB H100 exposes 80 GiB (nvidia-smi 81559 MiB = 85.5e9 B, 81.2 GB "
-                    "usable), where it fits, but tests/clusters/test_catalog.py pins "
-                    "hbm_bytes == 80e9",
-}
+MEMORY_GAPS: dict[str, str] = {}
 
 METRICS = {
     "model_tflops_per_chip": lambda r: r.model_flops_per_s_per_chip / 1e12,
