@@ -106,7 +106,7 @@ def test_real_cpu_sweep_predicts_sizes_it_was_not_fitted_on(tmp_path):
     fit_idx, held = np.arange(0, len(s), 2), np.arange(1, len(s), 2)
     fit = fit_alpha_beta(s[fit_idx], t[fit_idx], "all_gather", 8)
     err = np.abs(t[held] - fit.predict(s[held])) / t[held]
-    stated = fit.prediction_error95(s[held])
+    stated = fit.prediction_error95(s[held], joint=True)  # one claim about all held-out sizes
     assert np.all(err <= stated), list(zip(s[held], err, stated))
     assert 0 < fit.latency_s < 0.1 and fit.algbw_bytes_per_s > 1e6
     # the whole sweep from the stored file, as `rackbench fit-fabric` reads it
@@ -161,3 +161,18 @@ def test_cli_fit_fabric_table_and_json(tmp_path, capsys):
     assert len(data["relative_residuals"]) == 8 and data["dof"] == 6
     assert cli.main(["fit-fabric", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: no such result file" in capsys.readouterr().err
+
+
+def test_joint_prediction_band_is_wider_and_reduces_to_one_size():
+    rng = np.random.default_rng(3)
+    s = np.array([2.0**k for k in range(10, 22)])
+    t = (50e-6 + s / 2e9) * (1 + 0.05 * rng.standard_normal(s.size))
+    fit = fit_alpha_beta(s, t, "all_reduce", 8)
+    held = s[[1, 5, 9]]
+    single, joint = fit.prediction_error95(held), fit.prediction_error95(held, joint=True)
+    assert np.all(joint > single)
+    # Bonferroni over 3 sizes: each at 1 - 0.05/3, so the t quantile ratio is fixed
+    from scipy import stats as sps
+    ratio = sps.t.ppf(1 - 0.025 / 3, fit.dof) / sps.t.ppf(0.975, fit.dof)
+    np.testing.assert_allclose(joint / single, ratio)
+    np.testing.assert_allclose(fit.prediction_error95(held[:1], joint=True), single[:1])
