@@ -25,7 +25,7 @@ from typing import Mapping
 from clusters.calibration import Calibration, calibration_from_dataframe
 from clusters.catalog import Chip, Fabric, System, load_chip
 from clusters.plan import PRECISIONS, Plan
-from clusters.train import Rates, train_step
+from clusters.train import Rates, output_layer_s, train_step
 from clusters.workloads import Model, model_from_dict
 from harness.errors import UserError
 
@@ -192,8 +192,8 @@ def _extra_parts(model: Model, plan: Plan, rates: Rates, dtype: str,
     tokens = plan.micro_batch * plan.seq_len
     e = ITEMSIZE.get(dtype, TRAIN_MODEL_ACTIVATION_BYTES)
     # clusters.train's elementwise part = the layers' activation traffic (2-byte elements)
-    # plus the fp32 logits (16 bytes per logit, already in the step's real dtype)
-    logits_s = rates.mem_s(16.0 * tokens * model.vocab_size)
+    # plus the cross-entropy over fp32 logits (already in the step's real dtype)
+    _, logits_s = output_layer_s(model, rates, tokens, 1)
     layers_s = max(0.0, elementwise_s - logits_s)
     h = model.hidden_size
     # gather: read and write one row per token; backward: zero the vocab x h gradient, then

@@ -16,11 +16,14 @@ from a small search over instance size and TP (below). Rules, stated once:
   per chip at a time.
 - Power is whole-system (pro rata of the systems a chip count occupies), as is price; a
   system without a price in the catalog gets no per-$ figure.
-- The break-even scales the Ascend family's software factor (compute and memory kernels
-  alike; clusters.calibration.with_software_factor) and bisects for CloudMatrix's throughput
-  to equal the rival's. 1.0 means Ascend kernels as efficient as the NVIDIA measurements they
-  borrow; above 1.0 up to "perfect" (the factor that lifts the best borrowed efficiency to
-  100% of peak). Communication (HCCL) efficiency is not part of the factor.
+- The break-even bisects the Ascend family's compute software factor
+  (clusters.calibration.with_software_factor) for CloudMatrix's throughput to equal the
+  rival's. Every Ascend kernel moves with it: the memory factor keeps its ratio to the compute
+  factor, and efficiencies the calibration measured on Ascend itself (int8 GEMM, memory in the
+  default file) scale by factor / the calibration's compute factor, so at that factor the
+  projection is the calibration's own. 1.0 means the borrowed NVIDIA compute efficiencies
+  unchanged ("CUDA parity"); the search goes up to "perfect", where CloudMatrix's best kernel
+  reaches 100% of peak. Communication (HCCL) efficiency is not part of the factor.
 """
 from __future__ import annotations
 
@@ -286,9 +289,11 @@ class BreakEven:
 
 class ReferenceCurve:
     """CloudMatrix's throughput for one workload as a function of the Ascend software factor,
-    memoised. Training re-evaluates only candidate plans: the `top` best of the full plan space
-    at a low, the current, CUDA-parity and a near-perfect factor (the best plan changes with
-    the factor, but stays among these); serving re-runs its small layout search."""
+    memoised. Training re-evaluates only candidate plans, the `top` best of the full plan space
+    at a low, the calibration's, the CUDA-parity and the perfect factor: the best plan changes
+    with the factor, and between those four it is assumed to stay among their leaders (at the
+    calibration's factor this reproduces the full search exactly; tested). Serving re-runs its
+    small layout search."""
 
     def __init__(self, model: Model, c: Contender, cal: Calibration, mode: str,
                  tpot_s: float, top: int = 32):

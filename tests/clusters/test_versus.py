@@ -7,8 +7,9 @@ import pytest
 
 from clusters.catalog import load_system
 from clusters.calibration import default_calibration
-from clusters.versus import (GRANULARITY, RIVALS, ReferenceCurve, contenders, scaled_chips,
-                             versus)
+from clusters.search import search
+from clusters.versus import (GRANULARITY, RIVALS, ReferenceCurve, contenders, global_batch,
+                             scaled_chips, versus)
 from harness import cli
 from harness.errors import UserError
 from harness.resultset import CaseResult, ResultSet, save
@@ -97,6 +98,11 @@ def test_reference_throughput_grows_with_the_software_factor():
     row = next(r for r in versus(("llama3-405b",), break_evens=False).rows
                if r.contender.basis == "reference")
     assert curve.tokens_per_s(curve.current[0]) == pytest.approx(row.tokens_per_s, rel=1e-6)
+    # between the probed factors the candidate plans still hold the full search's best
+    model = load_model("llama3-405b")
+    (best,), _ = search(model, ref.system, ref.chips, global_batch(model.seq_len), model.seq_len,
+                        "bf16", curve.calibration(0.7), top=1)
+    assert curve.tokens_per_s(0.7) == pytest.approx(best.tokens_per_s, rel=1e-6)
 
 
 # ------------------------------------------------------------------ the command
