@@ -89,29 +89,30 @@ def _ok(name, group, params, median_s, flops=None, moved=None, peak=None, bw=1e1
                       extra={"peak_dtype": dtype})
 
 
-def _synthetic_set(gemm_eff=0.5, attn_time_s=0.02, step_s=0.2, tmp_path=None) -> ResultSet:
-    """GEMMs at `gemm_eff` of 1e11 FLOP/s at every size, one attention case at the step's own
-    shape taking attn_time_s, streams at the full 1e10 B/s, and the step."""
-    cases = [_ok(f"matmul/fp32/{n}", "matmul", {"m": n, "n": n, "k": n, "dtype": "fp32"},
-                 2 * n**3 / (gemm_eff * 1e11), flops=2.0 * n**3, moved=12.0 * n * n, peak=1e11,
-                 dtype="fp32") for n in (128, 256, 512, 1024, 2048)]
+def _synthetic_set(gemm_eff=0.5, attn_time_s=0.02, step_s=0.2, tmp_path=None, dtype="fp32",
+                   meta=CPU_META, peak=1e11, bw=1e10) -> ResultSet:
+    """GEMMs at `gemm_eff` of `peak` at every size, one attention case at the step's own shape
+    taking attn_time_s, streams at the full `bw`, and the step."""
+    cases = [_ok(f"matmul/{dtype}/{n}", "matmul", {"m": n, "n": n, "k": n, "dtype": dtype},
+                 2 * n**3 / (gemm_eff * peak), flops=2.0 * n**3, moved=12.0 * n * n, peak=peak,
+                 bw=bw, dtype=dtype) for n in (128, 256, 512, 1024, 2048, 4096, 8192)]
     m = SMALL
     a = dict(b=m.batch, t=m.seq_len, s=m.seq_len, n_heads=m.heads, n_kv_heads=m.kv_heads,
-             head_dim=m.hidden // m.heads, causal=True, impl="xla", dtype="fp32")
+             head_dim=m.hidden // m.heads, causal=True, impl="xla", dtype=dtype)
     fl = attention_flops(m.batch, m.seq_len, m.seq_len, m.heads, m.hidden // m.heads, True,
                          "fwd_bwd")
     cases.append(_ok("attention/xla/fwd_bwd", "attention", {**a, "pass": "fwd_bwd"}, attn_time_s,
-                     flops=fl, moved=1e6, peak=1e11, dtype="fp32"))
+                     flops=fl, moved=1e6, peak=peak, bw=bw, dtype=dtype))
     # a jnp case at another efficiency must not be picked for an XLA step
     cases.append(_ok("attention/jnp/fwd_bwd", "attention", {**a, "impl": "jnp", "pass": "fwd_bwd"},
-                     attn_time_s * 10, flops=fl, moved=1e6, peak=1e11, dtype="fp32"))
+                     attn_time_s * 10, flops=fl, moved=1e6, peak=peak, bw=bw, dtype=dtype))
     for n in (1 << 18, 1 << 26):
-        cases.append(_ok(f"membw/stream_add/{n}", "membw", {"op": "stream_add", "dtype": "fp32"},
-                         8.0 * n / 1e10, flops=float(n), moved=8.0 * n))
-    step = train_step_case(m, "fp32")
+        cases.append(_ok(f"membw/stream_add/{n}", "membw", {"op": "stream_add", "dtype": dtype},
+                         8.0 * n / bw, flops=float(n), moved=8.0 * n, bw=bw))
+    step = train_step_case(m, dtype)
     cases.append(_ok(step.name, "train_step", dict(step.params), step_s, flops=step.flops,
-                     moved=step.bytes, peak=1e11, dtype="fp32"))
-    rs = ResultSet(meta=dict(CPU_META), cases=cases)
+                     moved=step.bytes, peak=peak, bw=bw, dtype=dtype))
+    rs = ResultSet(meta=dict(meta), cases=cases)
     if tmp_path is not None:
         save(rs, tmp_path / "synthetic.json")
     return rs
@@ -134,6 +135,23 @@ def test_projection_from_a_synthetic_set_follows_its_kernels(tmp_path):
     assert parts["attention_s"] == pytest.approx(SMALL.layers * 0.02, rel=1e-6)
     assert loop.error == pytest.approx(loop.projected_step_time_s / 0.2 - 1)
     assert "synthetic.json" in loop.calibration
+
+
+def test_a_gpu_set_closes_the_loop_at_burst_clock_on_its_catalog_chip():
+    h100 = load_chip("h100")
+    meta = {"device": {"platform": "gpu", "kind": "NVIDIA H100 80GB HBM3", "count": 1,
+                       "memory_bytes": 85e9, "catalog_chip": "h100"},
+            "ceilings": catalog_ceilings(h100)}
+    rs = _synthetic_set(dtype="bf16", meta=meta, peak=h100.peak("bf16"),
+                        bw=h100.hbm_bw_bytes_per_s, attn_time_s=2e-5, step_s=2e-3)
+    cal = local_calibration(to_dataframe(rs), "gpu.json", "bf16", "xla")
+    # the step is timed in bursts like the kernels: no sustained-clock derating
+    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e10) == pytest.approx(0.5)
+    loop = close_loop(rs)
+    assert loop.system.chip.family == "nvidia-hopper"
+    assert loop.breakdown_s["activation_dtype_s"] == 0.0  # bf16 activations, as modelled
+    assert loop.projected_step_time_s == pytest.approx(sum(loop.breakdown_s.values()))
+    assert loop.breakdown_s["dp_comm_s"] == loop.breakdown_s["tp_comm_s"] == 0.0
 
 
 def test_calibration_refuses_a_set_without_the_steps_dtype():
