@@ -72,7 +72,9 @@ def _step(row) -> str:
         return "-"
     if row.mode == "train":
         return f"{row.step_time_s:.3g} s"
-    return f"{row.step_time_s * 1e3:.3g} ms" + (" TPOT" if row.mode == "decode" else " TTFT")
+    t = row.step_time_s
+    text = f"{t:.3g} s" if t >= 1 else f"{t * 1e3:.3g} ms"
+    return text + (" TPOT" if row.mode == "decode" else " TTFT")
 
 
 def rows_for_table(v) -> list[list[str]]:
