@@ -14,8 +14,12 @@ export PYTHON VENV
 setup:
 	@./scripts/bootstrap
 
+# Measure here, store the set, print its table (with the closing-the-loop line), then the
+# head-to-head projection with the calibration `rackbench project` would choose.
 bench: setup
 	$(RB) run --suite $(SUITE) --out $(RESULTS)
+	@mkdir -p $(REPORTS)
+	$(RB) versus --plot $(REPORTS)/versus.png
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
