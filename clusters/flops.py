@@ -179,6 +179,10 @@ def moe_gemms(model: Model, tokens: int, tp: int, ep: int) -> list[Gemm]:
     are not tensor-parallel (expert-tensor-parallel 1, the Megatron-Core default for
     fine-grained MoE); shared experts are, like a dense FFN over all the group's tokens."""
     moe = model.moe
+    if not 1 <= ep <= moe.n_routed_experts:
+        # plans are validated before they get here (clusters.plan, clusters.inference)
+        raise ValueError(f"moe_gemms: ep={ep} leaves no routed expert on some chip "
+                         f"({moe.n_routed_experts} experts)")
     routed_tokens = tokens // tp
     local = moe.n_routed_experts // ep
     per_expert = max(1, round(routed_tokens * ep * moe.experts_per_token / moe.n_routed_experts))

@@ -77,6 +77,11 @@ def validate(model: Model, plan: ServePlan, system: System) -> None:
         raise UserError(f"serve plan: ep={plan.ep} exceeds the instance's {plan.chips} chips")
     if plan.ep > 1 and model.moe is None:
         raise UserError(f"serve plan: ep={plan.ep} but {model.name} has no experts")
+    if model.moe is not None and plan.ep > model.moe.n_routed_experts:
+        # every EP rank must host at least one routed expert; ranks holding only redundant
+        # copies are not modelled (the expert GEMMs would have no local expert to run)
+        raise UserError(f"serve plan: ep={plan.ep} exceeds the {model.moe.n_routed_experts} "
+                        f"routed experts of {model.name}")
     if plan.precision not in WEIGHT_BYTES:
         raise UserError(f"serve plan: precision must be one of {tuple(WEIGHT_BYTES)}")
 
@@ -363,7 +368,7 @@ def best_batch_for_tpot(model: Model, system: System, plan: ServePlan, tpot_s: f
 def project_cli(args, model: Model, system: System, cal: Calibration, seq: int) -> dict:
     """`rackbench project --mode prefill|decode`."""
     tp = args.tp or 1
-    ep = args.ep or (args.chips if model.moe is not None else 1)
+    ep = args.ep or (min(args.chips, model.moe.n_routed_experts) if model.moe is not None else 1)
     kv = 1.0 if args.precision in ("fp8", "int8") else 2.0
     context = args.context or seq
     if args.mode == "prefill":

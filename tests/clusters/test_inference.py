@@ -224,3 +224,26 @@ def test_memory_bound_gemm_streams_below_a_copy_kernel():
     big = F.Gemm("ffn_up", 8192, 8192, 8192)
     eff = default_calibration().efficiency("gemm", "nvidia-hopper", "fp8", big.flops)
     assert rates.gemm_s(big) == pytest.approx(big.flops / (H200.chip.peak("fp8") * eff))
+
+
+@pytest.mark.parametrize("fn", [prefill, decode])
+def test_ep_beyond_the_routed_experts_is_a_user_error(fn):
+    """384 chips, 256 routed experts: EP384 would leave chips with no expert (it used to divide
+    by zero in the expert GEMMs); the plan is refused with one line naming both numbers."""
+    cm = load_system("cloudmatrix-384")
+    plan = ServePlan(chips=384, ep=384, context=4096, precision="int8", kv_bytes=1)
+    with pytest.raises(UserError, match=r"ep=384 exceeds the 256 routed experts"):
+        fn(R1, cm, plan)
+    ok = fn(R1, cm, ServePlan(**{**plan.__dict__, "ep": 256}))
+    assert ok.step_time_s > 0
+
+
+def test_flops_moe_gemms_rejects_ep_beyond_experts():
+    with pytest.raises(ValueError, match="ep=384"):
+        F.moe_gemms(R1, 4096, 1, 384)
+
+
+def test_cli_default_ep_stops_at_the_expert_count(capsys):
+    doc = _cli(["--model", "deepseek-r1", "--system", "cloudmatrix-384", "--chips", "384",
+                "--mode", "prefill", "--precision", "int8", "--seq-len", "4096"], capsys)
+    assert doc["plan"]["ep"] == 256 and doc["ttft_s"] > 0
