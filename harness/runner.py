@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import traceback
 import zlib
 from dataclasses import dataclass
@@ -206,7 +207,10 @@ def run_suite(
         for case in chosen:
             if bar is not None:
                 bar.set_postfix_str(case.name[-48:])
+            started = time.perf_counter()
             result = measure_case(case, dev, seed, cfg)
+            # everything the case cost: inputs, compile, check, warm-up, samples
+            result.timing["case_wall_s"] = time.perf_counter() - started
             rs.cases.append(result)
             for note in result.timing.get("notes", []):
                 if note.startswith("large spread"):

@@ -11,6 +11,8 @@ not counted (model FLOPs, not hardware FLOPs).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,8 +76,10 @@ def _with_pass(fwd, passes: str):
     return fwd_bwd
 
 
+@functools.lru_cache(maxsize=None)
 def _reference_fn(causal: bool, passes: str):
-    """fp32 HIGHEST-precision reference on the same (rounded) inputs, on the device."""
+    """fp32 HIGHEST-precision reference on the same (rounded) inputs, on the device. One jitted
+    function per (causal, pass), so implementations of one shape share its compilation."""
 
     def f(q, k, v, *rest):
         q32, k32, v32 = (x.astype(jnp.float32) for x in (q, k, v))
