@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from clusters import flops as F
 from clusters.calibration import Calibration, default_calibration
 from clusters.catalog import System
@@ -28,6 +30,15 @@ from clusters.workloads import Model
 from harness.errors import UserError
 
 WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+# Devices one chip package presents to software. The Ascend 910C is two dies, each its own
+# device with 24 cube cores, 64 GB of HBM and its own UB transceivers (Zuo et al., arXiv
+# 2506.12708 sec. 3.2; SGLang's Ascend docs: "on A3 each card has 2 dies, so --tp-size is twice
+# the card count"). A chip-catalog fact, kept here until the catalog has the field.
+DEVICES_PER_CHIP = {"ascend-910c": 2}
+
+
+def devices_per_chip(chip) -> int:
+    return DEVICES_PER_CHIP.get(chip.family, 1)
 # Decode attention is a forward-only kernel (absorbed MLA: 128 query heads over one latent),
 # more efficient than the forward+backward FlashAttention the "attention" calibration entry
 # describes. FlashMLA reaches 66.7% of H800's dense bf16 peak when compute-bound (Zuo et al.,
@@ -36,6 +47,21 @@ WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 # attention efficiency for decode [E]. It is relative to that FlashAttention-3 reading: with a
 # calibration whose attention entry describes another kernel, scale it accordingly.
 DECODE_OVER_TRAINING_ATTENTION = 0.667 / 0.50
+# MoE dispatch and combine as measured, per EP rank, where a fabric's serving stack has its own
+# fused operators: (EP ranks, dispatch time, combine time) at one token shape, scaled in
+# proportion to the routed token copies x hidden size of a step. CloudMatrix-Infer's FusedDispatch
+# (INT8 tokens, 7.5 KB each with scales) and FusedCombine (BF16) on CloudMatrix384, one rank
+# per 910C die, DeepEP's low-latency benchmark shape (128 tokens per rank, hidden 7168, top-8):
+# EP8 116 us / 71 GB/s and 118 us / 131 GB/s, EP256 152 us / 54 GB/s and 149 us / 103 GB/s
+# (Zuo et al., arXiv 2506.12708, communication-operator table). A decode step's all-to-all is
+# charged the slower of the fabric model and these rates (log-interpolated in EP ranks, held
+# flat outside): the fused operators run on the AIV vector cores and reach about a quarter to
+# a half of the 196 GB/s per die the UB plane offers.
+MEASURED_MOE_A2A = {  # fabric -> ((EP ranks, dispatch_s, combine_s), ...) at MEASURED_A2A_SHAPE
+    "ub-cm384": ((8, 116e-6, 118e-6), (256, 152e-6, 149e-6)),
+}
+MEASURED_A2A_SHAPE = 128 * 8 * 7168  # tokens per rank x top-k x hidden of the measurement
+MEASURED_MOE_A2A_SOURCE = "Zuo et al., arXiv 2506.12708: FusedDispatch / FusedCombine vs DeepEP"
 
 
 @dataclass(frozen=True)
@@ -55,17 +81,46 @@ class ServePlan:
     # Whether the scheduler aligns the attention-DP ranks' prompts into the same iterations
     # (TensorRT-LLM's later "ADP balance" context wait); otherwise each rank admits its own.
     prefill_aligned: bool = False
+    # Attention-DP ranks per chip (tp = 1 only). A dual-die Ascend 910C presents each die as its
+    # own device with its own 64 GB of HBM, and CloudMatrix-Infer runs one rank per die (DP320
+    # over 160 NPUs, arXiv 2506.12708): each die holds and reads its own copy of the replicated
+    # weights (attention, dense layers, router, shared expert, embedding and head), so per chip
+    # they are stored and streamed `ranks_per_chip` times; GEMM rows split between the ranks.
+    ranks_per_chip: int = 1
+    # Multi-token prediction (DeepSeek-V3 sec. 2.2, speculative decoding): each step verifies
+    # mtp_tokens drafted tokens per sequence (the main model runs 1 + mtp_tokens query rows per
+    # sequence) and drafts the next ones with the MTP module (one more MoE layer and the shared
+    # head, per drafted token); on average 1 + mtp_tokens x mtp_acceptance tokens are emitted.
+    mtp_tokens: int = 0
+    mtp_acceptance: float = 0.0
 
     @property
     def attention_dp(self) -> int:
-        return self.chips // self.tp
+        return self.chips // self.tp * self.ranks_per_chip
+
+    @property
+    def tokens_per_sequence_step(self) -> float:
+        """Output tokens one sequence emits per decode step on average."""
+        return 1.0 + self.mtp_tokens * self.mtp_acceptance
 
 
 def validate(model: Model, plan: ServePlan, system: System) -> None:
-    for key in ("chips", "tp", "ep", "batch_per_chip", "context"):
+    for key in ("chips", "tp", "ep", "batch_per_chip", "context", "ranks_per_chip"):
         v = getattr(plan, key)
         if not isinstance(v, int) or v < 1:
             raise UserError(f"serve plan: {key} must be a positive integer, got {v!r}")
+    if plan.ranks_per_chip > 1 and plan.tp != 1:
+        raise UserError(f"serve plan: ranks_per_chip={plan.ranks_per_chip} needs tp=1 (one "
+                        f"attention-DP rank per die), got tp={plan.tp}")
+    if not isinstance(plan.mtp_tokens, int) or plan.mtp_tokens < 0:
+        raise UserError(f"serve plan: mtp_tokens must be a non-negative integer, got "
+                        f"{plan.mtp_tokens!r}")
+    if plan.mtp_tokens and not model.mtp_modules:
+        raise UserError(f"serve plan: mtp_tokens={plan.mtp_tokens} but {model.name} has no "
+                        "MTP module")
+    if not 0.0 <= plan.mtp_acceptance <= 1.0:
+        raise UserError(f"serve plan: mtp_acceptance must be in [0, 1], got "
+                        f"{plan.mtp_acceptance!r}")
     if plan.chips % plan.tp:
         raise UserError(f"serve plan: tp={plan.tp} does not divide {plan.chips} chips")
     if plan.tp > system.chips_per_domain:
@@ -107,7 +162,7 @@ def weight_bytes_per_chip(model: Model, plan: ServePlan) -> float:
         dense += model.n_moe_layers * F.moe_layer_nonexpert_params(model)
         local = math.ceil(model.moe.n_routed_experts / plan.ep)
         experts = model.n_moe_layers * local * F.ffn_params(model, model.moe.expert_ffn_hidden_size)
-    return wb * (dense / plan.tp + experts)
+    return wb * (dense / plan.tp * plan.ranks_per_chip + experts)
 
 
 def max_batch_per_chip(model: Model, plan: ServePlan, hbm_bytes: float) -> int:
@@ -139,6 +194,12 @@ class ServeResult:
     notes: tuple = field(default_factory=tuple)
 
     @property
+    def tpot_s(self) -> float:
+        """Decode: time per output token of one sequence (the step over the tokens a sequence
+        emits per step: 1, or more with multi-token prediction)."""
+        return self.step_time_s / self.plan.tokens_per_sequence_step
+
+    @property
     def feasible(self) -> bool:
         return self.memory_bytes_per_chip <= self.capacity_bytes
 
@@ -167,7 +228,7 @@ class ServeResult:
             "joules_per_token": self.joules_per_token, "notes": list(self.notes),
         }
         if self.mode == "decode":
-            out["tpot_s"] = self.step_time_s
+            out["tpot_s"] = self.tpot_s
             out["output_tokens_per_s_per_chip"] = self.tokens_per_s_per_chip
         else:
             out["ttft_s"] = self.step_time_s
@@ -236,48 +297,56 @@ def decode(model: Model, system: System, plan: ServePlan,
     dtype = "fp8" if plan.precision in ("fp8", "int8") and "fp8" in chip.peak_flops_per_s \
         else ("int8" if plan.precision == "int8" else "bf16")
     rates = Rates(chip, cal, dtype)
-    tp = plan.tp
-    tokens = plan.batch_per_chip * tp  # new tokens per attention-DP group (one per sequence)
+    tp, r, q = plan.tp, plan.ranks_per_chip, 1 + plan.mtp_tokens
+    # query rows per attention-DP rank: one per sequence, 1 + mtp_tokens with MTP verification
+    tokens = math.ceil(plan.batch_per_chip / r) * tp * q
     h = model.hidden_size
+    attn_layers = model.n_layers + plan.mtp_tokens  # the MTP block runs once per drafted token
+    moe_layers = model.n_moe_layers + (plan.mtp_tokens if model.moe is not None else 0)
+    dense_layers = model.n_dense_layers + (plan.mtp_tokens if model.moe is None else 0)
 
     gemms = _decode_attention_gemms(model, tokens, tp)
     dense_ffn = F.ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
-    gemm = model.n_layers * sum(rates.gemm_s(g) for g in gemms)
-    gemm += model.n_dense_layers * sum(rates.gemm_s(g) for g in dense_ffn)
+    # replicated-weight GEMMs run once on every rank of the chip
+    gemm = r * attn_layers * sum(rates.gemm_s(g) for g in gemms)
+    gemm += r * dense_layers * sum(rates.gemm_s(g) for g in dense_ffn)
     ep_comm = 0.0
     if model.moe is not None:
-        gemm += model.n_moe_layers * _decode_moe_s(model, plan, rates)
+        gemm += moe_layers * _decode_moe_s(model, plan, rates)
         if plan.ep > 1:
-            routed = plan.batch_per_chip * model.moe.experts_per_token
+            routed = plan.batch_per_chip * q * model.moe.experts_per_token
             wb = 1 if dtype in ("fp8", "int8") else 2
-            ep_comm = model.n_moe_layers * (
-                comm_s(system, "all_to_all", routed * h * wb, plan.ep, 1)
-                + comm_s(system, "all_to_all", 2.0 * routed * h, plan.ep, 1))
-    gemm += rates.gemm_s(F.output_gemm(model, tokens, tp))
+            ep_comm = moe_layers * _ep_all_to_all_s(system, plan, routed, h, wb)
+    # the main head and, per drafted token, the MTP module's pass through the shared head
+    gemm += r * (1 + plan.mtp_tokens) * rates.gemm_s(F.output_gemm(model, tokens, tp))
 
-    # attention over the cache: read every cached byte once per step, compute QK and AV
+    # attention over the cache: read every cached byte once per step, compute QK and AV for
+    # every query row (MTP verifies 1 + mtp_tokens rows against the same cache)
     kv_read = kv_cache_bytes_per_chip(model, plan, plan.batch_per_chip)
     if model.mla is not None:  # absorbed MLA: heads attend over the latent (MQA-like)
         d = model.mla.kv_lora_rank
         flops = 2.0 * model.n_heads / tp * plan.context * (2 * d + model.mla.qk_rope_head_dim)
     else:
         flops = 2.0 * model.n_heads / tp * plan.context * 2 * model.head_dim
-    attn_flops = model.n_layers * tokens * flops
+    chip_rows = plan.batch_per_chip * tp * q  # query rows of all the chip's ranks
+    attn_flops = attn_layers * chip_rows * flops
     peak = chip.peak("bf16")
     eff = cal.efficiency("attention", chip.family, "bf16", attn_flops) * \
         DECODE_OVER_TRAINING_ATTENTION
-    attention = max(attn_flops / (peak * eff), rates.mem_s(kv_read))
+    attention = max(attn_flops / (peak * eff),
+                    rates.mem_s(kv_read * attn_layers / model.n_layers))
 
     p = Plan(tp=tp, micro_batch=1, global_batch=1, seq_len=1, precision=dtype
              if dtype != "int8" else "fp8")
-    elementwise = model.n_layers * rates.mem_s(
-        tokens * elementwise_bytes_per_token(model, p, model.moe is not None))
+    elementwise = attn_layers * rates.mem_s(
+        chip_rows * elementwise_bytes_per_token(model, p, model.moe is not None))
     act = 2.0 * tokens * h
-    tp_comm = model.n_layers * 2 * comm_s(system, "all_reduce", act, tp, 1)
+    tp_comm = attn_layers * 2 * comm_s(system, "all_reduce", act, tp, 1)
     parts = {"gemm_s": gemm, "attention_s": attention, "elementwise_s": elementwise,
              "tp_comm_s": tp_comm, "ep_comm_s": ep_comm,
              "prefill_s": in_flight_prefill_s(model, system, plan, calibration)}
-    return _result("decode", model, system, plan, parts, plan.batch_per_chip, cal)
+    return _result("decode", model, system, plan, parts,
+                   plan.batch_per_chip * plan.tokens_per_sequence_step, cal)
 
 
 def in_flight_prefill_s(model: Model, system: System, plan: ServePlan,
@@ -322,22 +391,42 @@ def _decode_attention_gemms(model: Model, tokens: int, tp: int) -> list[F.Gemm]:
         F.Gemm("attn_out", tokens, h, nh * m.v_head_dim)]
 
 
+def _ep_all_to_all_s(system: System, plan: ServePlan, routed: float, h: int,
+                     dispatch_bytes: int) -> float:
+    """Dispatch and combine of one MoE layer for `routed` token copies per chip: the fabric
+    model, or where the fabric has measured fused operators (MEASURED_MOE_A2A) the slower of the
+    two, the measurement scaled to the step's token copies per rank."""
+    t = (comm_s(system, "all_to_all", routed * h * dispatch_bytes, plan.ep, 1)
+         + comm_s(system, "all_to_all", 2.0 * routed * h, plan.ep, 1))
+    points = MEASURED_MOE_A2A.get(system.scale_up.name)
+    if points is None:
+        return t
+    ranks = plan.ep * plan.ranks_per_chip
+    x = [math.log(n) for n, _, _ in points]
+    dispatch = float(np.interp(math.log(ranks), x, [d for _, d, _ in points]))
+    combine = float(np.interp(math.log(ranks), x, [c for _, _, c in points]))
+    scale = routed / plan.ranks_per_chip * h / MEASURED_A2A_SHAPE
+    return max(t, scale * (dispatch * dispatch_bytes + combine))
+
+
 def _decode_moe_s(model: Model, plan: ServePlan, rates: Rates) -> float:
     """Routed and shared experts of one MoE layer on one chip for one decode step. The
-    instance's tokens spread over all experts; a local expert is read if any token picks it."""
+    instance's tokens spread over all experts; a local expert is read if any token picks it.
+    Router and shared experts run on every attention-DP rank of the chip."""
     moe = model.moe
     E, k = moe.n_routed_experts, moe.experts_per_token
-    instance_tokens = plan.batch_per_chip * plan.chips
+    q, r = 1 + plan.mtp_tokens, plan.ranks_per_chip
+    instance_tokens = plan.batch_per_chip * plan.chips * q
     local = math.ceil(E / plan.ep)
     p_active = 1 - (1 - k / E) ** instance_tokens
     active = max(1, round(local * p_active))
     per_expert = max(1, round(instance_tokens * k / E / p_active))
     t = sum(rates.gemm_s(g) for g in F.ffn_gemms(model, per_expert, moe.expert_ffn_hidden_size,
                                                  1, "expert", active))
-    tokens = plan.batch_per_chip * plan.tp
-    t += rates.gemm_s(F.Gemm("router", tokens, E, model.hidden_size))
+    tokens = math.ceil(plan.batch_per_chip / r) * plan.tp * q
+    t += r * rates.gemm_s(F.Gemm("router", tokens, E, model.hidden_size))
     if moe.n_shared_experts:
-        t += sum(rates.gemm_s(g) for g in F.ffn_gemms(
+        t += r * sum(rates.gemm_s(g) for g in F.ffn_gemms(
             model, tokens, moe.expert_ffn_hidden_size * moe.n_shared_experts, plan.tp, "shared"))
     return t
 
@@ -354,7 +443,7 @@ def best_batch_for_tpot(model: Model, system: System, plan: ServePlan, tpot_s: f
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if decode(model, system, plan.__class__(**{**plan.__dict__, "batch_per_chip": mid}),
-                  calibration).step_time_s <= tpot_s:
+                  calibration).tpot_s <= tpot_s:
             lo = mid
         else:
             hi = mid - 1
@@ -371,10 +460,11 @@ def project_cli(args, model: Model, system: System, cal: Calibration, seq: int) 
     ep = args.ep or (min(args.chips, model.moe.n_routed_experts) if model.moe is not None else 1)
     kv = 1.0 if args.precision in ("fp8", "int8") else 2.0
     context = args.context or seq
+    ranks = devices_per_chip(system.chip) if tp == 1 else 1
     if args.mode == "prefill":
         plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=args.micro_batch or 1,
                          context=seq, precision=args.precision, kv_bytes=kv,
-                         overlap=bool(getattr(args, "ep_overlap", False)))
+                         overlap=bool(getattr(args, "ep_overlap", False)), ranks_per_chip=ranks)
         r = prefill(model, system, plan, cal)
         if args.ttft_ms is not None and r.step_time_s * 1e3 > args.ttft_ms:
             raise UserError(f"TTFT {r.step_time_s * 1e3:.1f} ms exceeds --ttft-ms {args.ttft_ms}")
@@ -382,7 +472,7 @@ def project_cli(args, model: Model, system: System, cal: Calibration, seq: int) 
     batch = (args.global_batch // args.chips) if args.global_batch else 1
     plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=max(1, batch),
                      context=context, precision=args.precision, kv_bytes=kv,
-                     overlap=bool(getattr(args, "ep_overlap", False)))
+                     overlap=bool(getattr(args, "ep_overlap", False)), ranks_per_chip=ranks)
     if args.tpot_ms is not None:
         r = best_batch_for_tpot(model, system, plan, args.tpot_ms / 1e3, cal)
     else:

@@ -34,7 +34,7 @@ import numpy as np
 
 from clusters.calibration import Calibration
 from clusters.catalog import System, load_system
-from clusters.inference import ServePlan, best_batch_for_tpot, prefill
+from clusters.inference import ServePlan, best_batch_for_tpot, devices_per_chip, prefill
 from clusters.search import enumerate_plans, evaluate, search
 from clusters.workloads import Model, load_model
 from harness.errors import UserError
@@ -226,8 +226,10 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
     best, reasons = None, []
     for inst, tp in layouts or serve_layouts(model, c):
         ep = inst if model.moe else 1
+        # with tp 1 every device of a multi-die chip is its own attention-DP rank
+        ranks = devices_per_chip(c.system.chip) if tp == 1 else 1
         plan = ServePlan(chips=inst, tp=tp, ep=ep, context=CONTEXT if mode == "decode" else PROMPT,
-                         precision=prec, kv_bytes=kv, overlap=True)
+                         precision=prec, kv_bytes=kv, overlap=True, ranks_per_chip=ranks)
         try:
             if mode == "decode":
                 r = best_batch_for_tpot(model, c.system, plan, tpot_s, cal)
@@ -247,7 +249,7 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
     r, inst, tp = best
     text = f"inst{inst} tp{tp} ep{r.plan.ep} {prec}" + (
         f" batch{r.plan.batch_per_chip}/chip" if mode == "decode" else "")
-    return Row(workload, mode, c, True, step_time_s=r.step_time_s,
+    return Row(workload, mode, c, True, step_time_s=r.tpot_s if mode == "decode" else r.step_time_s,
                tokens_per_s=r.tokens_per_s_per_chip * c.chips, plan=text)
 
 
