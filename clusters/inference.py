@@ -11,7 +11,11 @@ serving is two instances, one per phase, each projected on its own; an aggregate
 ranks run in lock-step, so one rank's prompt stalls all (`in_flight_prefill_s`). Decode
 attention is a forward-only kernel, charged at the MLA decode kernel's measured utilisation
 (`DECODE_OVER_TRAINING_ATTENTION`); memory-bound GEMMs stream weights at the small-M GEMM rate
-of clusters.train.
+of clusters.train. A multi-die chip can run one attention-DP rank per die
+(ServePlan.ranks_per_chip: replicated weights held and streamed per die); multi-token
+prediction verifies drafted tokens in the same step (ServePlan.mtp_tokens / mtp_acceptance:
+TPOT = step / tokens emitted per sequence); where a fabric's fused dispatch/combine operators
+were measured (MEASURED_MOE_A2A) the expert all-to-all is never charged less than they take.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ DEVICES_PER_CHIP = {"ascend-910c": 2}
 
 def devices_per_chip(chip) -> int:
     return DEVICES_PER_CHIP.get(chip.family, 1)
+
 # Decode attention is a forward-only kernel (absorbed MLA: 128 query heads over one latent),
 # more efficient than the forward+backward FlashAttention the "attention" calibration entry
 # describes. FlashMLA reaches 66.7% of H800's dense bf16 peak when compute-bound (Zuo et al.,
@@ -51,9 +56,12 @@ DECODE_OVER_TRAINING_ATTENTION = 0.667 / 0.50
 # fused operators: (EP ranks, dispatch time, combine time) at one token shape, scaled in
 # proportion to the routed token copies x hidden size of a step. CloudMatrix-Infer's FusedDispatch
 # (INT8 tokens, 7.5 KB each with scales) and FusedCombine (BF16) on CloudMatrix384, one rank
-# per 910C die, DeepEP's low-latency benchmark shape (128 tokens per rank, hidden 7168, top-8):
-# EP8 116 us / 71 GB/s and 118 us / 131 GB/s, EP256 152 us / 54 GB/s and 149 us / 103 GB/s
-# (Zuo et al., arXiv 2506.12708, communication-operator table). A decode step's all-to-all is
+# per 910C die: EP8 116 us / 71 GB/s and 118 us / 131 GB/s, EP256 152 us / 54 GB/s and 149 us /
+# 103 GB/s (Zuo et al., arXiv 2506.12708, communication-operator table, against DeepEP on H800).
+# The shape is inferred from time x bandwidth: 8.2 MB dispatched and 15.3 MB combined per rank
+# at EP256 are 128 tokens x top-8 x ~8 KB (INT8 and scales) and x ~15 KB (BF16), the shape of
+# DeepEP's low-latency benchmark (128 tokens per rank, hidden 7168, top-8). A decode step's
+# all-to-all is
 # charged the slower of the fabric model and these rates (log-interpolated in EP ranks, held
 # flat outside): the fused operators run on the AIV vector cores and reach about a quarter to
 # a half of the 196 GB/s per die the UB plane offers.
@@ -61,7 +69,6 @@ MEASURED_MOE_A2A = {  # fabric -> ((EP ranks, dispatch_s, combine_s), ...) at ME
     "ub-cm384": ((8, 116e-6, 118e-6), (256, 152e-6, 149e-6)),
 }
 MEASURED_A2A_SHAPE = 128 * 8 * 7168  # tokens per rank x top-k x hidden of the measurement
-MEASURED_MOE_A2A_SOURCE = "Zuo et al., arXiv 2506.12708: FusedDispatch / FusedCombine vs DeepEP"
 
 
 @dataclass(frozen=True)
@@ -153,8 +160,9 @@ def kv_bytes_per_token(model: Model, plan: ServePlan) -> float:
 
 
 def weight_bytes_per_chip(model: Model, plan: ServePlan) -> float:
-    """Non-expert weights split by TP (replicated over attention-DP groups); routed experts
-    over EP with ceil(E/ep) experts per chip (redundant copies fill the remainder)."""
+    """Non-expert weights split by TP (replicated over attention-DP groups, and held once per
+    rank with ranks_per_chip > 1); routed experts over EP with ceil(E/ep) experts per chip
+    (redundant copies fill the remainder)."""
     wb = WEIGHT_BYTES[plan.precision]
     dense = model.n_dense_layers * F.dense_layer_params(model) + F.embedding_params(model)
     experts = 0.0
