@@ -101,7 +101,7 @@ def test_decode_with_microbatch_pipelining_as_two_batch_overlap():
     "overlap gain (+28%) matches the paper's pipelining ablation (+23-31%), so the excess is "
     "compute: the 910C INT8 GEMM entry (77-83%, an operator microbenchmark like the MAMF "
     "entries) is not scaled to the sustained clock as the burst NVIDIA entries are (with "
-    "burst = true: 8,063, +21%; tests/clusters/test_calibration.py pins the entry at 0.80), "
+    "burst = true: 8,075, +21%; tests/clusters/test_calibration.py pins the entry at 0.80), "
     "and the SP-TP-SP attention (an all-gather and an all-to-all per "
     "layer over the instance's 32 dies) is not modelled"))
 def test_prefill_per_npu():
