@@ -61,6 +61,8 @@ _CHIP_FIELDS: dict[str, _Field] = {
     "scale_up_bw_bytes_per_s": _num(_MAX_BW),
     "scale_out_bw_bytes_per_s": _num(_MAX_BW),
     "price_usd": _num(_MAX_PRICE_USD, required=False),
+    # devices one package presents to software (dies with their own HBM); absent means 1
+    "devices_per_package": _num(16, lo=0.5, required=False, integer=True),
 }
 
 _FABRIC_FIELDS: dict[str, _Field] = {
@@ -109,6 +111,13 @@ class Chip:
     device_kind_patterns: tuple[str, ...]
     sources: Mapping[str, str]
     notes: Mapping[str, str]
+    devices_per_package: int | None = None  # dies software sees as devices; None means 1
+
+    @property
+    def devices(self) -> int:
+        """Devices the package presents to software: each has its own share of the HBM and
+        runs its own ranks (the Ascend 910C is two)."""
+        return int(self.devices_per_package or 1)
 
     def peak(self, dtype: str) -> float:
         try:

@@ -34,15 +34,10 @@ from clusters.workloads import Model
 from harness.errors import UserError
 
 WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
-# Devices one chip package presents to software. The Ascend 910C is two dies, each its own
-# device with 24 cube cores, 64 GB of HBM and its own UB transceivers (Zuo et al., arXiv
-# 2506.12708 sec. 3.2; SGLang's Ascend docs: "on A3 each card has 2 dies, so --tp-size is twice
-# the card count"). A chip-catalog fact, kept here until the catalog has the field.
-DEVICES_PER_CHIP = {"ascend-910c": 2}
-
-
 def devices_per_chip(chip) -> int:
-    return DEVICES_PER_CHIP.get(chip.family, 1)
+    """Devices one package presents to software, from the catalog (the 910C is two dies, each
+    its own device with 64 GB of HBM)."""
+    return chip.devices
 
 # Decode attention is a forward-only kernel (absorbed MLA: 128 query heads over one latent),
 # more efficient than the forward+backward FlashAttention the "attention" calibration entry

@@ -208,3 +208,16 @@ def test_inr_fields_required_with_inr(tmp_path):
     path = _write(tmp_path, text)
     with pytest.raises(UserError, match="inr_efficiency"):
         catalog.load_fabric_file(path)
+
+
+def test_devices_per_package_is_optional_and_sourced():
+    assert catalog.load_chip("h100").devices == 1  # absent means one device
+    c = catalog.load_chip("ascend-910c")
+    assert c.devices == 2 and "2506.12708" in c.sources["devices_per_package"]
+
+
+@pytest.mark.parametrize("value", ["0", "2.5"])
+def test_devices_per_package_must_be_a_positive_integer(tmp_path, value):
+    text = _GOOD_CHIP + f'\n[devices_per_package]\nvalue = {value}\nsource = "x"\n'
+    with pytest.raises(UserError, match="devices_per_package"):
+        catalog.load_chip_file(_write(tmp_path, text, "dies.toml"))
