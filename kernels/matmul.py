@@ -14,9 +14,11 @@ from kernels.base import DTYPES, TOLERANCE, Case, itemsize, random_array, relati
 
 OUT_DTYPE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "bf16"}
 
-# Rows of C checked against float64; checking all of an 8192^3 product on the host would take
-# longer than timing it, and any systematic error shows in every row.
+# Rows and columns of C checked against float64: checking all of an 8192^3 product (or even
+# whole rows, which need all of B in float64 on the host) would take longer than timing it,
+# and a systematic error (layout, accumulation, dtype) shows in any row and column.
 CHECK_ROWS = 64
+CHECK_COLS = 64
 
 
 def matmul_flops(m: int, n: int, k: int) -> float:
@@ -39,13 +41,17 @@ def _fn(dtype: str):
     return matmul
 
 
+def _spread(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n), first and last included."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).astype(int))
+
+
 def _check(args, out):
     a, b = args
-    rows = min(CHECK_ROWS, a.shape[0])
-    idx = np.linspace(0, a.shape[0] - 1, rows).astype(int)
-    a64 = np.asarray(a[idx].astype(jnp.float32), dtype=np.float64)
-    b64 = np.asarray(b.astype(jnp.float32), dtype=np.float64)
-    got = np.asarray(out[idx].astype(jnp.float32))
+    rows, cols = _spread(a.shape[0], CHECK_ROWS), _spread(b.shape[1], CHECK_COLS)
+    a64 = np.asarray(a[rows].astype(jnp.float32), dtype=np.float64)
+    b64 = np.asarray(b[:, cols].astype(jnp.float32), dtype=np.float64)
+    got = np.asarray(out[rows][:, cols].astype(jnp.float32))
     return relative_error(got, a64 @ b64)
 
 
