@@ -232,9 +232,8 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
                 size /= HARNESS_FWD_BWD_OVER_FWD
             by_key.setdefault((kernel, dtype), []).append((size, min(1.0, eff)))
     for (kernel, dtype), pts in sorted(by_key.items()):
-        pts.sort()
-        entries.append(Entry(kernel, fam, dtype, tuple(math.log10(s) for s, _ in pts),
-                             tuple(v for _, v in pts), f"measured: result set {name}", burst))
+        sizes, effs = _pooled(pts)
+        entries.append(Entry(kernel, fam, dtype, sizes, effs, f"measured: result set {name}", burst))
     if not entries:
         raise UserError(f"{name}: result set has no ok matmul, attention or membw cases to "
                         "calibrate from")
@@ -247,6 +246,26 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
                                "ascend-910b", "ascend-910c") if f != fam}
     return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
                        measured_on=kind, borrow=borrow, sustained=default.sustained)
+
+
+# Cases within this many decades of size are pooled into one calibration point.
+POOL_DECADES = 0.25
+
+
+def _pooled(points: list[tuple[float, float]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(log10 sizes, efficiencies), one point per POOL_DECADES-wide bin of size: the median
+    size and median efficiency of the cases in it. Different shapes of one size, and the run's
+    own noise (10-20% between neighbouring cases on a busy CPU), would otherwise make the
+    interpolated curve jump from case to case, and equal sizes give np.interp no order."""
+    bins: dict[int, list[tuple[float, float]]] = {}
+    for size, eff in points:
+        bins.setdefault(math.floor(math.log10(size) / POOL_DECADES), []).append((math.log10(size), eff))
+    sizes, effs = [], []
+    for key in sorted(bins):
+        b = bins[key]
+        sizes.append(float(np.median([s for s, _ in b])))
+        effs.append(float(np.median([e for _, e in b])))
+    return tuple(sizes), tuple(effs)
 
 
 def _param(rows, key):

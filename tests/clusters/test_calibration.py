@@ -149,3 +149,13 @@ def test_memory_bound_gemms_do_not_calibrate_gemm_efficiency():
     a = calibration_from_dataframe(df, "a").lookup("gemm", "nvidia-hopper", "bf16")[0]
     b = calibration_from_dataframe(df2, "b").lookup("gemm", "nvidia-hopper", "bf16")[0]
     assert a.efficiencies == b.efficiencies
+
+
+def test_measured_points_are_pooled_by_quarter_decade():
+    from clusters.calibration import _pooled
+
+    # three shapes of one size (noise and shape) and one far away: two points, medians
+    sizes, effs = _pooled([(1e9, 0.5), (1.1e9, 0.7), (1.2e9, 0.6), (1e11, 0.9)])
+    assert len(sizes) == 2
+    assert effs == (0.6, 0.9)
+    assert sizes[0] == pytest.approx(math.log10(1.1e9)) and sizes[1] == pytest.approx(11.0)
