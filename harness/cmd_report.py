@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import compare, history, nightly, report
+from harness import compare, history, nightly, report, resultset
 from harness.errors import UserError
 
 
@@ -29,9 +29,9 @@ def run(args) -> int:
     else:
         files = history.result_files(history.machine_directory(results))
         new_path = files[-1]
-    new = compare.load_set(new_path)
+    new = resultset.load(new_path)
     if args.base:
-        base = compare.load_set(args.base)
+        base = resultset.load(args.base)
     else:
         base, warnings = nightly.find_baseline(results, new) if results.is_dir() else (None, [])
         for w in warnings:

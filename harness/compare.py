@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as _sps
 
-from harness.errors import UserError
 from harness.resultset import CaseResult, ResultSet, load
 
 VERDICTS = ("faster", "slower", "same", "newly failing", "fixed", "new", "missing", "not comparable")
@@ -365,17 +364,9 @@ def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FAC
     )
 
 
-def load_set(path) -> ResultSet:
-    """resultset.load, plus a file that is not text at all (it lets UnicodeDecodeError through)."""
-    try:
-        return load(Path(path))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid JSON (not UTF-8 text); the file is corrupted") from None
-
-
 def compare_files(base_path, new_path, **kwargs) -> Comparison:
     """Load both files (UserError on a bad one) and compare them."""
-    return compare_sets(load_set(base_path), load_set(new_path), **kwargs)
+    return compare_sets(load(Path(base_path)), load(Path(new_path)), **kwargs)
 
 
 # ---------------------------------------------------------------------------- display

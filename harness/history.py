@@ -19,7 +19,8 @@ import numpy as np
 from scipy import stats as _sps
 
 from harness.errors import UserError
-from harness.compare import aligned, format_value, load_set
+from harness import resultset
+from harness.compare import aligned, format_value
 from harness.resultset import SCHEMA_VERSION, case_key
 
 # Family-wise false-alarm rate per case series (split positions are Bonferroni-corrected).
@@ -186,7 +187,7 @@ def _read(path: Path) -> tuple[dict, list[dict], bool]:
             return {k: v for k, v in section.items() if k != "cases"}, cases, False
         except (KeyError, TypeError, AttributeError):
             pass  # let the full loader name the problem
-    rs = load_set(path)
+    rs = resultset.load(path)
     cases = [{"key": c.key, "name": c.name, "group": c.group, "status": c.status, "direction": c.direction,
               "unit": c.unit, "median": c.median_s} for c in rs.cases]
     return rs.meta, cases, rs.foreign

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness import compare, history, report
+from harness import compare, history, report, resultset
 from harness.errors import UserError
 from harness.resultset import ResultSet
 
@@ -48,7 +48,7 @@ def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[s
         if new_path is not None and path.resolve() == new_path:
             continue
         try:
-            rs = compare.load_set(path)
+            rs = resultset.load(path)
         except UserError as exc:
             warnings.append(f"skipped: {exc}")
             continue
@@ -67,7 +67,7 @@ def gate(new_path, results_dir="results", report_dir="reports", *, factor: float
     """Find the baseline for the set at `new_path`, compare, write the report. Never writes
     under `results_dir`."""
     new_path = Path(new_path)
-    new = compare.load_set(new_path)
+    new = resultset.load(new_path)
     base, messages = find_baseline(results_dir, new)
     comparison = None
     if base is None:

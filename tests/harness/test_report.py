@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import compare, history, report
+from harness import compare, history, report, resultset
 
 DATA = Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("rackbench_test_synth", DATA / "synth.py")
@@ -82,7 +82,7 @@ def test_markdown_report_escapes_and_links_written_pngs(tmp_path):
     cmp = compare.compare_files(base, new)
     h = history.load_history(results / "box-a")
     html_path, md_path = report.write_report(tmp_path / "out", "r", comparison=cmp,
-                                             new=compare.load_set(new), history=h)
+                                             new=resultset.load(new), history=h)
     md = md_path.read_text()
     assert EVIL not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -130,7 +130,7 @@ def test_html_renders_in_headless_chromium(tmp_path):
         pytest.skip("chromium not installed (Debian package `chromium`); the html.parser test still ran")
     results, base, new = _evil_sets(tmp_path)
     html_path, _ = report.write_report(tmp_path / "out", "r", comparison=compare.compare_files(base, new),
-                                       new=compare.load_set(new), history=history.load_history(results / "box-a"))
+                                       new=resultset.load(new), history=history.load_history(results / "box-a"))
     proc = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_path.resolve().as_uri()],
         capture_output=True, text=True, timeout=120,
