@@ -68,9 +68,8 @@ def run(args) -> int:
         from harness import distributed
 
         if lead:  # how the processes found each other, next to meta.device.process_count
-            outcome.result_set.meta["distributed"] = dist
-            save(outcome.result_set, outcome.path)
-        distributed.barrier("rackbench:run-end")  # process 0 has written the set
+            outcome.result_set.meta["distributed"] = dist  # stored by the save below
+        distributed.barrier("rackbench:run-end")  # every process has finished measuring
         jax.distributed.shutdown()
     if not lead:
         print(f"process {jax.process_index()} of {jax.process_count()}: measured; process 0 stores the result set")
