@@ -33,10 +33,10 @@ def add_projections(rs: ResultSet) -> None:
 
 def closing_loop_line(rs: ResultSet) -> str | None:
     """One line for `rackbench show`: measured vs projected step and the error."""
-    from clusters.closing_loop import TOLERANCE
+    from clusters.closing_loop import TOLERANCE, train_step_case
     from harness.format import duration
 
-    case = next((c for c in rs.cases if c.group == "train_step"), None)
+    case = train_step_case(rs)
     if case is None:
         return None
     if "projection_skipped" in case.extra:
