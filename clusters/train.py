@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from clusters import flops as F
-from clusters.calibration import Calibration, default_calibration
+from clusters.calibration import FLASH_BWD_OVER_FWD, Calibration, default_calibration
 from clusters.catalog import Chip, System
 from clusters.collectives import Group, collective
 from clusters.memory import MemoryBreakdown, memory_per_chip, params_per_chip
@@ -49,7 +49,6 @@ PARTS = ("gemm_s", "attention_s", "elementwise_s", "recompute_s", "tp_comm_s", "
 MFU_DEFINITION = ("model FLOPs (PaLM: 6N + attention QK^T/AV without causal halving, no "
                   "recompute) per second per chip / dense peak of the GEMM precision")
 HFU_DEFINITION = "hardware FLOPs (model FLOPs + recomputed forward) per second per chip / same peak"
-FLASH_BWD_OVER_FWD = 2.5
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # fp32 master, m, v read+written (24), grad read (4), bf16 write (2)
 # A memory-bound GEMM (few rows: decode, small micro-batches, experts with few tokens) streams
 # its weights more slowly than a pure copy kernel: pipeline fill, tile quantisation and the
