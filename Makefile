@@ -9,17 +9,24 @@ REPORTS ?= reports
 
 export PYTHON VENV
 
-.PHONY: setup bench test nightly clean
+.PHONY: setup bench speed test nightly clean
 
 setup:
 	@./scripts/bootstrap
 
 # Measure here, store the set, print its table (with the closing-the-loop line), then the
-# head-to-head projection with the calibration `rackbench project` would choose.
+# head-to-head projection with the calibration `rackbench project` would choose, then the
+# harness's own timing checks on this machine (reported; a busy machine can fail them).
 bench: setup
 	$(RB) run --suite $(SUITE) --out $(RESULTS)
 	@mkdir -p $(REPORTS)
 	$(RB) versus --plot $(REPORTS)/versus.png
+	@echo "timing checks on this machine (tests/bench/test_timing_properties.py):"
+	-$(VENV)/bin/python -m pytest -q -m bench -p no:cacheprovider tests/bench/test_timing_properties.py
+
+# Speed targets (pytest-benchmark figures): compare, history, plan search, start-up.
+speed: setup
+	$(VENV)/bin/python -m pytest -m bench -p no:cacheprovider --benchmark-enable tests/bench
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -2,7 +2,7 @@
 
 Each item is one file under clusters/data/{chips,fabrics,systems}/<name>.toml. Every number is a
 table `{ value = ..., source = "...", note = "..." (optional) }`; strings and booleans are plain.
-Key names carry base SI units. Loading validates everything and raises `UserError` naming the
+Key names carry base SI units. Loading validates everything and raises `ModelInputError` naming the
 file and the key, so a bad catalog never reaches the models.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -124,7 +124,7 @@ class Chip:
             return self.peak_flops_per_s[dtype]
         except KeyError:
             have = ", ".join(sorted(self.peak_flops_per_s))
-            raise UserError(f"chip {self.name!r} has no {dtype!r} peak (it has: {have})") from None
+            raise ModelInputError(f"chip {self.name!r} has no {dtype!r} peak (it has: {have})") from None
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_systems, int) or self.n_systems < 1:
-            raise UserError(f"cluster of {self.system.name}: n_systems must be a positive integer, got {self.n_systems!r}")
+            raise ModelInputError(f"cluster of {self.system.name}: n_systems must be a positive integer, got {self.n_systems!r}")
 
     @property
     def chips(self) -> int:
@@ -183,33 +183,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise ModelInputError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: malformed TOML: {exc}") from None
+        raise ModelInputError(f"{path}: malformed TOML: {exc}") from None
 
 
 def _check_number(path: Path, key: str, raw: Any, spec: _Field, sources: dict, notes: dict) -> float:
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: key {key!r} must be a table {{ value = ..., source = \"...\" }}, got {raw!r}")
+        raise ModelInputError(f"{path}: key {key!r} must be a table {{ value = ..., source = \"...\" }}, got {raw!r}")
     unknown = set(raw) - {"value", "source", "note"}
     if unknown:
-        raise UserError(f"{path}: key {key!r} has unknown field(s) {sorted(unknown)} (allowed: value, source, note)")
+        raise ModelInputError(f"{path}: key {key!r} has unknown field(s) {sorted(unknown)} (allowed: value, source, note)")
     if "value" not in raw:
-        raise UserError(f"{path}: key {key!r} has no value")
+        raise ModelInputError(f"{path}: key {key!r} has no value")
     src = raw.get("source")
     if not isinstance(src, str) or not src.strip():
-        raise UserError(f"{path}: key {key!r} has no source")
+        raise ModelInputError(f"{path}: key {key!r} has no source")
     value = raw["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{path}: key {key!r} value must be a finite number, got {value!r}")
+        raise ModelInputError(f"{path}: key {key!r} value must be a finite number, got {value!r}")
     if not (value > spec.lo):
-        raise UserError(f"{path}: key {key!r} value {value!r} must be greater than {spec.lo:g}")
+        raise ModelInputError(f"{path}: key {key!r} value {value!r} must be greater than {spec.lo:g}")
     if value > spec.hi:
-        raise UserError(f"{path}: key {key!r} value {value!r} is impossible (above {spec.hi:g}); check the units")
+        raise ModelInputError(f"{path}: key {key!r} value {value!r} is impossible (above {spec.hi:g}); check the units")
     if spec.integer and value != int(value):
-        raise UserError(f"{path}: key {key!r} value {value!r} must be an integer")
+        raise ModelInputError(f"{path}: key {key!r} value {value!r} must be an integer")
     if "note" in raw and not isinstance(raw["note"], str):
-        raise UserError(f"{path}: key {key!r} note must be a string")
+        raise ModelInputError(f"{path}: key {key!r} note must be a string")
     sources[key] = src
     if "note" in raw:
         notes[key] = raw["note"]
@@ -220,51 +220,51 @@ def _validate(path: Path, data: dict[str, Any], fields: dict[str, _Field]) -> tu
     """Check `data` against `fields`; return (values, sources, notes)."""
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(fields)})")
+        raise ModelInputError(f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(fields)})")
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     notes: dict[str, str] = {}
     for key, spec in fields.items():
         if key not in data:
             if spec.required:
-                raise UserError(f"{path}: missing key {key!r}")
+                raise ModelInputError(f"{path}: missing key {key!r}")
             values[key] = None
             continue
         raw = data[key]
         if spec.kind == "str":
             if not isinstance(raw, str) or not raw.strip():
-                raise UserError(f"{path}: key {key!r} must be a non-empty string, got {raw!r}")
+                raise ModelInputError(f"{path}: key {key!r} must be a non-empty string, got {raw!r}")
             if spec.choices and raw not in spec.choices:
-                raise UserError(f"{path}: key {key!r} is {raw!r}; expected one of {', '.join(spec.choices)}")
+                raise ModelInputError(f"{path}: key {key!r} is {raw!r}; expected one of {', '.join(spec.choices)}")
             values[key] = raw
         elif spec.kind == "bool":
             if not isinstance(raw, bool):
-                raise UserError(f"{path}: key {key!r} must be true or false, got {raw!r}")
+                raise ModelInputError(f"{path}: key {key!r} must be true or false, got {raw!r}")
             values[key] = raw
         elif spec.kind == "str_list":
             if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and s for s in raw):
-                raise UserError(f"{path}: key {key!r} must be a non-empty list of strings")
+                raise ModelInputError(f"{path}: key {key!r} must be a non-empty list of strings")
             for pattern in raw:
                 try:
                     re.compile(pattern)
                 except re.error as exc:
-                    raise UserError(f"{path}: key {key!r} has a bad regex {pattern!r}: {exc}") from None
+                    raise ModelInputError(f"{path}: key {key!r} has a bad regex {pattern!r}: {exc}") from None
             values[key] = tuple(raw)
         elif spec.kind == "number":
             values[key] = _check_number(path, key, raw, spec, sources, notes)
         elif spec.kind == "dtype_map":
             if not isinstance(raw, dict) or not raw:
-                raise UserError(f"{path}: key {key!r} must be a table of dtypes ({', '.join(DTYPES)})")
+                raise ModelInputError(f"{path}: key {key!r} must be a table of dtypes ({', '.join(DTYPES)})")
             out = {}
             for dtype, entry in raw.items():
                 if dtype not in DTYPES:
-                    raise UserError(f"{path}: key '{key}.{dtype}' is not a known dtype (allowed: {', '.join(DTYPES)})")
+                    raise ModelInputError(f"{path}: key '{key}.{dtype}' is not a known dtype (allowed: {', '.join(DTYPES)})")
                 out[dtype] = _check_number(path, f"{key}.{dtype}", entry, _num(spec.hi), sources, notes)
             values[key] = MappingProxyType(out)
         else:  # pragma: no cover - a bug in the field table
             raise AssertionError(spec.kind)
     if values.get("name") is not None and values["name"] != path.stem and path.parent.parent == DATA_DIR:
-        raise UserError(f"{path}: key 'name' is {values['name']!r} but shipped files must be named <name>.toml")
+        raise ModelInputError(f"{path}: key 'name' is {values['name']!r} but shipped files must be named <name>.toml")
     return values, sources, notes
 
 
@@ -286,9 +286,9 @@ def load_fabric_file(path: str | Path) -> Fabric:
     has_inr = values["in_network_reduction"]
     for key in ("inr_efficiency", "inr_latency_s"):
         if has_inr and values[key] is None:
-            raise UserError(f"{path}: missing key {key!r} (required when in_network_reduction = true)")
+            raise ModelInputError(f"{path}: missing key {key!r} (required when in_network_reduction = true)")
         if not has_inr and values[key] is not None:
-            raise UserError(f"{path}: key {key!r} given but in_network_reduction = false")
+            raise ModelInputError(f"{path}: key {key!r} given but in_network_reduction = false")
     return Fabric(**values, sources=_frozen(sources), notes=_frozen(notes))
 
 
@@ -300,11 +300,11 @@ def load_system_file(path: str | Path) -> System:
         chip = load_chip(values["chip"])
         scale_up = load_fabric(values["scale_up"])
         scale_out = load_fabric(values["scale_out"])
-    except UserError as exc:
-        raise UserError(f"{path}: {exc}") from None
+    except ModelInputError as exc:
+        raise ModelInputError(f"{path}: {exc}") from None
     topo = values["domain_topology"]
     if topo == "switched-inr" and not scale_up.in_network_reduction:
-        raise UserError(f"{path}: key 'domain_topology' is switched-inr but fabric {scale_up.name!r} has no in-network reduction")
+        raise ModelInputError(f"{path}: key 'domain_topology' is switched-inr but fabric {scale_up.name!r} has no in-network reduction")
     values.update(chip=chip, scale_up=scale_up, scale_out=scale_out)
     return System(**values, sources=_frozen(sources), notes=_frozen(notes))
 
@@ -315,7 +315,7 @@ def _names(kind: str) -> list[str]:
 
 def _load_named(kind: str, name: str, loader: Callable[[Path], Any]) -> Any:
     if not isinstance(name, str) or name not in _names(kind):
-        raise UserError(f"unknown {kind[:-1]} {name!r}; valid names: {', '.join(_names(kind))}")
+        raise ModelInputError(f"unknown {kind[:-1]} {name!r}; valid names: {', '.join(_names(kind))}")
     return loader(DATA_DIR / kind / f"{name}.toml")
 
 

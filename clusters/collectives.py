@@ -46,7 +46,7 @@ from typing import Protocol
 import numpy as np
 
 from clusters.catalog import System
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send")
 ALGORITHMS = ("ring", "tree", "inr", "inr_tree", "direct", "hierarchical")
@@ -86,7 +86,7 @@ class MeasuredFabric:
 
     def __post_init__(self) -> None:
         if not (self.latency_s >= 0 and self.per_hop_latency_s >= 0 and self.bw_bytes_per_s > 0):
-            raise UserError(f"measured fabric {self.name!r}: latency must be >= 0 and bandwidth > 0")
+            raise ModelInputError(f"measured fabric {self.name!r}: latency must be >= 0 and bandwidth > 0")
 
     @property
     def achievable_bw_bytes_per_s(self) -> float:
@@ -109,16 +109,16 @@ class Group:
     def __post_init__(self) -> None:
         cpd = self.system.chips_per_domain
         if not isinstance(self.ranks, (int, np.integer)) or self.ranks < 1:
-            raise UserError(f"ranks must be a positive integer, got {self.ranks!r}")
+            raise ModelInputError(f"ranks must be a positive integer, got {self.ranks!r}")
         k = self.ranks_per_domain
         if k is None:
             k = min(self.ranks, cpd)
         if not isinstance(k, (int, np.integer)) or k < 1:
-            raise UserError(f"ranks-per-domain must be a positive integer, got {k!r}")
+            raise ModelInputError(f"ranks-per-domain must be a positive integer, got {k!r}")
         if k > cpd:
-            raise UserError(f"ranks-per-domain {k} exceeds the {cpd} chips per domain of {self.system.name}")
+            raise ModelInputError(f"ranks-per-domain {k} exceeds the {cpd} chips per domain of {self.system.name}")
         if k > self.ranks or self.ranks % k:
-            raise UserError(f"ranks {self.ranks} is not a multiple of ranks-per-domain {k}")
+            raise ModelInputError(f"ranks {self.ranks} is not a multiple of ranks-per-domain {k}")
         object.__setattr__(self, "ranks_per_domain", int(k))
 
     @property
@@ -165,7 +165,7 @@ def bus_factor(op: str, n: int) -> float:
         return (n - 1) / n
     if op in ("broadcast", "send"):
         return 1.0
-    raise UserError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
+    raise ModelInputError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
 
 
 # --- bandwidth seen by one rank on each fabric ---
@@ -346,7 +346,7 @@ _ALGORITHM_FUNCS = {"ring": _ring, "tree": _tree, "inr": _inr, "inr_tree": _inr_
 def algorithms(op: str, group: Group) -> dict[str, AlphaBeta]:
     """Every algorithm valid for `op` on `group`, as alpha-beta costs."""
     if op not in OPS:
-        raise UserError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
+        raise ModelInputError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
     if group.ranks == 1:
         return {"none": AlphaBeta(0.0, 0.0)}
     out = {}
@@ -364,11 +364,11 @@ def collective(op: str, size_bytes, group: Group, algorithm: str | None = None) 
     """
     sizes = np.asarray(size_bytes, dtype=float)
     if not np.all(np.isfinite(sizes)) or np.any(sizes < 0):
-        raise UserError("message sizes must be finite and >= 0 bytes")
+        raise ModelInputError("message sizes must be finite and >= 0 bytes")
     valid = algorithms(op, group)
     if algorithm is not None and group.ranks > 1:
         if algorithm not in valid:
-            raise UserError(f"algorithm {algorithm!r} is not valid for {op} on {group.ranks} ranks of "
+            raise ModelInputError(f"algorithm {algorithm!r} is not valid for {op} on {group.ranks} ranks of "
                             f"{group.system.name}; valid: {', '.join(valid)}")
         valid = {algorithm: valid[algorithm]}
     names = list(valid)
@@ -431,18 +431,18 @@ def moe_dispatch(token_bytes, group: Group, num_experts: int, top_k: int,
     if n == 1:
         return collective("all_to_all", token_bytes, group)
     if num_experts < n or num_experts % n or not 1 <= top_k <= num_experts:
-        raise UserError(f"moe dispatch: {num_experts} experts must be a positive multiple of the {n} ranks, "
+        raise ModelInputError(f"moe dispatch: {num_experts} experts must be a positive multiple of the {n} ranks, "
                         f"and top-k {top_k} between 1 and the expert count")
     m = d if max_domains is None else max_domains
     if not isinstance(m, (int, np.integer)) or m < 1:
-        raise UserError(f"moe dispatch: max-domains must be a positive integer, got {max_domains!r}")
+        raise ModelInputError(f"moe dispatch: max-domains must be a positive integer, got {max_domains!r}")
     m = min(m, d)
     per_rank = num_experts // n
     domains_hit = _expected_distinct(m, k * per_rank, top_k)
     ranks_hit = _expected_distinct(m * k, per_rank, top_k)
     sizes = np.asarray(token_bytes, dtype=float)
     if not np.all(np.isfinite(sizes)) or np.any(sizes < 0):
-        raise UserError("message sizes must be finite and >= 0 bytes")
+        raise ModelInputError("message sizes must be finite and >= 0 bytes")
     hop_u, hop_o = group.up.per_hop_latency_s, group.out.per_hop_latency_s
     if d == 1:
         logical = ranks_hit

@@ -31,7 +31,7 @@ from clusters.memory import USABLE_HBM_FRACTION
 from clusters.plan import Plan
 from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times
 from clusters.workloads import Model
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 def devices_per_chip(chip) -> int:
@@ -110,37 +110,37 @@ def validate(model: Model, plan: ServePlan, system: System) -> None:
     for key in ("chips", "tp", "ep", "batch_per_chip", "context", "ranks_per_chip"):
         v = getattr(plan, key)
         if not isinstance(v, int) or v < 1:
-            raise UserError(f"serve plan: {key} must be a positive integer, got {v!r}")
+            raise ModelInputError(f"serve plan: {key} must be a positive integer, got {v!r}")
     if plan.ranks_per_chip > 1 and plan.tp != 1:
-        raise UserError(f"serve plan: ranks_per_chip={plan.ranks_per_chip} needs tp=1 (one "
+        raise ModelInputError(f"serve plan: ranks_per_chip={plan.ranks_per_chip} needs tp=1 (one "
                         f"attention-DP rank per die), got tp={plan.tp}")
     if not isinstance(plan.mtp_tokens, int) or plan.mtp_tokens < 0:
-        raise UserError(f"serve plan: mtp_tokens must be a non-negative integer, got "
+        raise ModelInputError(f"serve plan: mtp_tokens must be a non-negative integer, got "
                         f"{plan.mtp_tokens!r}")
     if plan.mtp_tokens and not model.mtp_modules:
-        raise UserError(f"serve plan: mtp_tokens={plan.mtp_tokens} but {model.name} has no "
+        raise ModelInputError(f"serve plan: mtp_tokens={plan.mtp_tokens} but {model.name} has no "
                         "MTP module")
     if not 0.0 <= plan.mtp_acceptance <= 1.0:
-        raise UserError(f"serve plan: mtp_acceptance must be in [0, 1], got "
+        raise ModelInputError(f"serve plan: mtp_acceptance must be in [0, 1], got "
                         f"{plan.mtp_acceptance!r}")
     if plan.chips % plan.tp:
-        raise UserError(f"serve plan: tp={plan.tp} does not divide {plan.chips} chips")
+        raise ModelInputError(f"serve plan: tp={plan.tp} does not divide {plan.chips} chips")
     if plan.tp > system.chips_per_domain:
-        raise UserError(f"serve plan: tp={plan.tp} exceeds the {system.chips_per_domain}-chip "
+        raise ModelInputError(f"serve plan: tp={plan.tp} exceeds the {system.chips_per_domain}-chip "
                         f"scale-up domain of {system.name}")
     if model.n_heads % plan.tp:
-        raise UserError(f"serve plan: tp={plan.tp} does not divide {model.n_heads} heads")
+        raise ModelInputError(f"serve plan: tp={plan.tp} does not divide {model.n_heads} heads")
     if plan.ep > plan.chips:
-        raise UserError(f"serve plan: ep={plan.ep} exceeds the instance's {plan.chips} chips")
+        raise ModelInputError(f"serve plan: ep={plan.ep} exceeds the instance's {plan.chips} chips")
     if plan.ep > 1 and model.moe is None:
-        raise UserError(f"serve plan: ep={plan.ep} but {model.name} has no experts")
+        raise ModelInputError(f"serve plan: ep={plan.ep} but {model.name} has no experts")
     if model.moe is not None and plan.ep > model.moe.n_routed_experts:
         # every EP rank must host at least one routed expert; ranks holding only redundant
         # copies are not modelled (the expert GEMMs would have no local expert to run)
-        raise UserError(f"serve plan: ep={plan.ep} exceeds the {model.moe.n_routed_experts} "
+        raise ModelInputError(f"serve plan: ep={plan.ep} exceeds the {model.moe.n_routed_experts} "
                         f"routed experts of {model.name}")
     if plan.precision not in WEIGHT_BYTES:
-        raise UserError(f"serve plan: precision must be one of {tuple(WEIGHT_BYTES)}")
+        raise ModelInputError(f"serve plan: precision must be one of {tuple(WEIGHT_BYTES)}")
 
 
 def kv_bytes_per_token(model: Model, plan: ServePlan) -> float:
@@ -440,7 +440,7 @@ def best_batch_for_tpot(model: Model, system: System, plan: ServePlan, tpot_s: f
     fits (bisection: step time grows with batch)."""
     limit = max_batch_per_chip(model, plan, system.chip.hbm_bytes)
     if limit < 1:
-        raise UserError(f"{model.name}: weights alone do not fit on {plan.chips} chips of "
+        raise ModelInputError(f"{model.name}: weights alone do not fit on {plan.chips} chips of "
                         f"{system.name} with this plan")
     lo, hi = 0, limit
     while lo < hi:
@@ -451,36 +451,10 @@ def best_batch_for_tpot(model: Model, system: System, plan: ServePlan, tpot_s: f
         else:
             hi = mid - 1
     if lo == 0:
-        raise UserError(f"TPOT target {tpot_s * 1e3:.1f} ms is below the single-sequence "
+        raise ModelInputError(f"TPOT target {tpot_s * 1e3:.1f} ms is below the single-sequence "
                         f"step time of {model.name} on this plan")
     return decode(model, system, plan.__class__(**{**plan.__dict__, "batch_per_chip": lo}),
                   calibration)
-
-
-def project_cli(args, model: Model, system: System, cal: Calibration, seq: int) -> dict:
-    """`rackbench project --mode prefill|decode`."""
-    tp = args.tp or 1
-    ep = args.ep or (min(args.chips, model.moe.n_routed_experts) if model.moe is not None else 1)
-    kv = 1.0 if args.precision in ("fp8", "int8") else 2.0
-    context = args.context or seq
-    ranks = devices_per_chip(system.chip) if tp == 1 else 1
-    if args.mode == "prefill":
-        plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=args.micro_batch or 1,
-                         context=seq, precision=args.precision, kv_bytes=kv,
-                         overlap=bool(getattr(args, "ep_overlap", False)), ranks_per_chip=ranks)
-        r = prefill(model, system, plan, cal)
-        if args.ttft_ms is not None and r.step_time_s * 1e3 > args.ttft_ms:
-            raise UserError(f"TTFT {r.step_time_s * 1e3:.1f} ms exceeds --ttft-ms {args.ttft_ms}")
-        return r.to_dict()
-    batch = (args.global_batch // args.chips) if args.global_batch else 1
-    plan = ServePlan(chips=args.chips, tp=tp, ep=ep, batch_per_chip=max(1, batch),
-                     context=context, precision=args.precision, kv_bytes=kv,
-                     overlap=bool(getattr(args, "ep_overlap", False)), ranks_per_chip=ranks)
-    if args.tpot_ms is not None:
-        r = best_batch_for_tpot(model, system, plan, args.tpot_ms / 1e3, cal)
-    else:
-        r = decode(model, system, plan, cal)
-    return r.to_dict()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from clusters.flops import RECOMPUTE
 from clusters.workloads import Model
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 PRECISIONS = ("bf16", "fp16", "fp8")
 ATTENTION_IMPLS = ("flash", "materialized")
@@ -69,50 +69,50 @@ def layers_per_stage(model: Model, plan: Plan) -> int:
 
 
 def validate_plan(model: Model, plan: Plan, chips: int | None = None) -> Plan:
-    """Raise UserError naming the first problem; returns the plan for chaining."""
+    """Raise ModelInputError naming the first problem; returns the plan for chaining."""
     for key in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "global_batch", "seq_len"):
         v = getattr(plan, key)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise UserError(f"plan: {key} must be a positive integer, got {v!r}")
+            raise ModelInputError(f"plan: {key} must be a positive integer, got {v!r}")
     if plan.recompute not in RECOMPUTE:
-        raise UserError(f"plan: recompute must be one of {RECOMPUTE}, got {plan.recompute!r}")
+        raise ModelInputError(f"plan: recompute must be one of {RECOMPUTE}, got {plan.recompute!r}")
     if plan.zero not in (0, 1, 2, 3):
-        raise UserError(f"plan: zero must be 0, 1, 2 or 3, got {plan.zero!r}")
+        raise ModelInputError(f"plan: zero must be 0, 1, 2 or 3, got {plan.zero!r}")
     if plan.precision not in PRECISIONS:
-        raise UserError(f"plan: precision must be one of {PRECISIONS}, got {plan.precision!r}")
+        raise ModelInputError(f"plan: precision must be one of {PRECISIONS}, got {plan.precision!r}")
     if plan.attention_impl not in ATTENTION_IMPLS:
-        raise UserError(f"plan: attention_impl must be one of {ATTENTION_IMPLS}")
+        raise ModelInputError(f"plan: attention_impl must be one of {ATTENTION_IMPLS}")
     if chips is not None and plan.chips != chips:
-        raise UserError(f"plan: tp*pp*dp*cp = {plan.tp}*{plan.pp}*{plan.dp}*{plan.cp} = "
+        raise ModelInputError(f"plan: tp*pp*dp*cp = {plan.tp}*{plan.pp}*{plan.dp}*{plan.cp} = "
                         f"{plan.chips} does not equal the chip count {chips}")
     if plan.global_batch % (plan.dp * plan.micro_batch):
-        raise UserError(f"plan: global batch {plan.global_batch} is not divisible by "
+        raise ModelInputError(f"plan: global batch {plan.global_batch} is not divisible by "
                         f"dp*micro_batch = {plan.dp * plan.micro_batch}")
     if model.n_heads % plan.tp:
-        raise UserError(f"plan: tp={plan.tp} does not divide the {model.n_heads} heads of "
+        raise ModelInputError(f"plan: tp={plan.tp} does not divide the {model.n_heads} heads of "
                         f"{model.name}")
     if plan.pp > model.n_layers:
-        raise UserError(f"plan: pp={plan.pp} exceeds the {model.n_layers} layers")
+        raise ModelInputError(f"plan: pp={plan.pp} exceeds the {model.n_layers} layers")
     if plan.vpp > 1 and (plan.pp == 1 or plan.vpp > layers_per_stage(model, plan)):
-        raise UserError(f"plan: vpp={plan.vpp} needs pp > 1 and at most one virtual stage "
+        raise ModelInputError(f"plan: vpp={plan.vpp} needs pp > 1 and at most one virtual stage "
                         f"per layer ({layers_per_stage(model, plan)} layers per stage)")
     if plan.vpp > 1 and plan.n_microbatches % plan.pp:
-        raise UserError(f"plan: the interleaved schedule (vpp={plan.vpp}) needs the "
+        raise ModelInputError(f"plan: the interleaved schedule (vpp={plan.vpp}) needs the "
                         f"{plan.n_microbatches} micro-batches to be a multiple of pp={plan.pp}")
     if plan.attention_impl == "materialized" and plan.cp > 1:
-        raise UserError("plan: context parallelism needs attention_impl 'flash' (ring attention)")
+        raise ModelInputError("plan: context parallelism needs attention_impl 'flash' (ring attention)")
     if plan.seq_len % (2 * plan.cp) and plan.cp > 1:
-        raise UserError(f"plan: seq_len {plan.seq_len} not divisible by 2*cp = {2 * plan.cp}")
+        raise ModelInputError(f"plan: seq_len {plan.seq_len} not divisible by 2*cp = {2 * plan.cp}")
     if model.moe is not None and plan.tp > 1 and not plan.sequence_parallel:
-        raise UserError(f"plan: tp={plan.tp} with experts needs sequence_parallel (as "
+        raise ModelInputError(f"plan: tp={plan.tp} with experts needs sequence_parallel (as "
                         "Megatron-Core requires)")
     if plan.ep > 1:
         if model.moe is None:
-            raise UserError(f"plan: ep={plan.ep} but {model.name} has no experts")
+            raise ModelInputError(f"plan: ep={plan.ep} but {model.name} has no experts")
         if model.moe.n_routed_experts % plan.ep:
-            raise UserError(f"plan: ep={plan.ep} does not divide the "
+            raise ModelInputError(f"plan: ep={plan.ep} does not divide the "
                             f"{model.moe.n_routed_experts} experts of {model.name}")
         if (plan.tp * plan.cp * plan.dp) % plan.ep:
-            raise UserError(f"plan: ep={plan.ep} must divide tp*cp*dp = "
+            raise ModelInputError(f"plan: ep={plan.ep} must divide tp*cp*dp = "
                             f"{plan.tp * plan.cp * plan.dp} (experts are sharded over those ranks)")
     return plan

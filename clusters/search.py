@@ -19,12 +19,12 @@ from clusters.calibration import Calibration, default_calibration
 from clusters.catalog import System
 from clusters.plan import Plan, validate_plan
 from clusters.collectives import Group, collective
-from clusters.train import (OPTIMIZER_BYTES_PER_PARAM, PARTS, Rates, TrainResult, _layer_parts,
-                            _ranks_per_domain, dp_exposed_s, layer_times, output_layer_s,
+from clusters.train import (OPTIMIZER_BYTES_PER_PARAM, PARTS, Rates, TrainResult, layer_parts,
+                            ranks_per_domain, dp_exposed_s, layer_times, output_layer_s,
                             send_s,
                             train_step)
 from clusters.workloads import Model
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 RECOMPUTES = ("none", "selective", "full")
 MICRO_BATCHES = (1, 2, 4, 8)
@@ -67,7 +67,7 @@ def enumerate_plans(model: Model, system: System, chips: int, global_batch: int,
                                 for z in ZERO_STAGES:
                                     rows.append((tp, pp, dp, cp, ep, vpp, mb, rc, z))
     if not rows:
-        raise UserError(f"no valid plan for {model.name} on {chips} chips of {system.name} with "
+        raise ModelInputError(f"no valid plan for {model.name} on {chips} chips of {system.name} with "
                         f"global batch {global_batch} (needs a divisor structure that fits)")
     a = np.asarray(rows, dtype=np.int64)
     names = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "recompute", "zero")
@@ -81,7 +81,7 @@ def _check_software(software: dict | None) -> dict:
     software = dict(software or {})
     unknown = set(software) - set(SOFTWARE)
     if unknown:
-        raise UserError(f"search: unknown software option {sorted(unknown)[0]!r} "
+        raise ModelInputError(f"search: unknown software option {sorted(unknown)[0]!r} "
                         f"(known: {', '.join(SOFTWARE)})")
     return software
 
@@ -156,9 +156,9 @@ def evaluate(model: Model, system: System, plans: dict, global_batch: int, seq_l
         row = []
         for r in RECOMPUTES:  # recompute changes only how the same times are combined
             pr = p.with_(recompute=r)
-            out = {k: v * model.n_dense_layers / L for k, v in _layer_parts(dense_t, pr).items()}
+            out = {k: v * model.n_dense_layers / L for k, v in layer_parts(dense_t, pr).items()}
             if moe_t is not None:
-                for k, v in _layer_parts(moe_t, pr).items():
+                for k, v in layer_parts(moe_t, pr).items():
                     out[k] += v * model.n_moe_layers / L
             row += [out[k] for k in _LAYER_PARTS]
         tokens = m * seq_len // cpp
@@ -226,7 +226,7 @@ def _group_collective(system: System, op: str, sizes: np.ndarray, ranks: np.ndar
     for c in np.unique(code[sel]):
         idx = np.nonzero(sel & (code == c))[0]
         r, st = int(ranks[idx[0]]), int(stride[idx[0]])
-        group = Group(system, r, _ranks_per_domain(system, st, r))
+        group = Group(system, r, ranks_per_domain(system, st, r))
         out[idx] = collective(op, sizes[idx], group).time_s
     return out
 
@@ -306,7 +306,7 @@ def search(model: Model, system: System, chips: int, global_batch: int, seq_len:
     if not best:
         i = int(np.argmin(ev.memory_bytes))
         r = train_step(model, system, ev.plan(i), calibration)
-        raise UserError(f"no plan of {model.name} fits on {chips} chips of {system.name}; the "
+        raise ModelInputError(f"no plan of {model.name} fits on {chips} chips of {system.name}; the "
                         f"smallest-memory plan {r.reason}")
     return [train_step(model, system, validate_plan(model, ev.plan(int(i))), calibration)
             for i in best], ev.n

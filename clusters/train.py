@@ -128,7 +128,7 @@ class LayerTimes:
     ep_comm: float
 
 
-def _ranks_per_domain(system: System, stride: int, size: int) -> int:
+def ranks_per_domain(system: System, stride: int, size: int) -> int:
     """Members of a group (ranks r0 + i*stride) that share one scale-up domain."""
     d = system.chips_per_domain
     k = 1 if stride >= d else min(size, max(1, d // stride))
@@ -158,7 +158,7 @@ def _collective_s(system: System, op: str, size_bytes, ranks: int, per_domain: i
 def comm_s(system: System, op: str, size_bytes: float, ranks: int, stride: int) -> float:
     if ranks <= 1 or size_bytes <= 0:
         return 0.0
-    return _collective_s(system, op, size_bytes, ranks, _ranks_per_domain(system, stride, ranks))
+    return _collective_s(system, op, size_bytes, ranks, ranks_per_domain(system, stride, ranks))
 
 
 def send_s(system: System, size_bytes: float, stride: int) -> float:
@@ -280,7 +280,7 @@ def dp_exposed_s(rs, ag, compute_mb, m, zero, overlap):
     return np.where(zero >= 3, m * (2 * ag + rs), rs + ag)
 
 
-def _layer_parts(lt: LayerTimes, plan: Plan) -> dict[str, float]:
+def layer_parts(lt: LayerTimes, plan: Plan) -> dict[str, float]:
     """One layer, one micro-batch, forward + backward (+ recompute), exposed parts."""
     fwd_compute = lt.gemm + lt.attention + lt.elementwise
     tp_fwd = max(0.0, lt.tp_comm - lt.gemm) if plan.tp_comm_overlap else lt.tp_comm
@@ -397,10 +397,10 @@ def train_step(model: Model, system: System, plan: Plan,
     rates = Rates(chip, cal, plan.precision)
     peak = chip.peak(plan.precision)
 
-    dense = _layer_parts(layer_times(model, plan, system, rates, False), plan)
+    dense = layer_parts(layer_times(model, plan, system, rates, False), plan)
     per_layer = {k: v * model.n_dense_layers / model.n_layers for k, v in dense.items()}
     if model.moe is not None:
-        moe = _layer_parts(layer_times(model, plan, system, rates, True), plan)
+        moe = layer_parts(layer_times(model, plan, system, rates, True), plan)
         for k, v in moe.items():
             per_layer[k] += v * model.n_moe_layers / model.n_layers
 

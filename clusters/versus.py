@@ -32,15 +32,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from clusters.calibration import Calibration
+from clusters.calibration import Calibration, default_calibration
 from clusters.catalog import System, load_system
 from clusters.inference import ServePlan, best_batch_for_tpot, devices_per_chip, prefill
+from clusters.projection import TRAIN_TOKENS_PER_STEP, default_global_batch
 from clusters.search import enumerate_plans, evaluate, search
 from clusters.workloads import Model, load_model
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 REFERENCE = "cloudmatrix-384"
-BASES = ("reference", "per system", "equal chips", "equal power", "equal price", "same chips")
 # (system, basis): the GB200 NVL72 four ways, the HGX clusters at CloudMatrix's chip count
 RIVALS = (("gb200-nvl72", "per system"), ("gb200-nvl72", "equal chips"),
           ("gb200-nvl72", "equal power"), ("gb200-nvl72", "equal price"),
@@ -48,7 +48,6 @@ RIVALS = (("gb200-nvl72", "per system"), ("gb200-nvl72", "equal chips"),
 # Chip counts scaled to equal power or price are rounded to this many (an HGX board, two
 # GB200 compute trays), so plans have divisors to work with.
 GRANULARITY = 8
-TRAIN_TOKENS_PER_STEP = 4e6
 CONTEXT = 4096  # decode: tokens in each sequence's KV cache
 PROMPT = 4096  # prefill: prompt length
 DEFAULT_TPOT_S = 0.050
@@ -108,7 +107,7 @@ def scaled_chips(reference: System, rival: System, basis: str,
     key, what = per_chip[basis]
     ref, riv = getattr(reference, key), getattr(rival, key)
     if ref is None or riv is None:
-        raise UserError(f"{basis}: {reference.name if ref is None else rival.name} has no "
+        raise ModelInputError(f"{basis}: {reference.name if ref is None else rival.name} has no "
                         f"{what} in the catalog")
     target = ref / (riv / rival.chips_per_domain)
     return max(granularity, granularity * round(target / granularity))
@@ -181,11 +180,6 @@ class Row:
         return d
 
 
-def global_batch(seq_len: int) -> int:
-    """About TRAIN_TOKENS_PER_STEP tokens per step in whole sequences, a power of two."""
-    return max(1, 2 ** round(math.log2(TRAIN_TOKENS_PER_STEP / seq_len)))
-
-
 def _train_plan_text(p) -> str:
     return (f"tp{p.tp} pp{p.pp} dp{p.dp} cp{p.cp} ep{p.ep}" + (f" vpp{p.vpp}" if p.vpp > 1 else "")
             + f" mb{p.micro_batch} rc:{p.recompute} zero{p.zero}")
@@ -194,8 +188,8 @@ def _train_plan_text(p) -> str:
 def project_train(model: Model, c: Contender, cal: Calibration, workload: str) -> Row:
     seq = model.seq_len
     try:
-        (best,), _ = search(model, c.system, c.chips, global_batch(seq), seq, "bf16", cal, top=1)
-    except UserError as exc:
+        (best,), _ = search(model, c.system, c.chips, default_global_batch(seq), seq, "bf16", cal, top=1)
+    except ModelInputError as exc:
         return Row(workload, "train", c, False, reason=str(exc))
     return Row(workload, "train", c, True, step_time_s=best.step_time_s,
                tokens_per_s=best.tokens_per_s, mfu=best.mfu, plan=_train_plan_text(best.plan))
@@ -235,7 +229,7 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
                 r = best_batch_for_tpot(model, c.system, plan, tpot_s, cal)
             else:
                 r = prefill(model, c.system, plan, cal)
-        except UserError as exc:
+        except ModelInputError as exc:
             reasons.append(str(exc))
             continue
         if not r.feasible:
@@ -330,7 +324,7 @@ class ReferenceCurve:
 
     def _candidates(self) -> dict:
         m, c = self.model, self.c
-        seq, gb = m.seq_len, global_batch(m.seq_len)
+        seq, gb = m.seq_len, default_global_batch(m.seq_len)
         plans = enumerate_plans(m, c.system, c.chips, gb, seq, "bf16")
         keep: set[int] = set()
         for f in (0.25, self.current[0], 1.0, self.perfect):
@@ -353,7 +347,7 @@ class ReferenceCurve:
                 self._plans = self._candidates()
             if len(self._plans["tp"]) == 0:
                 return 0.0
-            seq, gb = m.seq_len, global_batch(m.seq_len)
+            seq, gb = m.seq_len, default_global_batch(m.seq_len)
             ev = evaluate(m, c.system, self._plans, gb, seq, "bf16", cal)
             t = float(np.where(ev.feasible, ev.step_time_s, np.inf).min())
             return gb * seq / t if math.isfinite(t) else 0.0
@@ -430,15 +424,13 @@ class Versus:
 
 def versus(workloads=tuple(WORKLOADS), calibration: Calibration | None = None,
            tpot_s: float = DEFAULT_TPOT_S, break_evens: bool = True) -> Versus:
-    from clusters.calibration import default_calibration
-
     cal = calibration or default_calibration()
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
-        raise UserError(f"--workload {unknown[0]!r}: unknown (choose from "
+        raise ModelInputError(f"unknown workload {unknown[0]!r} (choose from "
                         f"{', '.join(WORKLOADS)})")
     if not tpot_s > 0:
-        raise UserError(f"--tpot-ms must be positive, got {tpot_s * 1e3:g}")
+        raise ModelInputError(f"the TPOT target must be positive, got {tpot_s * 1e3:g} ms")
     field_ = contenders()
     rows, bes = [], []
     for name in workloads:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 MODELS_DIR = Path(__file__).parent / "data" / "models"
 
@@ -146,7 +146,7 @@ def _check_type(where: str, key: str, value, kind):
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise UserError(f"{where}: key {key!r} must be {kind.__name__}, got {value!r}")
+        raise ModelInputError(f"{where}: key {key!r} must be {kind.__name__}, got {value!r}")
     return value
 
 
@@ -154,12 +154,12 @@ def _read_table(where: str, table: dict, spec: dict, section: str, required=True
     prefix = f"[{section}] " if section else ""
     unknown = sorted(set(table) - set(spec))
     if unknown:
-        raise UserError(f"{where}: unknown key {prefix}{unknown[0]!r} (known: {', '.join(spec)})")
+        raise ModelInputError(f"{where}: unknown key {prefix}{unknown[0]!r} (known: {', '.join(spec)})")
     out = {}
     for key, kind in spec.items():
         if key not in table:
             if required:
-                raise UserError(f"{where}: missing key {prefix}{key!r}")
+                raise ModelInputError(f"{where}: missing key {prefix}{key!r}")
             continue
         out[key] = _check_type(where, prefix + key, table[key], kind)
     return out
@@ -171,7 +171,7 @@ def _positive(where: str, d: dict, keys, allow_zero=()):
         if v is None:
             continue
         if v < 0 or (v == 0 and key not in allow_zero):
-            raise UserError(f"{where}: key {key!r} must be positive, got {v}")
+            raise ModelInputError(f"{where}: key {key!r} must be positive, got {v}")
 
 
 def model_from_dict(doc: dict, where: str) -> Model:
@@ -179,7 +179,7 @@ def model_from_dict(doc: dict, where: str) -> Model:
     known_top = set(_REQUIRED) | set(_OPTIONAL) | set(_SECTIONS)
     unknown = sorted(set(doc) - known_top)
     if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}")
+        raise ModelInputError(f"{where}: unknown key {unknown[0]!r}")
     top = {k: v for k, v in doc.items() if k not in _SECTIONS}
     values = _read_table(where, {k: v for k, v in top.items() if k in _REQUIRED}, _REQUIRED, "")
     values.update(_read_table(where, {k: v for k, v in top.items() if k in _OPTIONAL},
@@ -187,37 +187,37 @@ def model_from_dict(doc: dict, where: str) -> Model:
     _positive(where, values, [k for k, t in {**_REQUIRED, **_OPTIONAL}.items()
                               if t in (int, float)])
     if values["activation"] not in ACTIVATIONS:
-        raise UserError(f"{where}: key 'activation' must be one of {ACTIVATIONS}, "
+        raise ModelInputError(f"{where}: key 'activation' must be one of {ACTIVATIONS}, "
                         f"got {values['activation']!r}")
     if values["position_embedding"] not in POSITION_EMBEDDINGS:
-        raise UserError(f"{where}: key 'position_embedding' must be one of "
+        raise ModelInputError(f"{where}: key 'position_embedding' must be one of "
                         f"{POSITION_EMBEDDINGS}, got {values['position_embedding']!r}")
     if values["n_heads"] % values["n_kv_heads"]:
-        raise UserError(f"{where}: key 'n_kv_heads' ({values['n_kv_heads']}) must divide "
+        raise ModelInputError(f"{where}: key 'n_kv_heads' ({values['n_kv_heads']}) must divide "
                         f"n_heads ({values['n_heads']})")
 
     sources = doc.get("sources", {})
     if not isinstance(sources, dict):
-        raise UserError(f"{where}: [sources] must be a table")
+        raise ModelInputError(f"{where}: [sources] must be a table")
     known_for_sources = set(_REQUIRED) | set(_OPTIONAL) | set(_MOE_KEYS) | set(_MLA_KEYS) \
         | {"n_modules"}
     for key, text in sources.items():
         if key not in known_for_sources:
-            raise UserError(f"{where}: [sources] names unknown key {key!r}")
+            raise ModelInputError(f"{where}: [sources] names unknown key {key!r}")
         if not isinstance(text, str) or not text.strip():
-            raise UserError(f"{where}: [sources] {key!r} must be a non-empty string")
+            raise ModelInputError(f"{where}: [sources] {key!r} must be a non-empty string")
     if not values["source"].strip():
-        raise UserError(f"{where}: key 'source' must not be empty")
+        raise ModelInputError(f"{where}: key 'source' must not be empty")
 
     moe = None
     if "moe" in doc:
         m = _read_table(where, _as_table(where, doc, "moe"), _MOE_KEYS, "moe")
         _positive(where, m, m, allow_zero=("n_shared_experts", "n_dense_layers"))
         if m["experts_per_token"] > m["n_routed_experts"]:
-            raise UserError(f"{where}: key [moe] 'experts_per_token' ({m['experts_per_token']}) "
+            raise ModelInputError(f"{where}: key [moe] 'experts_per_token' ({m['experts_per_token']}) "
                             f"exceeds n_routed_experts ({m['n_routed_experts']})")
         if m["n_dense_layers"] >= values["n_layers"]:
-            raise UserError(f"{where}: key [moe] 'n_dense_layers' ({m['n_dense_layers']}) "
+            raise ModelInputError(f"{where}: key [moe] 'n_dense_layers' ({m['n_dense_layers']}) "
                             f"must be less than n_layers ({values['n_layers']})")
         moe = MoE(**m)
     mla = None
@@ -225,7 +225,7 @@ def model_from_dict(doc: dict, where: str) -> Model:
         m = _read_table(where, _as_table(where, doc, "mla"), _MLA_KEYS, "mla")
         _positive(where, m, m, allow_zero=("q_lora_rank",))
         if values["n_kv_heads"] != values["n_heads"]:
-            raise UserError(f"{where}: key 'n_kv_heads' must equal n_heads for an [mla] model")
+            raise ModelInputError(f"{where}: key 'n_kv_heads' must equal n_heads for an [mla] model")
         mla = MLA(**m)
     mtp_modules = 0
     if "mtp" in doc:
@@ -238,7 +238,7 @@ def model_from_dict(doc: dict, where: str) -> Model:
 
 def _as_table(where: str, doc: dict, key: str) -> dict:
     if not isinstance(doc[key], dict):
-        raise UserError(f"{where}: [{key}] must be a table")
+        raise ModelInputError(f"{where}: [{key}] must be a table")
     return doc[key]
 
 
@@ -248,9 +248,9 @@ def load_model_file(path) -> Model:
         with path.open("rb") as f:
             doc = tomllib.load(f)
     except FileNotFoundError:
-        raise UserError(f"{path}: model file not found") from None
+        raise ModelInputError(f"{path}: model file not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+        raise ModelInputError(f"{path}: not valid TOML: {exc}") from None
     return model_from_dict(doc, str(path))
 
 
@@ -265,6 +265,6 @@ def load_model(name_or_path: str | Path) -> Model:
         return load_model_file(text)
     path = MODELS_DIR / f"{text}.toml"
     if not path.is_file():
-        raise UserError(f"unknown model {text!r} (known: {', '.join(list_models())}; "
+        raise ModelInputError(f"unknown model {text!r} (known: {', '.join(list_models())}; "
                         "or pass a model file path)")
     return load_model_file(path)

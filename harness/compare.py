@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as _sps
 
+from harness.format import format_value, markdown_cell, markdown_table, table
 from harness.resultset import CaseResult, ResultSet, load
+
+
+def plain_table(header, rows) -> str:
+    """Every column left-aligned, no rule: the compare and history tables."""
+    return table(header, rows, align="l" * len(header), rule=False)
 
 VERDICTS = ("faster", "slower", "same", "newly failing", "fixed", "new", "missing", "not comparable")
 WORSE_VERDICTS = ("slower", "newly failing")
@@ -371,20 +377,6 @@ def compare_files(base_path, new_path, **kwargs) -> Comparison:
 
 # ---------------------------------------------------------------------------- display
 
-_SI = ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
-
-
-def format_value(v: float | None, unit: str | None) -> str:
-    """Times with an SI prefix (4 significant figures), other units as they are."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    if unit == "s":
-        for scale, prefix in _SI:
-            if abs(v) >= scale or scale == 1e-9:
-                return f"{v / scale:.4g} {prefix}s"
-    return f"{v:.4g} {unit or ''}".rstrip()
-
-
 def format_p(p: float | None) -> str:
     if p is None:
         return "-"
@@ -440,38 +432,23 @@ def header_lines(cmp: Comparison) -> list[str]:
     return lines
 
 
-def aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-
-
 def format_table(cmp: Comparison, only_changed: bool = False) -> str:
     counts = cmp.counts()
     lines = header_lines(cmp) + [""]
-    lines += aligned(TABLE_HEADER, table_rows(cmp, only_changed))
+    lines += plain_table(TABLE_HEADER, table_rows(cmp, only_changed)).split("\n")
     lines += ["", "by family (geometric mean of new/base, oriented so > 1 is worse):"]
-    lines += ["  " + s for s in aligned(("family", "geomean", "verdicts"), family_rows(cmp))]
+    lines += ["  " + s for s in plain_table(("family", "geomean", "verdicts"),
+                                            family_rows(cmp)).split("\n")]
     lines += ["", "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), exit_message(cmp)]
     return "\n".join(lines) + "\n"
 
 
-def md_cell(text: str) -> str:
-    """Markdown table cell: no pipes, no raw HTML (GitHub renders inline HTML)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(header, rows) -> list[str]:
-    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
-    return lines
-
-
 def format_markdown(cmp: Comparison, only_changed: bool = False) -> str:
-    lines = ["### rackbench compare", ""] + [f"- {md_cell(l)}" for l in header_lines(cmp)] + [""]
-    lines += md_table(TABLE_HEADER, table_rows(cmp, only_changed))
+    lines = ["### rackbench compare", ""] + [f"- {markdown_cell(l)}" for l in header_lines(cmp)] + [""]
+    lines += [markdown_table(TABLE_HEADER, table_rows(cmp, only_changed))]
     lines += ["", "Geometric mean of new/base per family (> 1 is worse):", ""]
-    lines += md_table(("family", "geomean", "verdicts"), family_rows(cmp))
-    lines += ["", f"**{md_cell(exit_message(cmp))}**"]
+    lines += [markdown_table(("family", "geomean", "verdicts"), family_rows(cmp))]
+    lines += ["", f"**{markdown_cell(exit_message(cmp))}**"]
     return "\n".join(lines) + "\n"
 
 

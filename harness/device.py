@@ -16,6 +16,20 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+# Host devices a CPU run gets, so the collective sweep has ranks to talk between.
+CPU_DEVICES = 8
+_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def default_cpu_devices(environ, count: int = CPU_DEVICES) -> bool:
+    """Ask XLA for `count` host devices unless the user chose a number (XLA_FLAGS or
+    JAX_NUM_CPU_DEVICES). Read when JAX creates its CPU client, so call this before anything
+    touches a device. Goes into XLA_FLAGS, which the result set records (software.xla_flags)."""
+    if _COUNT_FLAG in environ.get("XLA_FLAGS", "") or environ.get("JAX_NUM_CPU_DEVICES"):
+        return False
+    environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {_COUNT_FLAG}={count}".strip()
+    return True
+
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     try:

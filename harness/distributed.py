@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from harness.errors import UserError
-from harness.timing import TimingConfig, _sample_count
+from harness.timing import TimingConfig, sample_count
 
 # Large enough that TimingConfig's own sizing always lands on the fixed counts we pass.
 _HUGE_S = 1e18
@@ -159,7 +159,7 @@ def lockstep_timing(call, args, cfg: TimingConfig, name: str) -> tuple[TimingCon
     single = agree_max(best)
     method = "host-loop" if single >= cfg.host_loop_min_call_s else "device-loop"
     reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / single)))
-    samples = _sample_count(reps * single, cfg)
+    samples = sample_count(reps * single, cfg)
     fixed = replace(cfg, min_time_s=_HUGE_S, max_case_time_s=_HUGE_S, max_reps=reps, samples=samples,
                     min_samples=min(cfg.min_samples, samples))
     note = (f"lock-step over {jax.process_count()} processes: {method}, repetitions and {samples} samples "

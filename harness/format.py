@@ -1,16 +1,27 @@
-"""Display formatting, done once at the edge: SI prefixes for rates, times and sizes."""
+"""Display formatting, done once at the edge: SI prefixes for rates, times and sizes, counts,
+percentages, plain-text and Markdown tables (with cell escaping). Every command formats through
+this module."""
 from __future__ import annotations
 
 import math
 
+_PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"),
+             (1e-6, "u"), (1e-9, "n"))
+# Times in comparisons read best in s, ms, us, ns only (a 2000 s step is "2000 s", not "2 ks").
+_TIME_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"))
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
 
 def si(value: float | None, unit: str, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """1.23e12, "FLOP/s" -> "1.23 TFLOP/s"; None or not finite -> "-"."""
+    if _missing(value):
         return "-"
     if value == 0:
         return f"0 {unit}"
-    prefixes = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n")]
-    for scale, p in prefixes:
+    for scale, p in _PREFIXES:
         if abs(value) >= scale:
             return f"{value / scale:.{digits}g} {p}{unit}"
     return f"{value:.3g} {unit}"
@@ -20,14 +31,39 @@ def duration(seconds: float | None) -> str:
     return si(seconds, "s")
 
 
+def format_value(v: float | None, unit: str | None) -> str:
+    """A measured value with its unit: seconds with an s/ms/us/ns prefix (4 significant
+    figures), any other unit as it is."""
+    if _missing(v):
+        return "-"
+    if unit == "s":
+        for scale, prefix in _TIME_PREFIXES:
+            if abs(v) >= scale or scale == 1e-9:
+                return f"{v / scale:.4g} {prefix}s"
+    return f"{v:.4g} {unit or ''}".rstrip()
+
+
+def count(x: float | None, digits: int = 3) -> str:
+    """A throughput or count without a unit: 1.22M, 69.6k, 181."""
+    if _missing(x):
+        return "-"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.{digits}g}M"
+    if abs(x) >= 1e3:
+        return f"{x / 1e3:.{digits}g}k"
+    return f"{x:.{digits}g}"
+
+
 def percent(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+    return "-" if _missing(x) else f"{100 * x:.1f}%"
 
 
-def table(headers: list[str], rows: list[list[str]], align: str | None = None) -> str:
-    """A plain text table; `align` gives l/r per column (default: first left, rest right)."""
+def table(headers, rows, align: str | None = None, rule: bool = True) -> str:
+    """A plain text table; `align` gives l/r per column (default: first left, rest right);
+    `rule` puts a line of dashes under the header."""
     align = align or ("l" + "r" * (len(headers) - 1))
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
 
     def fmt(cells):
         out = []
@@ -36,6 +72,21 @@ def table(headers: list[str], rows: list[list[str]], align: str | None = None) -
             out.append(s.ljust(widths[i]) if align[i] == "l" else s.rjust(widths[i]))
         return "  ".join(out).rstrip()
 
-    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
+    lines = [fmt(headers)]
+    if rule:
+        lines.append("  ".join("-" * w for w in widths))
     lines += [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def markdown_cell(text) -> str:
+    """A Markdown table cell: no pipes, no raw HTML (GitHub renders inline HTML), one line."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|").replace("\n", " "))
+
+
+def markdown_table(headers, rows) -> str:
+    lines = ["| " + " | ".join(markdown_cell(h) for h in headers) + " |",
+             "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)

@@ -20,7 +20,8 @@ from scipy import stats as _sps
 
 from harness.errors import UserError
 from harness import resultset
-from harness.compare import aligned, format_value
+from harness.compare import plain_table
+from harness.format import format_value
 from harness.resultset import SCHEMA_VERSION, case_key
 
 # Family-wise false-alarm rate per case series (split positions are Bonferroni-corrected).
@@ -312,7 +313,8 @@ def format_table(h: History) -> str:
         steps = ", ".join(f"{cp.verdict} x{cp.ratio:.3f} at #{cp.index}" for cp in c.change_points)
         rows.append((c.name, str(v.size), _fmt(v[0], c.unit), _fmt(v[-1], c.unit), f"{v[-1] / v[0]:.3f}",
                      f"{v[-1] / best:.3f}", sparkline(c.values), steps))
-    lines += ["", *aligned(("case", "sets", "first", "last", "last/first", "last/best", "trend", "change points"), rows)]
+    lines += ["", *plain_table(("case", "sets", "first", "last", "last/first", "last/best", "trend",
+                                "change points"), rows).split("\n")]
     cps = [(cp, c) for c in h.cases for cp in c.change_points]
     lines += ["", f"change points: {len(cps)}"]
     for cp, c in sorted(cps, key=lambda t: (t[0].index, t[1].name)):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import compare as cmp_mod
+from harness.format import markdown_cell, markdown_table
 from harness.resultset import ResultSet, write_atomic
 
 _CSS = """
@@ -156,11 +157,11 @@ def roofline_plot(rs: ResultSet) -> bytes | None:
 
 
 def projection_tables() -> list:
-    """[(title, DataFrame)] from clusters.report_tables.projection_tables(), or [] without it."""
+    """[(title, DataFrame)] from harness.studies.projection_tables.projection_tables(), or [] without it."""
     try:
-        mod = importlib.import_module("clusters.report_tables")
+        mod = importlib.import_module("harness.studies.projection_tables")
     except ModuleNotFoundError as exc:
-        if exc.name in ("clusters.report_tables", "clusters"):
+        if exc.name in ("harness.studies.projection_tables", "clusters"):
             return []  # not written yet: the section is simply left out
         raise
     fn = getattr(mod, "projection_tables", None)
@@ -202,7 +203,7 @@ def _slug(text: str) -> str:
 def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
                  title: str = "rackbench report", image_prefix: str = "report") -> Report:
     h = [f"<h1>{esc(title)}</h1>"]
-    md = [f"# {cmp_mod.md_cell(title)}", ""]
+    md = [f"# {markdown_cell(title)}", ""]
     images: dict[str, bytes] = {}
 
     if new is not None:
@@ -211,7 +212,7 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
                  ("device", f"{dev.get('kind')} x{dev.get('count')}"), ("jax", sw.get("jax")),
                  ("commit", (git.get("commit") or "")[:12]), ("created", new.meta.get("created_utc"))]
         h.append('<p class="note">' + "<br>".join(f"{esc(k)}: {esc(v)}" for k, v in facts) + "</p>")
-        md += [f"- {cmp_mod.md_cell(k)}: {cmp_mod.md_cell(v)}" for k, v in facts] + [""]
+        md += [f"- {markdown_cell(k)}: {markdown_cell(v)}" for k, v in facts] + [""]
 
     if comparison is not None:
         rows = cmp_mod.table_rows(comparison)
@@ -232,9 +233,9 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
               f'<p class="note">{esc(len(history.sets))} sets of machine {esc(history.machine_id)} in {esc(history.directory)}</p>']
         h += [f'<p class="note">warning: {esc(w)}</p>' for w in history.warnings]
         h += ["<h3>Change points</h3>", _html_table(cp_header, cp_rows) if cp_rows else "<p>none found</p>"]
-        md += ["## History", "", f"{len(history.sets)} sets of machine {cmp_mod.md_cell(history.machine_id)}.", "",
+        md += ["## History", "", f"{len(history.sets)} sets of machine {markdown_cell(history.machine_id)}.", "",
                "### Change points", ""]
-        md += cmp_mod.md_table(cp_header, cp_rows) if cp_rows else ["none found"]
+        md += [markdown_table(cp_header, cp_rows)] if cp_rows else ["none found"]
         md.append("")
         plots = trend_plots(history)
         if plots:
@@ -244,7 +245,7 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
             name = f"{image_prefix}-trend-{_slug(group)}.png"
             images[name] = png
             h += [f"<h4>{esc(group)}</h4>", _img(png, f"trend of {group}")]
-            md += [f"![trend of {cmp_mod.md_cell(group)}]({name})", ""]
+            md += [f"![trend of {markdown_cell(group)}]({name})", ""]
 
     if new is not None:
         png = roofline_plot(new)
@@ -266,7 +267,7 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
         for t_title, df in tables:
             header, rows = _df_rows(df)
             h += [f"<h3>{esc(t_title)}</h3>", _html_table(header, rows)]
-            md += [f"### {cmp_mod.md_cell(t_title)}", "", *cmp_mod.md_table(header, rows), ""]
+            md += [f"### {markdown_cell(t_title)}", "", markdown_table(header, rows), ""]
 
     page = "\n".join([
         "<!DOCTYPE html>",

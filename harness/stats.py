@@ -5,10 +5,10 @@ mean and standard deviation; the mean and stddev are kept only for pytest-benchm
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as _sps
 
 # A spread above this (IQR / median) makes the run warn: the median is then not trustworthy
 # to the few-percent level that regression verdicts need.
@@ -56,11 +56,17 @@ def median_ci(sorted_samples: np.ndarray, confidence: float = 0.95) -> tuple[flo
     best = (float(x[0]), float(x[-1]), float(1.0 - 2.0 * 0.5**n))
     # j counts from the outside in; coverage of [x_(j), x_(n+1-j)] is P(j <= B <= n-j).
     for j in range(1, n // 2 + 1):
-        coverage = float(_sps.binom.cdf(n - j, n, 0.5) - _sps.binom.cdf(j - 1, n, 0.5))
+        coverage = binomial_half_mass(n, j, n - j)
         if coverage < confidence:
             break
         best = (float(x[j - 1]), float(x[n - j]), coverage)
     return best
+
+
+def binomial_half_mass(n: int, lo: int, hi: int) -> float:
+    """P(lo <= B <= hi) for B ~ Binomial(n, 1/2), summed exactly in integers (tested against
+    scipy.stats.binom; kept here so loading a result set does not import SciPy)."""
+    return sum(math.comb(n, i) for i in range(lo, hi + 1)) / 2**n  # int / int: correctly rounded
 
 
 def summarize(samples_s) -> Summary:

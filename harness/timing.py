@@ -138,7 +138,7 @@ def _device_loop_sample(looped: Callable, args: tuple, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def _sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
+def sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
     fit = int(cfg.max_case_time_s // max(per_sample_s, 1e-9))
     return max(cfg.min_samples, min(cfg.samples, fit))
 
@@ -153,7 +153,7 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
 
     if method == "host-loop":
         reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / single)))
-        n = _sample_count(reps * single, cfg)
+        n = sample_count(reps * single, cfg)
         samples = [_host_loop_sample(call, args, reps) for _ in range(n)]
         return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single)
 
@@ -171,7 +171,7 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         looped = compile_ahead(repeat_on_device(fn, reps), args).fn
         loop_compile += time.perf_counter() - t0
         _block(looped(*args))
-    n = _sample_count(reps * per_rep, cfg)
+    n = sample_count(reps * per_rep, cfg)
     samples = [_device_loop_sample(looped, args, reps) for _ in range(n)]
     notes = [
         f"device-loop: {reps} repetitions in one compiled program per sample; per-call time "

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from kernels.errors import KernelInputError
 from kernels.base import DTYPES, TOLERANCE, Case, itemsize, relative_error
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send")
@@ -71,7 +72,7 @@ def bus_factor(op: str, n: int) -> float:
         return (n - 1) / n
     if op == "send":
         return 1.0
-    raise ValueError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
+    raise KernelInputError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
 
 
 def size_label(size_bytes: int) -> str:
@@ -99,7 +100,7 @@ def shapes(op: str, size_bytes: int, n: int, dtype: str) -> tuple[int, int, int,
         return n * c, c, c, n * c * b
     if op == "all_to_all":
         return n * c, n * c, c, n * c * b
-    raise ValueError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
+    raise KernelInputError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
 
 
 def _value(d, j):
@@ -121,7 +122,7 @@ def reference(op: str, n: int, d: int, idx: np.ndarray, chunk: int) -> np.ndarra
         return _value(idx // chunk, d * chunk + idx % chunk).astype(np.float64)
     if op == "send":  # ring i -> i+1: out_d = in_{d-1}
         return _value((d - 1) % n, idx).astype(np.float64)
-    raise ValueError(f"unknown collective {op!r}")
+    raise KernelInputError(f"unknown collective {op!r}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,7 +146,7 @@ def _per_rank_fn(op: str, n: int):
     if op == "send":
         perm = [(i, (i + 1) % n) for i in range(n)]
         return lambda x: jax.lax.ppermute(x, AXIS, perm)
-    raise ValueError(f"unknown collective {op!r}")
+    raise KernelInputError(f"unknown collective {op!r}")
 
 
 def collective_fn(op: str, n: int):
@@ -206,7 +207,7 @@ def collective_case(op: str, size_bytes: int, dtype: str = "fp32", ranks: int | 
     """`op` on `size_bytes` (nccl-tests convention) among `ranks` devices (default: all of them,
     across every process)."""
     if op not in OPS:
-        raise ValueError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
+        raise KernelInputError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
     n = jax.device_count() if ranks is None else ranks
     per_in, _, chunk, actual = shapes(op, size_bytes, max(n, 1), dtype)
     factor = bus_factor(op, n) if n >= 2 else 0.0

@@ -1,13 +1,10 @@
-"""Calibration: the default file's sources and lookups, and calibrating from a result set."""
-import math
+"""Calibration: the default file's sources and lookups."""
 
-import pandas as pd
 import pytest
 
-from clusters.calibration import (calibration_from_dataframe, default_calibration,
-                                  load_calibration_file)
+from clusters.calibration import default_calibration, load_calibration_file
 from clusters.catalog import list_chips, load_chip
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 
 def test_every_default_efficiency_cites_a_source():
@@ -45,117 +42,8 @@ def test_sustained_clock_and_ascend_factor_are_applied_as_documented():
 def test_bad_calibration_file(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('name = "x"\n[[entry]]\nkernel = "gemm"\nefficiency = 1.5\nsource = "me"\n')
-    with pytest.raises(UserError, match="c.toml: entry 1: key 'efficiency'"):
+    with pytest.raises(ModelInputError, match="c.toml: entry 1: key 'efficiency'"):
         load_calibration_file(p)
     p.write_text('name = "x"\n[[entry]]\nkernel = "gemmm"\nefficiency = 0.5\nsource = "me"\n')
-    with pytest.raises(UserError, match="kernel"):
+    with pytest.raises(ModelInputError, match="kernel"):
         load_calibration_file(p)
-
-
-def _frame(platform="gpu", chip="h100"):
-    rows = []
-    for size, eff in ((1e9, 0.3), (1e11, 0.6), (1e13, 0.8)):
-        rows.append(dict(name="matmul", group="matmul", status="ok", params={"dtype": "bf16"},
-                         flops=size, achieved_flops_per_s=eff * 989e12, peak_flops_per_s=989e12,
-                         bytes=None, achieved_bytes_per_s=None, peak_bw_bytes_per_s=None))
-    rows.append(dict(name="copy", group="copy", status="ok", params={"dtype": "bf16"}, flops=None,
-                     achieved_flops_per_s=None, peak_flops_per_s=None, bytes=1e9,
-                     achieved_bytes_per_s=0.9 * 3.35e12, peak_bw_bytes_per_s=3.35e12))
-    rows.append(dict(name="matmul", group="matmul", status="failed", params={"dtype": "bf16"},
-                     flops=1e12, achieved_flops_per_s=None, peak_flops_per_s=989e12, bytes=None,
-                     achieved_bytes_per_s=None, peak_bw_bytes_per_s=None))
-    df = pd.DataFrame(rows)
-    df.attrs["device"] = {"kind": "NVIDIA H100 80GB HBM3" if platform == "gpu" else "cpu",
-                          "platform": platform, "catalog_chip": chip}
-    return df
-
-
-def test_calibration_from_a_result_set_interpolates_by_size():
-    cal = calibration_from_dataframe(_frame(), "set.json")
-    sustained = 0.848  # a GPU result set is timed in bursts
-    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e10) == pytest.approx(0.45 * sustained)
-    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8 * sustained)
-    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
-    # attention was not measured: the default file's entry fills in
-    assert cal.efficiency("attention", "nvidia-hopper", "bf16") == pytest.approx(0.5 * 0.848)
-    # another family borrows the measurement; Ascend with its software factor
-    assert cal.efficiency("gemm", "ascend-910c", "bf16", 1e15) == pytest.approx(
-        0.8 * 0.848 * 0.981)
-
-
-def test_cpu_calibration_says_so():
-    cal = calibration_from_dataframe(_frame("cpu", None), "cpu.json")
-    assert any("calibrated on cpu" in n for n in cal.notes_for("nvidia-hopper"))
-
-
-def test_result_set_without_usable_cases():
-    df = _frame().iloc[0:0]
-    df.attrs["device"] = {"kind": "x"}
-    with pytest.raises(UserError, match="no ok matmul"):
-        calibration_from_dataframe(df, "empty.json")
-
-
-def test_cpu_set_with_only_fp32_still_calibrates_a_gpu_target_and_says_so():
-    df = _frame("cpu", None)
-    df["params"] = [{"dtype": "fp32"}] * len(df)
-    cal = calibration_from_dataframe(df, "cpu.json")
-    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8)
-    assert any("calibrated on cpu" in n for n in cal.notes_for("nvidia-hopper"))
-
-
-def test_harness_groups_map_to_kernel_classes():
-    df = _frame()
-    df.loc[df["group"] == "copy", "group"] = "membw"
-    df.loc[0, "group"] = "matmul_model"
-    cal = calibration_from_dataframe(df, "set.json")
-    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
-    assert cal.lookup("gemm", "nvidia-hopper", "bf16")[0].source == "measured: result set set.json"
-
-
-def _attention_rows():
-    rows = []
-    for impl, causal, passes, eff in (("cudnn", True, "fwd_bwd", 0.45), ("xla", True, "fwd_bwd", 0.3),
-                                      ("xla", False, "fwd_bwd", 0.6), ("cudnn", True, "fwd", 0.7),
-                                      ("jnp", True, "fwd_bwd", 0.1)):
-        rows.append(dict(name=f"attention/{impl}", group="attention", status="ok",
-                         params={"dtype": "bf16", "impl": impl, "causal": causal, "pass": passes},
-                         flops=3e12, achieved_flops_per_s=eff * 989e12, peak_flops_per_s=989e12,
-                         bytes=1e9, achieved_bytes_per_s=None, peak_bw_bytes_per_s=3.35e12))
-    df = pd.concat([_frame(), pd.DataFrame(rows)], ignore_index=True)
-    df.attrs["device"] = _frame().attrs["device"]
-    return df
-
-
-def test_training_attention_is_causal_forward_backward_of_one_implementation_in_flash_units():
-    # cuDNN (the fused flash kernel) when measured; the harness counts fwd+bwd as 3x forward,
-    # the calibration (and FlashAttention's papers) 3.5x: 0.45 becomes 0.525, sized by fwd FLOPs
-    cal = calibration_from_dataframe(_attention_rows(), "set.json")
-    entry, _ = cal.lookup("attention", "nvidia-hopper", "bf16")
-    assert entry.efficiencies == (pytest.approx(0.45 * 3.5 / 3),)
-    assert entry.log10_sizes == (pytest.approx(12.0),)  # 3e12 / 3
-    xla = calibration_from_dataframe(_attention_rows(), "set.json", attention_impl="xla")
-    assert xla.lookup("attention", "nvidia-hopper", "bf16")[0].efficiencies == (
-        pytest.approx(0.3 * 3.5 / 3),)  # causal only: the full-mask case is not a decoder's
-
-
-def test_memory_bound_gemms_do_not_calibrate_gemm_efficiency():
-    df = _frame()
-    # a decode-like GEMM: its bytes at 3.35 TB/s take longer than its FLOPs at 989 TFLOP/s
-    extra = dict(name="matmul/decode", group="matmul_model", status="ok", params={"dtype": "bf16"},
-                 flops=1e10, achieved_flops_per_s=0.05 * 989e12, peak_flops_per_s=989e12,
-                 bytes=1e9, achieved_bytes_per_s=None, peak_bw_bytes_per_s=3.35e12)
-    df2 = pd.concat([df, pd.DataFrame([extra])], ignore_index=True)
-    df2.attrs["device"] = df.attrs["device"]
-    a = calibration_from_dataframe(df, "a").lookup("gemm", "nvidia-hopper", "bf16")[0]
-    b = calibration_from_dataframe(df2, "b").lookup("gemm", "nvidia-hopper", "bf16")[0]
-    assert a.efficiencies == b.efficiencies
-
-
-def test_measured_points_are_pooled_by_quarter_decade():
-    from clusters.calibration import _pooled
-
-    # three shapes of one size (noise and shape) and one far away: two points, medians
-    sizes, effs = _pooled([(1e9, 0.5), (1.1e9, 0.7), (1.2e9, 0.6), (1e11, 0.9)])
-    assert len(sizes) == 2
-    assert effs == (0.6, 0.9)
-    assert sizes[0] == pytest.approx(math.log10(1.1e9)) and sizes[1] == pytest.approx(11.0)

@@ -1,4 +1,4 @@
-"""The catalog: shipped files load and are fully sourced; each kind of bad input is a UserError naming file and key."""
+"""The catalog: shipped files load and are fully sourced; each kind of bad input is a ModelInputError naming file and key."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clusters import catalog
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 REQUIRED_CHIPS = {"ascend-910b2", "ascend-910b3", "ascend-910c", "a100", "a800", "h100", "h800", "h20",
                   "h200", "b200", "gb200"}
@@ -85,17 +85,17 @@ def test_figures_are_dense_and_in_base_units():
 def test_absent_dtype_raises_naming_chip_and_dtype():
     a100 = catalog.load_chip("a100")
     assert "fp8" not in a100.peak_flops_per_s  # absent, not zero
-    with pytest.raises(UserError, match=r"a100.*fp8"):
+    with pytest.raises(ModelInputError, match=r"a100.*fp8"):
         a100.peak("fp8")
     assert "fp8" not in catalog.load_chip("ascend-910c").peak_flops_per_s
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UserError, match=r"unknown chip 'h999'.*h100"):
+    with pytest.raises(ModelInputError, match=r"unknown chip 'h999'.*h100"):
         catalog.load_chip("h999")
-    with pytest.raises(UserError, match=r"unknown system 'nope'.*hgx-h100"):
+    with pytest.raises(ModelInputError, match=r"unknown system 'nope'.*hgx-h100"):
         catalog.load_system("nope")
-    with pytest.raises(UserError, match=r"unknown fabric 'x'.*nvlink4"):
+    with pytest.raises(ModelInputError, match=r"unknown fabric 'x'.*nvlink4"):
         catalog.load_fabric("x")
 
 
@@ -121,11 +121,11 @@ def test_match_device_kind(kind, expected):
 def test_cluster_chips():
     cluster = catalog.Cluster(catalog.load_system("hgx-h100"), 4)
     assert cluster.chips == 32
-    with pytest.raises(UserError):
+    with pytest.raises(ModelInputError):
         catalog.Cluster(catalog.load_system("hgx-h100"), 0)
 
 
-# --- bad input: each kind gives a UserError naming the file and the key ---
+# --- bad input: each kind gives a ModelInputError naming the file and the key ---
 
 _GOOD_CHIP = (catalog.DATA_DIR / "chips" / "h100.toml").read_text()
 _GOOD_SYSTEM = (catalog.DATA_DIR / "systems" / "hgx-h100.toml").read_text()
@@ -161,7 +161,7 @@ def test_user_chip_file_loads(tmp_path):
 ])
 def test_bad_chip_file(tmp_path, label, text, key):
     path = _write(tmp_path, text)
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ModelInputError) as info:
         catalog.load_chip_file(path)
     message = str(info.value)
     assert str(path) in message and key in message, message
@@ -170,13 +170,13 @@ def test_bad_chip_file(tmp_path, label, text, key):
 
 def test_malformed_toml_names_the_file(tmp_path):
     path = _write(tmp_path, _GOOD_CHIP + "\n[oops\n")
-    with pytest.raises(UserError, match="malformed TOML") as info:
+    with pytest.raises(ModelInputError, match="malformed TOML") as info:
         catalog.load_chip_file(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(ModelInputError, match="no such file"):
         catalog.load_chip_file(tmp_path / "absent.toml")
 
 
@@ -189,7 +189,7 @@ def test_missing_file(tmp_path):
 ])
 def test_bad_system_file(tmp_path, label, text, key):
     path = _write(tmp_path, text)
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ModelInputError) as info:
         catalog.load_system_file(path)
     assert str(path) in str(info.value) and key in str(info.value), str(info.value)
 
@@ -197,7 +197,7 @@ def test_bad_system_file(tmp_path, label, text, key):
 def test_fabric_efficiency_above_one_is_rejected(tmp_path):
     text = (catalog.DATA_DIR / "fabrics" / "nvlink4.toml").read_text().replace("value = 0.8\n", "value = 1.3\n")
     path = _write(tmp_path, text)
-    with pytest.raises(UserError, match="efficiency") as info:
+    with pytest.raises(ModelInputError, match="efficiency") as info:
         catalog.load_fabric_file(path)
     assert str(path) in str(info.value)
 
@@ -206,7 +206,7 @@ def test_inr_fields_required_with_inr(tmp_path):
     text = (catalog.DATA_DIR / "fabrics" / "nvlink4.toml").read_text()
     text = text.split("[inr_efficiency]")[0]
     path = _write(tmp_path, text)
-    with pytest.raises(UserError, match="inr_efficiency"):
+    with pytest.raises(ModelInputError, match="inr_efficiency"):
         catalog.load_fabric_file(path)
 
 
@@ -219,5 +219,5 @@ def test_devices_per_package_is_optional_and_sourced():
 @pytest.mark.parametrize("value", ["0", "2.5"])
 def test_devices_per_package_must_be_a_positive_integer(tmp_path, value):
     text = _GOOD_CHIP + f'\n[devices_per_package]\nvalue = {value}\nsource = "x"\n'
-    with pytest.raises(UserError, match="devices_per_package"):
+    with pytest.raises(ModelInputError, match="devices_per_package"):
         catalog.load_chip_file(_write(tmp_path, text, "dies.toml"))

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+
+from clusters.validation import PUBLISHED_CSV
 
 import numpy as np
 import pytest
@@ -10,10 +11,9 @@ import pytest
 from clusters.catalog import load_system
 from clusters.collectives import (OPS, Group, MeasuredFabric, algorithms, bus_factor, collective,
                                   with_measured_scale_up)
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
-# ../shared/validation/published.csv next to the checkout (ARCHITECTURE.md).
-PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "validation" / "published.csv"
+PUBLISHED = PUBLISHED_CSV
 TOLERANCE = 0.15
 GiB = 2**30
 
@@ -44,6 +44,10 @@ CASES = [
     ("C-A800-NODE", "hgx-a800", "all_reduce", 8, None, None, 8e9, "busbw", 1),
     ("C-DEEPEP-H800-INTRA", "hgx-h800", "all_to_all", 8, None, None, DEEPEP_BYTES, "algbw", 1),
     ("C-DEEPEP-H800-INTER", "hgx-h800", "all_to_all", 32, 8, None, DEEPEP_BYTES, "algbw", 1),
+    # per HDR NIC across two DGX A100 nodes, as C-NDR-NIC
+    ("C-HDR-NIC", "dgx-a100", "all_reduce", 16, 8, "ring", 8 * GiB, "busbw", 8),
+    # DeepEP V2 intranode on B200, 8192 tokens per batch
+    ("C-DEEPEP-B200-NVLINK", "hgx-b200", "all_to_all", 8, None, None, 2 * DEEPEP_BYTES, "algbw", 1),
 ]
 
 
@@ -178,15 +182,15 @@ def test_all_to_all_across_domains_is_nic_bound():
 
 def test_bad_input_is_user_error():
     sys = load_system("hgx-h100")
-    with pytest.raises(UserError, match="unknown collective"):
+    with pytest.raises(ModelInputError, match="unknown collective"):
         collective("allreduce", 1e6, Group(sys, 8))
-    with pytest.raises(UserError, match="valid: .*ring"):
+    with pytest.raises(ModelInputError, match="valid: .*ring"):
         collective("all_reduce", 1e6, Group(sys, 16, 8), "inr")
-    with pytest.raises(UserError, match="multiple"):
+    with pytest.raises(ModelInputError, match="multiple"):
         Group(sys, 12, 8)
-    with pytest.raises(UserError, match="exceeds"):
+    with pytest.raises(ModelInputError, match="exceeds"):
         Group(sys, 16, 16)
-    with pytest.raises(UserError, match="positive"):
+    with pytest.raises(ModelInputError, match="positive"):
         Group(sys, 0)
-    with pytest.raises(UserError, match=">= 0"):
+    with pytest.raises(ModelInputError, match=">= 0"):
         collective("all_reduce", -1, Group(sys, 8))

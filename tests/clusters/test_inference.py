@@ -1,5 +1,6 @@
 """Serving model: published inference rows (25%), KV-cache limit, TPOT target, invariants."""
-from pathlib import Path
+
+from clusters.validation import PUBLISHED_CSV
 
 import pandas as pd
 import pytest
@@ -9,9 +10,9 @@ from clusters.catalog import load_system
 from clusters.inference import (ServePlan, best_batch_for_tpot, decode, kv_bytes_per_token,
                                 max_batch_per_chip, prefill, weight_bytes_per_chip)
 from clusters.workloads import load_model
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
-CSV = Path(__file__).resolve().parents[2].parent / "shared" / "validation" / "published.csv"
+CSV = PUBLISHED_CSV
 TOLERANCE = 0.25
 DSV3, R1, L70 = (load_model(n) for n in ("deepseek-v3", "deepseek-r1", "llama3-70b"))
 H100, H200 = load_system("hgx-h100"), load_system("hgx-h200")
@@ -36,7 +37,14 @@ ROWS = {
         input_len=1024, output_len=2048), 1),
 }
 # Rows the model misses today, with what we believe is missing. strict: a fix makes them fail.
-KNOWN_GAPS: dict[str, str] = {}
+KNOWN_GAPS: dict[str, str] = {
+    "I-TRT-H200-MINLAT": "one sequence on a TP8 instance: ServePlan counts batch_per_chip * tp "
+                         "sequences per TP group, so a batch smaller than the group cannot be "
+                         "typed, and the MTP acceptance of the blog's 3 draft tokens is not "
+                         "sourced here",
+    "I-TRT-B200-FP4": "NVFP4 weights: the catalog has no fp4 peak and the serving model no fp4 "
+                      "precision",
+}
 
 
 def _rows():
@@ -49,6 +57,8 @@ def _rows():
 
 
 def _project(row):
+    if row["id"] not in ROWS:
+        raise NotImplementedError(KNOWN_GAPS[row["id"]])
     fn, model, system, plan, per = ROWS[row["id"]]
     r = fn(model, system, plan)
     return r, r.tokens_per_s_per_chip * per
@@ -58,19 +68,7 @@ def test_every_inference_row_has_a_plan():
     if not CSV.is_file():
         pytest.skip("published.csv not present")
     df = pd.read_csv(CSV)
-    assert set(df[df["kind"].isin(["prefill", "decode"])]["id"]) == set(ROWS)
-
-
-def test_print_inference_table():
-    if not CSV.is_file():
-        pytest.skip("published.csv not present")
-    lines = []
-    for p in _rows():
-        row = p.values[0]
-        r, v = _project(row)
-        lines.append(f"{row['id']:20s} {row['metric']:30s} {row['value']:8.0f} {v:8.0f} "
-                     f"{100 * (v / row['value'] - 1):+6.1f}%")
-    print("\n" + "\n".join(lines))
+    assert set(df[df["kind"].isin(["prefill", "decode"])]["id"]) == set(ROWS) | set(KNOWN_GAPS)
 
 
 @pytest.mark.parametrize("row", _rows())
@@ -120,7 +118,7 @@ def test_tpot_target_picks_the_largest_batch_that_meets_it():
     over = decode(L70, H100, ServePlan(**{**plan.__dict__,
                                           "batch_per_chip": r.plan.batch_per_chip + 1}))
     assert over.step_time_s > 0.030 or r.plan.batch_per_chip == r.max_batch_per_chip
-    with pytest.raises(UserError, match="TPOT target"):
+    with pytest.raises(ModelInputError, match="TPOT target"):
         best_batch_for_tpot(L70, H100, plan, 0.001)
 
 
@@ -139,38 +137,16 @@ def test_prefill_is_compute_bound_below_peak():
     (ServePlan(chips=8, tp=8, batch_per_chip=0), ["batch_per_chip"]),
 ])
 def test_bad_serve_plans(plan, words):
-    with pytest.raises(UserError) as exc:
+    with pytest.raises(ModelInputError) as exc:
         decode(L70, H100, plan)
     for w in words:
         assert w in str(exc.value)
 
 
-def _cli(argv, capsys):
-    import argparse
-    import json
-
-    from harness import cmd_project
-
-    parser = argparse.ArgumentParser(prog="rackbench")
-    cmd_project.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["project", *argv, "--format", "json"])
-    assert args.func(args) == 0
-    return json.loads(capsys.readouterr().out)
 
 
-def test_cli_decode_with_tpot_target(capsys):
-    doc = _cli(["--model", "llama3-70b", "--system", "hgx-h100", "--chips", "8", "--tp", "8",
-                "--mode", "decode", "--tpot-ms", "30", "--context", "4096"], capsys)
-    assert doc["mode"] == "decode" and doc["tpot_s"] <= 0.030
-    assert doc["output_tokens_per_s_per_chip"] > 0 and doc["plan"]["batch_per_chip"] > 1
-    assert doc["calibration"] == "default"
 
 
-def test_cli_prefill(capsys):
-    doc = _cli(["--model", "deepseek-r1", "--system", "cloudmatrix-384", "--chips", "32",
-                "--mode", "prefill", "--precision", "int8", "--seq-len", "4096"], capsys)
-    assert doc["ttft_s"] > 0 and doc["input_tokens_per_s_per_chip"] > 0
-    assert doc["plan"]["ep"] == 32
 
 
 def test_disaggregated_pools_balance_prefill_and_decode():
@@ -232,7 +208,7 @@ def test_ep_beyond_the_routed_experts_is_a_user_error(fn):
     by zero in the expert GEMMs); the plan is refused with one line naming both numbers."""
     cm = load_system("cloudmatrix-384")
     plan = ServePlan(chips=384, ep=384, context=4096, precision="int8", kv_bytes=1)
-    with pytest.raises(UserError, match=r"ep=384 exceeds the 256 routed experts"):
+    with pytest.raises(ModelInputError, match=r"ep=384 exceeds the 256 routed experts"):
         fn(R1, cm, plan)
     ok = fn(R1, cm, ServePlan(**{**plan.__dict__, "ep": 256}))
     assert ok.step_time_s > 0
@@ -243,7 +219,3 @@ def test_flops_moe_gemms_rejects_ep_beyond_experts():
         F.moe_gemms(R1, 4096, 1, 384)
 
 
-def test_cli_default_ep_stops_at_the_expert_count(capsys):
-    doc = _cli(["--model", "deepseek-r1", "--system", "cloudmatrix-384", "--chips", "384",
-                "--mode", "prefill", "--precision", "int8", "--seq-len", "4096"], capsys)
-    assert doc["plan"]["ep"] == 256 and doc["ttft_s"] > 0

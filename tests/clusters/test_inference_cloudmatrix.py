@@ -38,7 +38,7 @@ from clusters.inference import (MEASURED_A2A_SHAPE, MEASURED_MOE_A2A, ServePlan,
                                 best_batch_for_tpot, decode, devices_per_chip, prefill,
                                 weight_bytes_per_chip)
 from clusters.workloads import load_model
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 TOLERANCE = 0.25
 R1, L70 = load_model("deepseek-r1"), load_model("llama3-70b")
@@ -126,7 +126,7 @@ def test_one_rank_per_die_holds_and_reads_the_replicated_weights_per_die():
         CM.chip.hbm_bw_bytes_per_s
     assert b.breakdown_s["attention_s"] == pytest.approx(a.breakdown_s["attention_s"])
     assert devices_per_chip(CM.chip) == 2 and devices_per_chip(H100.chip) == 1
-    with pytest.raises(UserError, match="ranks_per_chip=2 needs tp=1"):
+    with pytest.raises(ModelInputError, match="ranks_per_chip=2 needs tp=1"):
         decode(R1, CM, replace(two, tp=4))
 
 
@@ -141,9 +141,9 @@ def test_mtp_emits_accepted_tokens_and_verifies_every_draft():
     # bytes; and one more MoE layer (the MTP block)
     assert r.step_time_s > plain.step_time_s
     assert r.tokens_per_s_per_chip > plain.tokens_per_s_per_chip
-    with pytest.raises(UserError, match="no MTP module"):
+    with pytest.raises(ModelInputError, match="no MTP module"):
         decode(L70, H100, ServePlan(chips=8, tp=8, mtp_tokens=1, mtp_acceptance=0.5))
-    with pytest.raises(UserError, match="mtp_acceptance"):
+    with pytest.raises(ModelInputError, match="mtp_acceptance"):
         decode(R1, CM, replace(plan, mtp_acceptance=1.5))
 
 

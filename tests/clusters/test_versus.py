@@ -1,18 +1,16 @@
-"""`rackbench versus`: CloudMatrix 384 head to head (clusters.versus, harness.cmd_versus)."""
+"""CloudMatrix 384 head to head (clusters.versus): contenders, rows, break-even."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from clusters.catalog import load_system
 from clusters.calibration import default_calibration
 from clusters.search import search
-from clusters.versus import (GRANULARITY, RIVALS, ReferenceCurve, contenders, global_batch,
+from clusters.projection import default_global_batch as global_batch
+from clusters.versus import (GRANULARITY, RIVALS, ReferenceCurve, contenders,
                              scaled_chips, versus)
-from harness import cli
-from harness.errors import UserError
-from harness.resultset import CaseResult, ResultSet, save
+from clusters.errors import ModelInputError
 
 CM = load_system("cloudmatrix-384")
 GB = load_system("gb200-nvl72")
@@ -46,7 +44,7 @@ def test_equal_power_and_price_scale_the_rival_to_the_reference_within_rounding(
 
 
 def test_an_unpriced_rival_has_no_equal_price_count():
-    with pytest.raises(UserError, match="hgx-h800 has no price"):
+    with pytest.raises(ModelInputError, match="hgx-h800 has no price"):
         scaled_chips(CM, load_system("hgx-h800"), "equal price")
 
 
@@ -103,59 +101,3 @@ def test_reference_throughput_grows_with_the_software_factor():
     (best,), _ = search(model, ref.system, ref.chips, global_batch(model.seq_len), model.seq_len,
                         "bf16", curve.calibration(0.7), top=1)
     assert curve.tokens_per_s(0.7) == pytest.approx(best.tokens_per_s, rel=1e-6)
-
-
-# ------------------------------------------------------------------ the command
-
-UNITLESS = {"chips", "n_systems", "mfu", "throughput_vs_reference", "feasible", "plan", "system",
-            "basis", "workload", "mode", "infeasible_reason", "rival", "rival_chips", "verdict",
-            "factor_needed", "perfect_factor", "current_compute_factor", "current_memory_factor",
-            "gap_at_current", "gap_at_factor"}
-UNITS = ("_s", "_w", "_usd", "_per_s", "_per_chip", "_per_system", "_per_kw",
-         "_per_million_usd", "_per_token", "_tokens", "_per_step")
-
-
-def test_json_fields_carry_units(capsys):
-    assert cli.main(["versus", "--workload", "llama3-405b", "--format", "json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["calibration"] == "default" and doc["tpot_s"] == pytest.approx(0.05)
-    keys = {k for r in doc["rows"] + doc["break_even"] for k in r}
-    for k in keys - UNITLESS:
-        assert k.endswith(UNITS), k
-    row = doc["rows"][0]
-    assert {"step_time_s", "tokens_per_s", "tokens_per_s_per_chip", "tokens_per_s_per_kw",
-            "joules_per_token", "power_w", "mfu", "plan"} <= set(row)
-    assert len(doc["rows"]) == 1 + len(RIVALS) and len(doc["break_even"]) == len(RIVALS)
-
-
-def test_table_markdown_and_plot(tmp_path, capsys):
-    png = tmp_path / "v.png"
-    assert cli.main(["versus", "--workload", "llama3-405b", "--workload", "llama3-405b",
-                     "--plot", str(png)]) == 0
-    out = capsys.readouterr().out
-    assert "calibration: default" in out and "break-even" in out and "equal power" in out
-    assert out.count("Llama 3 405B training") == 1 + len(RIVALS)  # repeated flag: once
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert cli.main(["versus", "--workload", "deepseek-r1", "--format", "markdown",
-                     "--tpot-ms", "80"]) == 0
-    out = capsys.readouterr().out
-    assert "| DeepSeek-R1 decode | cloudmatrix-384 |" in out and "TPOT <= 80 ms" in out
-
-
-def test_bad_input_exits_2(tmp_path, capsys):
-    assert cli.main(["versus", "--tpot-ms", "-5"]) == 2
-    err = capsys.readouterr().err
-    assert "--tpot-ms" in err and err.count("\n") == 1
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["versus", "--workload", "gpt-5"])
-    assert exc.value.code == 2
-    capsys.readouterr()
-    cpu = ResultSet(meta={"device": {"platform": "cpu", "kind": "cpu", "catalog_chip": None}},
-                    cases=[CaseResult(name="matmul/fp32/512", group="matmul",
-                                      params={"dtype": "fp32"}, status="ok",
-                                      stats={"median_s": 1e-2}, flops=2.7e8,
-                                      achieved_flops_per_s=2.7e10, peak_flops_per_s=5e10)])
-    save(cpu, tmp_path / "cpu.json")
-    assert cli.main(["versus", "--calibration", str(tmp_path / "cpu.json")]) == 2
-    err = capsys.readouterr().err
-    assert "cpu.json" in err and "CPU" in err

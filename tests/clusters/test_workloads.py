@@ -2,7 +2,7 @@
 import pytest
 
 from clusters.workloads import list_models, load_model, load_model_file
-from harness.errors import UserError
+from clusters.errors import ModelInputError
 
 REQUIRED = ["llama3-8b", "llama3-70b", "llama3-405b", "gpt3-175b", "deepseek-v3",
             "qwen3-235b-a22b", "mixtral-8x22b", "deepseek-r1", "llama2-70b",
@@ -74,17 +74,17 @@ def test_load_by_path(tmp_path):
 ])
 def test_bad_files_name_file_and_key(tmp_path, edit, words):
     p = write(tmp_path, edit(GOOD))
-    with pytest.raises(UserError) as exc:
+    with pytest.raises(ModelInputError) as exc:
         load_model_file(p)
     for w in words:
         assert w in str(exc.value)
 
 
 def test_unknown_model_name():
-    with pytest.raises(UserError, match="unknown model 'llama9'"):
+    with pytest.raises(ModelInputError, match="unknown model 'llama9'"):
         load_model("llama9")
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(ModelInputError, match="not found"):
         load_model(str(tmp_path / "nope.toml"))

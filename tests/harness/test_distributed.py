@@ -16,9 +16,8 @@ from harness.errors import UserError
 from harness.resultset import load
 
 ROOT = Path(__file__).resolve().parents[2]
-# The real entry point with only `run` registered (other sub-commands may be work in progress).
-MAIN = ("import sys; from harness import cli; cli.COMMAND_MODULES = ('harness.cmd_run',); "
-        "sys.exit(cli.main(sys.argv[1:]))")
+# The real entry point, as the `rackbench` script runs it.
+MAIN = "import sys; from harness import cli; sys.exit(cli.main(sys.argv[1:]))"
 
 
 def _free_port() -> int:
@@ -100,7 +99,6 @@ def test_bad_arguments_are_user_errors(args, message):
 def test_coordinator_flag_without_distributed_is_a_user_error(monkeypatch, capsys):
     from harness import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("harness.cmd_run",))
     monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "8")  # so `run` leaves XLA_FLAGS alone
     assert cli.main(["run", "--coordinator", "h:1"]) == 2
     assert "need --distributed" in capsys.readouterr().err

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.stats import median_ci, pytest_benchmark_stats, summarize
+from harness.stats import binomial_half_mass, median_ci, pytest_benchmark_stats, summarize
 
 
 def test_summary_matches_numpy_on_known_samples():
@@ -49,3 +49,10 @@ def test_pytest_benchmark_stats_block():
     assert st["iqr_outliers"] == 1  # 100 is beyond q3 + 1.5 IQR
     assert st["total"] == pytest.approx(110 * 3)
     assert st["data"] == [1.0, 2.0, 3.0, 4.0, 100.0]
+
+
+@pytest.mark.parametrize("n", [2, 7, 10, 31, 200, 2000])
+def testbinomial_half_mass_matches_scipy(n):
+    for j in range(1, n // 2 + 1, max(1, n // 20)):
+        want = sps.binom.cdf(n - j, n, 0.5) - sps.binom.cdf(j - 1, n, 0.5)
+        assert binomial_half_mass(n, j, n - j) == pytest.approx(want, rel=1e-9, abs=1e-15)

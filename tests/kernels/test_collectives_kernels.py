@@ -174,7 +174,7 @@ def test_default_cpu_sweep_completes(tmp_path):
 def _devices_seen(env_extra: dict) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
     env.update(env_extra)
-    code = ("import os; from harness.cmd_run import default_cpu_devices; default_cpu_devices(os.environ); "
+    code = ("import os; from harness.device import default_cpu_devices; default_cpu_devices(os.environ); "
             "import jax; print(jax.device_count())")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -187,7 +187,7 @@ def test_run_asks_for_8_host_devices():
 
 
 def test_default_cpu_devices_appends_to_xla_flags():
-    from harness.cmd_run import default_cpu_devices
+    from harness.device import default_cpu_devices
 
     env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
     assert default_cpu_devices(env) is True

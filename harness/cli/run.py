@@ -1,0 +1,84 @@
+"""`rackbench run`: measure a suite on this machine and store the result set."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+from tqdm import tqdm
+
+from harness import distributed
+from harness.cli.show import render
+from harness.device import CPU_DEVICES, default_cpu_devices
+from harness.errors import UserError
+from harness.studies.closing_loop import add_projections
+from harness.resultset import save
+from harness.runner import DEFAULT_SEED, default_timing, run_suite
+from harness.suites import SUITES
+
+
+def _progress():
+    if not sys.stderr.isatty():
+        return None
+    return lambda total: tqdm(total=total, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+
+def run(args) -> int:
+    asked = default_cpu_devices(os.environ)
+    dist = None
+    if args.distributed:
+        dist = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        raise UserError("--coordinator/--num-processes/--process-id need --distributed")
+    platform = jax.local_devices()[0].platform
+    if asked and platform == "cpu" and jax.local_device_count() != CPU_DEVICES:
+        print(f"warning: asked XLA for {CPU_DEVICES} host devices but JAX sees {jax.local_device_count()} "
+              "(its backends were initialised first)", file=sys.stderr)
+    lead = jax.process_index() == 0
+    cfg = default_timing(args.suite, platform)
+    if args.min_time_s is not None:
+        if args.min_time_s <= 0:
+            raise UserError(f"--min-time-s {args.min_time_s}: must be positive")
+        cfg = replace(cfg, min_time_s=args.min_time_s, max_case_time_s=max(cfg.max_case_time_s, 5 * args.min_time_s))
+    out_file = Path(args.out_file) if args.out_file else None
+    outcome = run_suite(
+        suite=args.suite, pattern=args.filter, results_dir=Path(args.out), cfg=cfg, seed=args.seed,
+        out_path=out_file, progress=_progress() if lead else None, write=lead,
+    )
+    if dist is not None:
+        if lead:  # how the processes found each other, next to meta.device.process_count
+            outcome.result_set.meta["distributed"] = dist  # stored by the save below
+        distributed.barrier("rackbench:run-end")  # every process has finished measuring
+        jax.distributed.shutdown()
+    if not lead:
+        print(f"process {jax.process_index()} of {jax.process_count()}: measured; process 0 stores the result set")
+        return 130 if outcome.interrupted else 0
+    add_projections(outcome.result_set)  # closing the loop: the step projected from this set
+    save(outcome.result_set, outcome.path)
+    if not args.quiet:
+        print(render(outcome.result_set))
+    print(f"stored: {outcome.path}")
+    if outcome.interrupted:
+        print("interrupted: the result set keeps every case measured before Ctrl-C", file=sys.stderr)
+        return 130
+    return 0
+
+
+def register(p) -> None:
+    p.add_argument("--suite", default="default", choices=SUITES)
+    p.add_argument("--filter", help="regular expression on case names")
+    p.add_argument("--out", default="results", help="results directory (default: results)")
+    p.add_argument("--out-file", help="write the result set to this exact path instead")
+    p.add_argument("--min-time-s", type=float, help="minimum duration of one sample")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="input PRNG seed (recorded)")
+    p.add_argument("--quiet", action="store_true", help="do not print the table")
+    p.add_argument("--distributed", action="store_true",
+                   help="one process of several (hosts): start jax.distributed from the flags below or from "
+                        "the launcher's environment (SLURM, mpirun, JAX_COORDINATOR_ADDRESS); every process "
+                        "measures, process 0 stores the result set")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (with --distributed)")
+    p.add_argument("--num-processes", type=int, help="how many processes in all (with --distributed)")
+    p.add_argument("--process-id", type=int, help="this process's index, 0-based (with --distributed)")
+    p.set_defaults(func=run)

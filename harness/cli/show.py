@@ -1,0 +1,77 @@
+"""`rackbench show FILE`: a result set as a table, with fraction of peak and roofline."""
+from __future__ import annotations
+
+from harness.format import duration, percent, si, table
+from harness.studies.closing_loop import closing_loop_line
+from harness.resultset import ResultSet, load
+
+
+def render(rs: ResultSet, status_filter: str | None = None) -> str:
+    m = rs.meta
+    dev = m.get("device", {})
+    sw = m.get("software", {})
+    ceil = m.get("ceilings", {}) or {}
+    lines = [
+        f"result set: {rs.path}",
+        f"device: {dev.get('kind')} x{dev.get('count')} ({dev.get('platform')})"
+        + (f", catalog chip {dev['catalog_chip']}" if dev.get("catalog_chip") else ""),
+        f"software: python {sw.get('python')}, jax {sw.get('jax')}, jaxlib {sw.get('jaxlib')}",
+        f"suite: {m.get('suite')}  seed: {m.get('seed')}  created: {m.get('created_utc')}  "
+        f"commit: {(m.get('git') or {}).get('commit') or '-'}",
+    ]
+    if ceil:
+        peaks = ", ".join(f"{k} {si(v, 'FLOP/s')}" for k, v in (ceil.get("peak_flops_per_s") or {}).items())
+        lines.append(f"ceilings ({ceil.get('source')}): {peaks or '-'}; memory {si(ceil.get('peak_bw_bytes_per_s'), 'B/s')}")
+    if not m.get("complete", True):
+        lines.append("INCOMPLETE: " + ("interrupted" if m.get("interrupted") else "the run did not finish"))
+    rows = []
+    for c in rs.cases:
+        if status_filter and c.status != status_filter:
+            continue
+        if c.status != "ok":
+            rows.append([c.name, c.status, "-", "-", "-", "-", "-", "-", (c.reason or "")[:70]])
+            continue
+        s = c.stats
+        ci = f"[{duration(s.get('ci95_low_s'))}, {duration(s.get('ci95_high_s'))}]"
+        spread = s["iqr_s"] / s["median_s"] if s.get("median_s") else None
+        rows.append(
+            [
+                c.name,
+                "ok",
+                duration(s.get("median_s")),
+                ci,
+                percent(spread),
+                si(c.achieved_flops_per_s, "FLOP/s") if c.extra.get("peak_dtype") else si(c.achieved_bytes_per_s, "B/s"),
+                percent(c.fraction_of_peak),
+                percent(c.roofline_fraction),
+                f"{c.timing.get('method')} x{c.timing.get('reps_per_sample')}",
+            ]
+        )
+    headers = ["case", "status", "median", "95% CI", "IQR/med", "rate", "of peak", "roofline", "timing / reason"]
+    lines += ["", table(headers, rows, "llrrrrrrl")]
+    n_ok = sum(c.status == "ok" for c in rs.cases)
+    n_failed = sum(c.status == "failed" for c in rs.cases)
+    n_skipped = sum(c.status == "skipped" for c in rs.cases)
+    lines.append(f"\n{n_ok} ok, {n_failed} failed, {n_skipped} skipped")
+    lines.append(
+        "timing: host-loop = N dispatched calls then block, per call = total/N; "
+        "device-loop = N repetitions inside one compiled program (dispatch excluded)"
+    )
+    loop = closing_loop_line(rs)
+    if loop:
+        lines.append(loop)
+    for w in m.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    rs = load(args.file)
+    print(render(rs, args.status))
+    return 0
+
+
+def register(p) -> None:
+    p.add_argument("file", help="a result-set JSON file")
+    p.add_argument("--status", choices=("ok", "failed", "skipped"), help="only cases with this status")
+    p.set_defaults(func=run)

@@ -1,0 +1,166 @@
+"""Calibration from a stored result set: the ok kernel cases turned into plain efficiencies
+(clusters.calibration.Entry) the model can use, and the choice of calibration `project`,
+`versus` and `report` make (a GPU reference set if there is one, else the sourced default)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from clusters.calibration import (FLASH_FWD_BWD_OVER_FWD, Calibration, Entry,
+                                  default_calibration)
+from clusters.catalog import load_chip
+from harness.errors import UserError
+from harness.resultset import load_dataframe
+
+# GPU reference sets measured with this repository; `project`, `versus` and `report` calibrate
+# from the newest when there is one
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
+# harness result-set groups -> kernel classes (matmul_model: GEMMs at models' layer shapes)
+_GROUP_TO_KERNEL = {"matmul": "gemm", "matmul_model": "gemm", "attention": "attention",
+                    "membw": "memory", "copy": "memory"}
+# Attention implementations of kernels/attention.py, most preferred first for calibrating a
+# flash-attention training model: cuDNN's fused kernel, XLA's, the plain jnp reference.
+ATTENTION_IMPL_PREFERENCE = ("cudnn", "xla", "jnp")
+# forward+backward over forward FLOPs as the harness counts them (kernels/attention.py: no
+# recompute); the model's entries count the FlashAttention convention (FLASH_FWD_BWD_OVER_FWD)
+HARNESS_FWD_BWD_OVER_FWD = 3.0
+
+
+def calibration_from_dataframe(df, name: str, family: str | None = None,
+                               attention_impl: str | None = None) -> Calibration:
+    """Efficiencies measured in a result set (harness.resultset.load_dataframe): per kernel
+    class and dtype, the ok cases' fraction of the device's peak against their size. `family`
+    is the catalog family of the measuring device (None: its device kind is used as the family,
+    so every target borrows). Software factors of the default file still apply to borrowing
+    families.
+
+    Which cases: matmul and matmul_model (square sweep and real layer shapes) for "gemm",
+    compute-bound shapes only (see _memory_bound); membw
+    (stream_add and rmsnorm) for "memory"; for "attention" only forward+backward (training),
+    causal when measured (what a decoder trains with), of one implementation: `attention_impl`
+    when given (the closing-the-loop check passes the one its training step ran), otherwise
+    the fused flash kernel ("cudnn") when the set has it, since the training model charges
+    flash attention, else "xla", else the plain "jnp" reference. Attention efficiencies are
+    stored in the default file's convention (FlashAttention papers: forward+backward =
+    3.5x forward FLOPs, the backward recompute included, sized by forward FLOPs), which is how
+    clusters.train consumes them; the harness counts 3x, so a measured fraction is scaled by
+    3.5/3 and its size divided by 3. The projected attention time of a measured shape is then
+    the measured time."""
+    device = df.attrs.get("device", {}) or {}
+    kind = str(device.get("kind") or device.get("device_kind") or "unknown device")
+    platform = str(device.get("platform") or "").lower()
+    if family is None and device.get("catalog_chip"):
+        family = load_chip(device["catalog_chip"]).family
+    fam = family or kind
+    # Harness kernels are timed in short runs: on an accelerator that is the boost clock.
+    burst = platform not in ("", "cpu")
+    entries = []
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    by_key: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for group, kernel in _GROUP_TO_KERNEL.items():
+        rows = ok[ok["group"] == group] if "group" in ok else ok.iloc[0:0]
+        if kernel == "attention":
+            rows = _training_attention_rows(rows, attention_impl)
+        for _, r in rows.iterrows():
+            params = r.get("params") or {}
+            dtype = str(params.get("dtype", "*"))
+            if kernel == "memory":
+                peak, rate, size = r.get("peak_bw_bytes_per_s"), r.get("achieved_bytes_per_s"), r.get("bytes")
+            else:
+                peak, rate, size = r.get("peak_flops_per_s"), r.get("achieved_flops_per_s"), r.get("flops")
+            if not peak or not rate or not size or any(map(_nan, (peak, rate, size))):
+                continue
+            if kernel == "gemm" and _memory_bound(r):
+                continue  # the projection's roofline charges such shapes their bytes itself
+            eff, size = float(rate) / float(peak), float(size)
+            if kernel == "attention":
+                eff *= FLASH_FWD_BWD_OVER_FWD / HARNESS_FWD_BWD_OVER_FWD
+                size /= HARNESS_FWD_BWD_OVER_FWD
+            by_key.setdefault((kernel, dtype), []).append((size, min(1.0, eff)))
+    for (kernel, dtype), pts in sorted(by_key.items()):
+        sizes, effs = pooled(pts)
+        entries.append(Entry(kernel, fam, dtype, sizes, effs, f"measured: result set {name}", burst))
+    if not entries:
+        raise UserError(f"{name}: result set has no ok matmul, attention or membw cases to "
+                        "calibrate from")
+    default = default_calibration()
+    # Kernel classes the set did not measure fall back to the default file's entries.
+    have = {e.kernel for e in entries}
+    entries += [e for e in default.entries if e.kernel not in have]
+    # Every target family borrows the measuring device's entries first.
+    borrow = {f: fam for f in ("nvidia-ampere", "nvidia-hopper", "nvidia-blackwell",
+                               "ascend-910b", "ascend-910c") if f != fam}
+    return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
+                       measured_on=kind, borrow=borrow, sustained=default.sustained)
+
+
+# Cases within this many decades of size are pooled into one calibration point.
+POOL_DECADES = 0.25
+
+
+def pooled(points: list[tuple[float, float]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(log10 sizes, efficiencies), one point per POOL_DECADES-wide bin of size: the median
+    size and median efficiency of the cases in it. Different shapes of one size, and the run's
+    own noise (10-20% between neighbouring cases on a busy CPU), would otherwise make the
+    interpolated curve jump from case to case, and equal sizes give np.interp no order."""
+    bins: dict[int, list[tuple[float, float]]] = {}
+    for size, eff in points:
+        bins.setdefault(math.floor(math.log10(size) / POOL_DECADES), []).append((math.log10(size), eff))
+    sizes, effs = [], []
+    for key in sorted(bins):
+        b = bins[key]
+        sizes.append(float(np.median([s for s, _ in b])))
+        effs.append(float(np.median([e for _, e in b])))
+    return tuple(sizes), tuple(effs)
+
+
+def _param(rows, key):
+    return rows["params"].map(lambda p: (p or {}).get(key))
+
+
+def _training_attention_rows(rows, impl: str | None):
+    """The attention cases a training projection should use (see calibration_from_dataframe):
+    forward+backward, causal if any, one implementation."""
+    if rows.empty or "params" not in rows:
+        return rows
+    rows = rows[_param(rows, "pass").fillna("fwd_bwd") == "fwd_bwd"]
+    causal = _param(rows, "causal")
+    if bool((causal == True).any()):  # noqa: E712 - a column of bools/None
+        rows = rows[causal == True]  # noqa: E712
+    impls = _param(rows, "impl")
+    if impl is None:
+        impl = next((i for i in ATTENTION_IMPL_PREFERENCE if bool((impls == i).any())), None)
+    return rows if impl is None or impls.isna().all() else rows[impls == impl]
+
+
+def _memory_bound(r) -> bool:
+    """A GEMM whose compulsory bytes take longer at the measuring device's bandwidth ceiling
+    than its FLOPs at the compute ceiling (few rows: decode, lightly loaded experts). Its
+    fraction of peak FLOP/s measures memory, not the GEMM kernel's compute efficiency."""
+    bw, moved, peak, flops = (r.get(k) for k in ("peak_bw_bytes_per_s", "bytes",
+                                                  "peak_flops_per_s", "flops"))
+    if not bw or not moved or any(map(_nan, (bw, moved))):
+        return False
+    return float(moved) / float(bw) > float(flops) / float(peak)
+
+
+def _nan(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def choose_calibration(path: str | Path | None = None,
+                       reference_dir: str | Path | None = None) -> Calibration:
+    """--calibration FILE when given; else the newest GPU reference set in reference_dir;
+    else the default data file. Never silently a CPU set for a GPU target."""
+    if path is not None:
+        return calibration_from_dataframe(load_dataframe(path), Path(path).name)
+    if reference_dir is not None and Path(reference_dir).is_dir():
+        for p in sorted(Path(reference_dir).glob("*.json"), key=lambda p: p.stat().st_mtime,
+                        reverse=True):
+            df = load_dataframe(p)
+            dev = df.attrs.get("device", {}) or {}
+            if str(dev.get("platform", "")).lower() in ("gpu", "cuda"):
+                return calibration_from_dataframe(df, p.name)
+    return default_calibration()

@@ -1,0 +1,280 @@
+"""Closing the loop: project a result set's own training-step case onto the device that
+measured it, calibrated only by the same run's kernel cases, and compare with the measured step.
+
+The train step (kernels/train_step.py) is a small Llama-style decoder trained with optax AdamW;
+its case params carry its dimensions. We rebuild that model, a one-chip "local" system whose
+peaks and bandwidth are the result set's ceilings (measured in the run on a CPU, the catalog's
+on a known GPU: the same numbers the set's fractions of peak divide by), a plan with every
+degree 1, and a calibration from the set's matmul, attention and membw cases, then project the
+step with clusters.train.train_step. Nothing is fitted to the step's own time.
+
+What clusters.train leaves out for this step, added here from first principles as named parts:
+- `activation_dtype_s`: clusters.train counts 2-byte activations (bf16 training); a step
+  computed in a wider dtype (fp32 on a CPU) moves `itemsize / 2` times those bytes.
+- `embedding_s`: the input embedding is a gather forward and a scatter-add into a zeroed
+  vocab x hidden gradient backward (clusters.train counts no embedding traffic).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from clusters.calibration import Calibration
+from harness.studies.calibrate import calibration_from_dataframe
+from clusters.catalog import Chip, Fabric, System, load_chip
+from clusters.plan import PRECISIONS, Plan
+from clusters.train import Rates, output_layer_s, train_step
+from clusters.workloads import Model, model_from_dict
+from harness.errors import INPUT_ERRORS, UserError
+from harness.format import duration
+from harness.resultset import ResultSet, to_dataframe
+
+TRAIN_STEP_GROUP = "train_step"
+ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2}
+# clusters.train's byte counts for activations assume this many bytes per element
+TRAIN_MODEL_ACTIVATION_BYTES = 2
+# kernels/train_step.py's `attention` param -> the kernels/attention.py implementation it runs
+_ATTENTION_IMPL = {"xla-causal": "xla", "cudnn-causal": "cudnn", "jnp-causal": "jnp"}
+TOLERANCE = 0.25  # issue 4: the projection must land within 25% of the measured step
+
+
+@dataclass(frozen=True)
+class ClosingLoop:
+    case: str
+    measured_step_time_s: float
+    projected_step_time_s: float
+    breakdown_s: Mapping[str, float]  # named parts; they sum to projected_step_time_s
+    system: System
+    plan: Plan
+    calibration: str
+    notes: tuple[str, ...]
+
+    @property
+    def error(self) -> float:
+        """Signed fraction: (projected - measured) / measured."""
+        return self.projected_step_time_s / self.measured_step_time_s - 1.0
+
+    @property
+    def within_tolerance(self) -> bool:
+        return abs(self.error) <= TOLERANCE
+
+    def to_extra(self) -> dict:
+        """What the training-step case of the result set stores (CaseResult.extra)."""
+        return {
+            "projected_step_time_s": self.projected_step_time_s,
+            "projection_error": self.error,
+            "projection_breakdown_s": dict(self.breakdown_s),
+            "projection_calibration": self.calibration,
+            "projection_system": self.system.description,
+            "projection_notes": list(self.notes),
+        }
+
+
+# ------------------------------------------------------------------------- the three inputs
+
+def train_step_case(rs):
+    """The result set's training-step case (the first one), or None."""
+    return next((c for c in rs.cases if c.group == TRAIN_STEP_GROUP), None)
+
+
+def model_from_case(params: Mapping, where: str = "train_step case") -> Model:
+    """The kernels/train_step.py TinyLlama as a clusters Model: untied LM head, SwiGLU, RMSNorm
+    without biases. It has no position embedding; "rope" is the choice that adds no parameters
+    (its few bytes of rotary work per token are then charged to elementwise time)."""
+    try:
+        doc = {
+            "name": "tiny-llama", "description": "kernels/train_step.py TinyLlama",
+            "source": f"{where} params", "n_layers": params["layers"],
+            "hidden_size": params["hidden"], "ffn_hidden_size": params["ffn"],
+            "n_heads": params["heads"], "n_kv_heads": params["kv_heads"],
+            "head_dim": params["hidden"] // params["heads"], "vocab_size": params["vocab"],
+            "activation": "swiglu", "tied_embeddings": False, "position_embedding": "rope",
+            "linear_bias": False, "seq_len": params["seq_len"],
+        }
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{where}: params lack the model dimension {exc}") from None
+    return model_from_dict(doc, where)
+
+
+def training_slot(dtype: str) -> str:
+    """The plan precision a step computed in `dtype` is projected through. clusters.plan trains
+    in bf16/fp16/fp8 only; an fp32 step goes through the bf16 slot of the local chip, whose
+    bf16 peak and calibration are then the fp32 ones (see local_system, local_calibration)."""
+    return dtype if dtype in PRECISIONS else "bf16"
+
+
+def local_system(meta: Mapping, dtype: str, where: str = "result set") -> System:
+    """One chip of the device that measured the set, as a one-chip system: peaks per dtype and
+    memory bandwidth from meta["ceilings"], family as clusters.calibration labels the set's
+    entries (the catalog chip's family, else the device kind), memory and power from the device
+    or its catalog chip. The slot `training_slot(dtype)` holds the `dtype` peak. It has no
+    fabric: a one-chip plan never communicates."""
+    dev = meta.get("device") or {}
+    ceil = meta.get("ceilings") or {}
+    peaks = {d: float(v) for d, v in (ceil.get("peak_flops_per_s") or {}).items()
+             if v and math.isfinite(float(v))}
+    bw = ceil.get("peak_bw_bytes_per_s")
+    if dtype not in peaks:
+        raise UserError(f"{where}: no {dtype} FLOP/s ceiling (meta.ceilings.peak_flops_per_s "
+                        f"has {', '.join(sorted(peaks)) or 'none'})")
+    if not bw:
+        raise UserError(f"{where}: no memory-bandwidth ceiling (meta.ceilings."
+                        "peak_bw_bytes_per_s); the set needs an ok membw stream_add case")
+    kind = str(dev.get("kind") or "unknown device")
+    catalog = load_chip(dev["catalog_chip"]) if dev.get("catalog_chip") else None
+    slot = training_slot(dtype)
+    peaks[slot] = peaks[dtype]
+    source = f"{where} ceilings ({ceil.get('source', 'source not recorded')})"
+    hbm = dev.get("memory_bytes") or (catalog.hbm_bytes if catalog else None) or 1e12
+    chip = Chip(
+        name=f"local:{kind}", vendor=catalog.vendor if catalog else str(dev.get("platform", "")),
+        family=catalog.family if catalog else kind,
+        description=f"the device that measured {where}: {kind}",
+        peak_flops_per_s=MappingProxyType(peaks), hbm_bytes=float(hbm),
+        hbm_bw_bytes_per_s=float(bw),
+        power_w=catalog.power_w if catalog else float("nan"),
+        scale_up_bw_bytes_per_s=float("nan"), scale_out_bw_bytes_per_s=float("nan"),
+        price_usd=None, device_kind_patterns=(), sources=MappingProxyType(
+            {"peak_flops_per_s": source, "hbm_bw_bytes_per_s": source}),
+        notes=MappingProxyType({} if slot == dtype else {
+            "peak_flops_per_s": f"the {slot} slot holds the {dtype} peak (the step's dtype)"}))
+    return System(
+        name=f"local:{kind}", description=f"1 x {kind} ({ceil.get('source', 'ceilings')})",
+        chip=chip, chips_per_domain=1, domain_topology="switched", scale_up=_NO_FABRIC,
+        scale_out=_NO_FABRIC, power_w=chip.power_w, price_usd=None,
+        sources=MappingProxyType({}), notes=MappingProxyType({}))
+
+
+_NO_FABRIC = Fabric(
+    name="none", kind="none", description="a one-chip system has no fabric",
+    bw_bytes_per_s_per_chip=float("nan"), latency_s=float("nan"),
+    per_hop_latency_s=float("nan"), efficiency=float("nan"), in_network_reduction=False,
+    inr_efficiency=None, inr_latency_s=None, sources=MappingProxyType({}),
+    notes=MappingProxyType({}))
+
+
+def local_plan(params: Mapping, dtype: str) -> Plan:
+    """Every degree 1; micro-batch = global batch = the case's batch; no recompute; no ZeRO
+    (one chip). Attention is charged as a fused kernel at the efficiency the set measured for
+    the very implementation the step runs (see local_calibration)."""
+    batch = int(params["batch"])
+    return Plan(micro_batch=batch, global_batch=batch, seq_len=int(params["seq_len"]),
+                recompute="none", zero=0, precision=training_slot(dtype),
+                attention_impl="flash", dropout=False, dp_overlap=False)
+
+
+def local_calibration(df, name: str, dtype: str, attention_impl: str | None) -> Calibration:
+    """The set's own efficiencies, as the local chip is projected with them: attention from the
+    implementation the step runs, the step's dtype in the slot it is projected through, and no
+    sustained-clock derating (the step is timed in the same short bursts as the kernels)."""
+    cal = calibration_from_dataframe(df, name, attention_impl=attention_impl)
+    dev = df.attrs.get("device", {}) or {}
+    fam = load_chip(dev["catalog_chip"]).family if dev.get("catalog_chip") else \
+        str(dev.get("kind") or dev.get("device_kind") or "unknown device")
+    slot = training_slot(dtype)
+    entries = []
+    for e in cal.entries:
+        if e.family == fam and slot != dtype and e.dtype == slot:
+            continue  # measured in the slot's own dtype, not the step's
+        entries.append(replace(e, dtype=slot) if e.family == fam and e.dtype == dtype else e)
+    measured = {e.kernel for e in entries if e.family == fam}
+    missing = {"gemm", "attention", "memory"} - measured
+    if missing:
+        raise UserError(f"{name}: no ok {dtype} {', '.join(sorted(missing))} case to calibrate "
+                        "the training step from (run the matmul, attention and membw cases too)")
+    return replace(cal, entries=tuple(entries), sustained={})
+
+
+# ------------------------------------------------------------------------- the projection
+
+def _extra_parts(model: Model, plan: Plan, rates: Rates, dtype: str,
+                 elementwise_s: float) -> dict[str, float]:
+    tokens = plan.micro_batch * plan.seq_len
+    e = ITEMSIZE.get(dtype, TRAIN_MODEL_ACTIVATION_BYTES)
+    # clusters.train's elementwise part = the layers' activation traffic (2-byte elements)
+    # plus the cross-entropy over fp32 logits (already in the step's real dtype)
+    _, logits_s = output_layer_s(model, rates, tokens, 1)
+    layers_s = max(0.0, elementwise_s - logits_s)
+    h = model.hidden_size
+    # gather: read and write one row per token; backward: zero the vocab x h gradient, then
+    # read the incoming row gradient and read + write the accumulated row, per token
+    embedding_bytes = 2.0 * tokens * h * e + 4.0 * model.vocab_size * h + 3.0 * tokens * h * e
+    return {
+        "activation_dtype_s": layers_s * (e / TRAIN_MODEL_ACTIVATION_BYTES - 1.0),
+        "embedding_s": rates.mem_s(embedding_bytes),
+    }
+
+
+def close_loop(rs, case=None) -> ClosingLoop:
+    """Project the set's training-step case (or `case`) on the device that measured it."""
+    case = case or train_step_case(rs)
+    where = Path(rs.path).name if rs.path else "result set"
+    if case is None:
+        raise UserError(f"{where}: no {TRAIN_STEP_GROUP} case")
+    if case.status != "ok" or not case.median_s:
+        raise UserError(f"{where}: {case.name} is {case.status} ({case.reason or 'no time'})")
+    params = case.params
+    dtype = str(params.get("dtype", "bf16"))
+    impl = _ATTENTION_IMPL.get(str(params.get("attention", "")))
+    model = model_from_case(params, f"{where}: {case.name}")
+    system = local_system(rs.meta, dtype, where)
+    plan = local_plan(params, dtype)
+    cal = local_calibration(to_dataframe(rs), where, dtype, impl)
+    result = train_step(model, system, plan, cal)
+    rates = Rates(system.chip, cal, plan.precision)
+    parts = {k: v for k, v in result.breakdown_s.items()}
+    parts.update(_extra_parts(model, plan, rates, dtype, parts["elementwise_s"]))
+    notes = [f"calibration: {where} (its own {dtype} matmul, {impl or 'any'} attention, membw "
+             "cases)", f"system: {system.description}"]
+    if training_slot(dtype) != dtype:
+        notes.append(f"{dtype} step projected through the {training_slot(dtype)} plan slot "
+                     f"(clusters.plan trains in {'/'.join(PRECISIONS)}): peak and efficiencies "
+                     f"are the {dtype} ones; activation bytes scaled x{ITEMSIZE[dtype] / 2:g}")
+    return ClosingLoop(case=case.name, measured_step_time_s=float(case.median_s),
+                       projected_step_time_s=sum(parts.values()), breakdown_s=parts,
+                       system=system, plan=plan, calibration=where, notes=tuple(notes))
+
+
+# ------------------------------------------------------------------------- stored in the set
+
+EXTRA_KEYS = ("projected_step_time_s", "projection_error", "projection_breakdown_s")
+
+
+def add_projections(rs: ResultSet) -> None:
+    """Project the set's training-step case from the set's own kernel cases and store
+    `projected_step_time_s`, `projection_error` (signed fraction) and `projection_breakdown_s`
+    in its extra. Without an ok training-step case, or when the set lacks what the projection
+    needs, the case (if any) gets `projection_skipped` with the reason and nothing else."""
+    case = train_step_case(rs)
+    if case is None:
+        return
+    for key in EXTRA_KEYS + ("projection_skipped",):
+        case.extra.pop(key, None)
+    if case.status != "ok":
+        case.extra["projection_skipped"] = f"training step {case.status}: {case.reason}"
+        return
+    try:
+        loop = close_loop(rs, case)
+    except INPUT_ERRORS as exc:
+        case.extra["projection_skipped"] = str(exc)
+        return
+    case.extra.update(loop.to_extra())
+
+
+def closing_loop_line(rs: ResultSet) -> str | None:
+    """One line for `rackbench show`: measured vs projected step and the error."""
+    case = train_step_case(rs)
+    if case is None:
+        return None
+    if "projection_skipped" in case.extra:
+        return f"closing the loop ({case.name}): not projected: {case.extra['projection_skipped']}"
+    projected, err = case.extra.get("projected_step_time_s"), case.extra.get("projection_error")
+    if projected is None or err is None or not case.median_s:
+        return None
+    verdict = "within" if abs(err) <= TOLERANCE else "OUTSIDE"
+    return (f"closing the loop ({case.name}): measured {duration(case.median_s)}, projected "
+            f"{duration(projected)} from this set's kernels, error {err:+.1%} ({verdict} "
+            f"{TOLERANCE:.0%})")

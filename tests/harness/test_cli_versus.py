@@ -1,0 +1,63 @@
+"""`rackbench versus` through the real entry point: JSON, table, Markdown, plot, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clusters.versus import RIVALS
+from harness import cli
+from harness.resultset import CaseResult, ResultSet, save
+
+UNITLESS = {"chips", "n_systems", "mfu", "throughput_vs_reference", "feasible", "plan", "system",
+            "basis", "workload", "mode", "infeasible_reason", "rival", "rival_chips", "verdict",
+            "factor_needed", "perfect_factor", "current_compute_factor", "current_memory_factor",
+            "gap_at_current", "gap_at_factor"}
+UNITS = ("_s", "_w", "_usd", "_per_s", "_per_chip", "_per_system", "_per_kw",
+         "_per_million_usd", "_per_token", "_tokens", "_per_step")
+
+
+def test_json_fields_carry_units(capsys):
+    assert cli.main(["versus", "--workload", "llama3-405b", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["calibration"] == "default" and doc["tpot_s"] == pytest.approx(0.05)
+    keys = {k for r in doc["rows"] + doc["break_even"] for k in r}
+    for k in keys - UNITLESS:
+        assert k.endswith(UNITS), k
+    row = doc["rows"][0]
+    assert {"step_time_s", "tokens_per_s", "tokens_per_s_per_chip", "tokens_per_s_per_kw",
+            "joules_per_token", "power_w", "mfu", "plan"} <= set(row)
+    assert len(doc["rows"]) == 1 + len(RIVALS) and len(doc["break_even"]) == len(RIVALS)
+
+
+def test_table_markdown_and_plot(tmp_path, capsys):
+    png = tmp_path / "v.png"
+    assert cli.main(["versus", "--workload", "llama3-405b", "--workload", "llama3-405b",
+                     "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "calibration: default" in out and "break-even" in out and "equal power" in out
+    assert out.count("Llama 3 405B training") == 1 + len(RIVALS)  # repeated flag: once
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["versus", "--workload", "deepseek-r1", "--format", "markdown",
+                     "--tpot-ms", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "| DeepSeek-R1 decode | cloudmatrix-384 |" in out and "TPOT <= 80 ms" in out
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    assert cli.main(["versus", "--tpot-ms", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "--tpot-ms" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["versus", "--workload", "gpt-5"])
+    assert exc.value.code == 2
+    capsys.readouterr()
+    cpu = ResultSet(meta={"device": {"platform": "cpu", "kind": "cpu", "catalog_chip": None}},
+                    cases=[CaseResult(name="matmul/fp32/512", group="matmul",
+                                      params={"dtype": "fp32"}, status="ok",
+                                      stats={"median_s": 1e-2}, flops=2.7e8,
+                                      achieved_flops_per_s=2.7e10, peak_flops_per_s=5e10)])
+    save(cpu, tmp_path / "cpu.json")
+    assert cli.main(["versus", "--calibration", str(tmp_path / "cpu.json")]) == 2
+    err = capsys.readouterr().err
+    assert "cpu.json" in err and "CPU" in err
