@@ -37,10 +37,15 @@ class Entry:
     source: str
     burst: bool = False  # measured in short bursts at boost clock (see Calibration.sustained)
 
-    def at(self, size: float) -> float:
+    def at(self, size):
+        """The efficiency at `size` (a number or a numpy array): interpolated in log10(size)
+        between the measured points, flat outside them."""
         if len(self.efficiencies) == 1:
             return self.efficiencies[0]
-        return float(np.interp(math.log10(max(size, 1.0)), self.log10_sizes, self.efficiencies))
+        if np.ndim(size) == 0:
+            return float(np.interp(math.log10(max(size, 1.0)), self.log10_sizes,
+                                   self.efficiencies))
+        return np.interp(np.log10(np.maximum(size, 1.0)), self.log10_sizes, self.efficiencies)
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,17 @@ class Calibration:
     # Compute kernels timed in short bursts run at boost clock; a training run sustains the
     # power-saturated clock. family (or "*") -> (factor, source), applied to burst entries.
     sustained: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+    # lookups answered so far (not an input: a copy made with dataclasses.replace starts empty)
+    _lookups: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def lookup(self, kernel: str, family: str, dtype: str) -> tuple[Entry, bool]:
         """The entry used and whether it was borrowed from another family."""
+        key = (kernel, family, dtype)
+        if key not in self._lookups:
+            self._lookups[key] = self._lookup(kernel, family, dtype)
+        return self._lookups[key]
+
+    def _lookup(self, kernel: str, family: str, dtype: str) -> tuple[Entry, bool]:
         # None as dtype: any dtype measured on the family borrowed from (a CPU set may only
         # have fp32); never another dtype of the target's own family (int8 is not bf16)
         order = [(family, dtype), (family, "*")]

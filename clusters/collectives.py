@@ -170,7 +170,7 @@ def bus_factor(op: str, n: int) -> float:
 
 # --- bandwidth seen by one rank on each fabric ---
 
-def _link_bw(group: Group, ranks_used: int) -> float:
+def _link_bw(group: Group) -> float:
     """Achievable bandwidth a ring step (one neighbour) gets inside a domain.
 
     On a full mesh each peer has its own link, 1/(chips-1) of the chip's bandwidth, and a ring
@@ -200,7 +200,7 @@ def _ring_bw(group: Group) -> float:
     GB/s per NIC: nccl-tests #290, #319) although the same NVLink ring inside one node stops at
     ~370 (nccl-tests #212)."""
     k, d = group.ranks_per_domain, group.domains
-    intra = _link_bw(group, k) if k > 1 else math.inf
+    intra = _link_bw(group) if k > 1 else math.inf
     if d == 1:
         return intra
     if k > 1:
@@ -292,13 +292,13 @@ def _direct(op: str, g: Group) -> AlphaBeta | None:
     hop_u, hop_o = g.up.per_hop_latency_s, g.out.per_hop_latency_s
     if op == "send":
         if d == 1:
-            return AlphaBeta(g.up.latency_s + hop_u, 1 / _link_bw(g, 2))
+            return AlphaBeta(g.up.latency_s + hop_u, 1 / _link_bw(g))
         return AlphaBeta(g.out.latency_s + hop_o, 1 / g.out.achievable_bw_bytes_per_s)
     if op == "all_to_all":
         if d == 1:
             # Own chunk charged at the link rate (see module docstring); on a full mesh the
             # per-peer links may bind first.
-            per_byte = max(1 / g.up.achievable_bw_bytes_per_s, 1 / (n * _link_bw(g, n)))
+            per_byte = max(1 / g.up.achievable_bw_bytes_per_s, 1 / (n * _link_bw(g)))
             return AlphaBeta(g.up.latency_s + hop_u, per_byte)
         intra = (k / n) / g.up.achievable_bw_bytes_per_s
         inter = ((n - k) / n) / g.out.achievable_bw_bytes_per_s
@@ -322,7 +322,7 @@ def _hierarchical(op: str, g: Group) -> AlphaBeta | None:
         return None
     out_bw = g.out.achievable_bw_bytes_per_s
     hop_u, hop_o = g.up.per_hop_latency_s, g.out.per_hop_latency_s
-    intra_ring_bw = _link_bw(g, k) if g.system.domain_topology != "full-mesh" else _all_peers_bw(g, k)
+    intra_ring_bw = _link_bw(g) if g.system.domain_topology != "full-mesh" else _all_peers_bw(g, k)
     if op == "all_reduce":
         if g.up.in_network_reduction:
             intra = _inr_all_reduce_s_per_byte(g, k)
@@ -446,7 +446,7 @@ def moe_dispatch(token_bytes, group: Group, num_experts: int, top_k: int,
     hop_u, hop_o = group.up.per_hop_latency_s, group.out.per_hop_latency_s
     if d == 1:
         logical = ranks_hit
-        per_logical_byte = max(1 / group.up.achievable_bw_bytes_per_s, 1 / (n * _link_bw(group, n)))
+        per_logical_byte = max(1 / group.up.achievable_bw_bytes_per_s, 1 / (n * _link_bw(group)))
         latency = group.up.latency_s + hop_u
     else:
         logical = domains_hit

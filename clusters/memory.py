@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from clusters import flops as F
-from clusters.plan import Plan, layers_per_stage
+from clusters.plan import Plan, decode, to_table
+from clusters.tables import by_unique
 from clusters.workloads import Model
 
 WEIGHT_BYTES = 2.0
@@ -59,20 +60,20 @@ class MemoryBreakdown:
                 "capacity_bytes": self.capacity_bytes, "feasible": self.feasible}
 
 
-def params_per_chip(model: Model, plan: Plan) -> tuple[float, float]:
-    """(non-expert, expert) parameters held by a chip of the busiest stage, before ZeRO.
-    Non-expert parameters are split by TP; routed experts by EP (experts are not TP-split).
-    Pipeline stages hold an equal share of layers; the input embedding sits on the first stage
-    and the output layer on the last (both on the one stage when pp = 1)."""
+def params_per_chip(model: Model, tp, pp, ep):
+    """(non-expert, expert) parameters held by a chip of the busiest stage, before ZeRO, for
+    numpy arrays (or scalars) of tp, pp and ep. Non-expert parameters are split by TP; routed
+    experts by EP (experts are not TP-split). Pipeline stages hold an equal share of layers;
+    the input embedding sits on the first stage and the output layer on the last (both on the
+    one stage when pp = 1)."""
     n = model.n_layers
     dense = model.n_dense_layers * F.dense_layer_params(model)
     moe_nonexpert = model.n_moe_layers * F.moe_layer_nonexpert_params(model) if model.moe else 0
     experts = model.n_moe_layers * F.expert_params_per_layer(model)
-    share = layers_per_stage(model, plan) / n
+    share = np.ceil(n / np.asarray(pp)) / n
     vh = model.vocab_size * model.hidden_size
-    embed = F.embedding_params(model) if plan.pp == 1 else vh
-    nonexpert = ((dense + moe_nonexpert) * share + embed) / plan.tp
-    return nonexpert, experts * share / plan.ep
+    embed = np.where(np.asarray(pp) == 1, F.embedding_params(model), vh)
+    return ((dense + moe_nonexpert) * share + embed) / tp, experts * share / ep
 
 
 def activation_bytes_per_token_layer(model: Model, plan: Plan, moe_layer: bool) -> float:
@@ -131,52 +132,72 @@ def edge_stage_layers(n_layers, pp):
     return (np.maximum(ceil - short // 2, floor), np.maximum(ceil - (short - short // 2), floor))
 
 
-def activation_bytes(model: Model, plan: Plan) -> float:
-    """Activations held by a chip of the first pipeline stage at the peak of a 1F1B schedule:
-    min(m, p) micro-batches in flight, times (1 + (p-1)/(p*v)) with interleaving (Korthikanti
-    et al. 2022 sec. 4.2.3), plus, with full recompute, one layer's full activations rebuilt
-    during its backward; and the fp32 logits on the last stage (pp = 1: the same chip)."""
-    tokens = plan.micro_batch * plan.seq_len / plan.cp
-    first, last = (int(x) for x in edge_stage_layers(model.n_layers, plan.pp))
-    moe_frac = model.n_moe_layers / model.n_layers
-    per_token = (1 - moe_frac) * activation_bytes_per_token_layer(model, plan, False)
-    if moe_frac:
-        per_token += moe_frac * activation_bytes_per_token_layer(model, plan, True)
-    per_layer = per_token * tokens
-    in_flight = min(plan.n_microbatches, plan.pp)
-    if plan.vpp > 1:
-        in_flight *= 1 + (plan.pp - 1) / (plan.pp * plan.vpp)
-    stored = per_layer * first * in_flight
-    if plan.recompute == "full":
-        stored += per_layer_full(model, plan, moe_frac) * tokens
-    logits = 4.0 * tokens * model.vocab_size / plan.tp
-    return stored + logits if plan.pp == 1 else max(stored, per_layer * last + logits)
-
-
 def per_layer_full(model: Model, plan: Plan, moe_frac: float) -> float:
+    """Bytes per token of one layer's full activations (rebuilt during a full-recompute
+    backward), the heavier of a dense and an MoE layer."""
     none = plan.with_(recompute="none")
     return max(activation_bytes_per_token_layer(model, none, False),
                activation_bytes_per_token_layer(model, none, True) if moe_frac else 0.0)
 
 
-def memory_per_chip(model: Model, plan: Plan, hbm_bytes: float,
-                    usable_fraction: float = USABLE_HBM_FRACTION) -> MemoryBreakdown:
-    nonexpert, experts = params_per_chip(model, plan)
+# Plan fields the activation bytes per token and layer depend on
+_ACTIVATION_KEY = ("tp", "recompute", "precision", "dropout", "attention_impl",
+                   "sequence_parallel", "seq_len")
+
+
+def memory_table(model: Model, table: dict) -> dict[str, np.ndarray]:
+    """Bytes per chip of every plan in a plan table (clusters.plan.to_table): weights,
+    gradients and optimizer state after ZeRO sharding, and activations of the first pipeline
+    stage at the peak of a 1F1B schedule: min(m, p) micro-batches in flight, times
+    (1 + (p-1)/(p*v)) with interleaving (Korthikanti et al. 2022 sec. 4.2.3), plus, with full
+    recompute, one layer's full activations rebuilt during its backward; and the fp32 logits
+    on the last stage (pp = 1: the same chip)."""
+    c = table
+    tp, pp, dp, cp, ep, vpp, mb, zero = (c[k] for k in (
+        "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero"))
+    nonexpert, experts = params_per_chip(model, tp, pp, ep)
     # Non-expert state is sharded over the DP x CP group (Megatron distributed optimizer);
     # expert state over the expert-data-parallel group, tp*cp*dp/ep ranks.
-    shard = plan.dp * plan.cp
-    expert_shard = plan.tp * plan.cp * plan.dp // plan.ep
-    opt = OPTIMIZER_BYTES * (nonexpert / shard + experts / expert_shard) if plan.zero >= 1 \
-        else OPTIMIZER_BYTES * (nonexpert + experts)
-    grads = GRAD_BYTES * ((nonexpert / shard + experts / expert_shard) if plan.zero >= 2
-                          else (nonexpert + experts))
-    if plan.zero >= 3:
-        # FSDP: weights sharded at rest, plus two layers gathered at a time (current + prefetch).
-        lps = layers_per_stage(model, plan)
-        gathered = 2.0 / lps * (nonexpert + experts)
-        weights = WEIGHT_BYTES * (nonexpert / shard + experts / expert_shard + gathered)
-    else:
-        weights = WEIGHT_BYTES * (nonexpert + experts)
-    return MemoryBreakdown(weights_bytes=weights, grads_bytes=grads, optimizer_bytes=opt,
-                           activations_bytes=activation_bytes(model, plan),
-                           capacity_bytes=hbm_bytes * usable_fraction)
+    sharded = nonexpert / (dp * cp) + experts / (tp * cp * dp // ep)
+    full = nonexpert + experts
+    lps = np.ceil(model.n_layers / pp)
+    # FSDP (ZeRO 3): weights sharded at rest, plus two layers gathered at a time (current and
+    # prefetch)
+    weights = WEIGHT_BYTES * np.where(zero >= 3, sharded + 2.0 / lps * full, full)
+    moe_frac = model.n_moe_layers / model.n_layers
+
+    def per_token(key):
+        p = Plan(**{name: decode(name, v) for name, v in zip(_ACTIVATION_KEY, key)})
+        v = (1 - moe_frac) * activation_bytes_per_token_layer(model, p, False)
+        if moe_frac:
+            v += moe_frac * activation_bytes_per_token_layer(model, p, True)
+        rebuilt = per_layer_full(model, p, moe_frac) if p.recompute == "full" else 0.0
+        return v, rebuilt
+
+    pt = by_unique(np.stack([c[k] for k in _ACTIVATION_KEY], 1), per_token)
+    tokens = mb * c["seq_len"] / cp
+    per_layer = pt[:, 0] * tokens
+    m = c["global_batch"] // (dp * mb)
+    in_flight = np.minimum(m, pp) * np.where(vpp > 1, 1 + (pp - 1) / (pp * vpp), 1.0)
+    first, last = edge_stage_layers(model.n_layers, pp)
+    stored = per_layer * first * in_flight + pt[:, 1] * tokens
+    logits = 4.0 * tokens * model.vocab_size / tp
+    return {
+        "weights_bytes": weights,
+        "grads_bytes": GRAD_BYTES * np.where(zero >= 2, sharded, full),
+        "optimizer_bytes": OPTIMIZER_BYTES * np.where(zero >= 1, sharded, full),
+        "activations_bytes": np.where(pp == 1, stored + logits,
+                                      np.maximum(stored, per_layer * last + logits)),
+    }
+
+
+def breakdown_at(parts: dict, i: int, capacity_bytes: float) -> MemoryBreakdown:
+    """Row `i` of memory_table's columns as a MemoryBreakdown."""
+    return MemoryBreakdown(**{k: float(v[i]) for k, v in parts.items()},
+                           capacity_bytes=capacity_bytes)
+
+
+def memory_per_chip(model: Model, plan: Plan, hbm_bytes: float,
+                    usable_fraction: float = USABLE_HBM_FRACTION) -> MemoryBreakdown:
+    """One plan: memory_table for a table of one."""
+    return breakdown_at(memory_table(model, to_table([plan])), 0, hbm_bytes * usable_fraction)

@@ -9,7 +9,10 @@ domain when it fits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
+
+import numpy as np
 
 from clusters.flops import RECOMPUTE
 from clusters.workloads import Model
@@ -61,6 +64,51 @@ class Plan:
 
     def with_(self, **changes) -> "Plan":
         return replace(self, **changes)
+
+
+# Plans as a table: one numpy column per Plan field, one row per plan, so the cost model
+# evaluates thousands of plans at once (a single plan is a table of one). Categorical fields
+# are stored as indices into these tuples, booleans as bool columns.
+CATEGORIES = {"recompute": RECOMPUTE, "precision": PRECISIONS, "attention_impl": ATTENTION_IMPLS}
+FIELDS = tuple(f.name for f in fields(Plan))
+BOOLEANS = tuple(f.name for f in fields(Plan) if f.type in ("bool", bool))
+
+
+def to_table(plans: Sequence[Plan]) -> dict[str, np.ndarray]:
+    """Columns of every Plan field for `plans` (categorical fields as indices)."""
+    cols = {}
+    for name in FIELDS:
+        values = [getattr(p, name) for p in plans]
+        if name in CATEGORIES:
+            cols[name] = np.asarray([CATEGORIES[name].index(v) for v in values], dtype=np.int64)
+        elif name in BOOLEANS:
+            cols[name] = np.asarray(values, dtype=bool)
+        else:
+            cols[name] = np.asarray(values, dtype=np.int64)
+    return cols
+
+
+def decode(name: str, value):
+    """A table cell as the Plan field's value (categorical index -> name, 0/1 -> bool)."""
+    if name in CATEGORIES:
+        return CATEGORIES[name][int(value)]
+    if name in BOOLEANS:
+        return bool(value)
+    return int(value)
+
+
+def table_size(table: dict) -> int:
+    return len(table["tp"])
+
+
+def plan_at(table: dict, i: int) -> Plan:
+    """Row `i` of a plan table as a Plan."""
+    return Plan(**{name: decode(name, table[name][i]) for name in FIELDS})
+
+
+def table_rows(table: dict, index) -> dict[str, np.ndarray]:
+    """The rows `index` (an index array or mask) of a plan table."""
+    return {k: v[index] for k, v in table.items()}
 
 
 def layers_per_stage(model: Model, plan: Plan) -> int:

@@ -40,8 +40,11 @@ from clusters import flops as F
 from clusters.calibration import FLASH_BWD_OVER_FWD, Calibration, default_calibration
 from clusters.catalog import Chip, System
 from clusters.collectives import Group, collective
-from clusters.memory import MemoryBreakdown, memory_per_chip, params_per_chip
-from clusters.plan import Plan, layers_per_stage, validate_plan
+from clusters.flops import RECOMPUTE
+from clusters.memory import (USABLE_HBM_FRACTION, MemoryBreakdown, breakdown_at, memory_table,
+                             params_per_chip)
+from clusters.plan import PRECISIONS, Plan, decode, plan_at, table_size, to_table, validate_plan
+from clusters.tables import by_unique
 from clusters.workloads import Model
 
 PARTS = ("gemm_s", "attention_s", "elementwise_s", "recompute_s", "tp_comm_s", "cp_comm_s",
@@ -263,7 +266,7 @@ def output_layer_s(model: Model, rates: Rates, tokens: int, tp: int) -> tuple[fl
 
 
 def dp_exposed_s(rs, ag, compute_mb, m, zero, overlap):
-    """Exposed data-parallel communication per step (floats or numpy arrays).
+    """Exposed data-parallel communication per step (numpy arrays, one entry per plan).
     ZeRO 0-2: gradients reduced (all-reduce, or reduce-scatter + parameter all-gather with a
     sharded optimizer) once per step; overlapped, the last micro-batch's backward (2/3 of its
     compute) hides the reduce-scatter and the first one's forward (1/3) the all-gather
@@ -271,41 +274,230 @@ def dp_exposed_s(rs, ag, compute_mb, m, zero, overlap):
     weights after use: every micro-batch all-gathers them for forward and again for backward
     and reduce-scatters its gradients, hidden behind all the forward and backward compute
     (layer-by-layer prefetch). FSDP without resharding (Llama 3) is ZeRO 2 here."""
-    zero = np.asarray(zero)
     z3_hidden = (np.maximum(0.0, m * ag - m * compute_mb / 3)
                  + np.maximum(0.0, m * (ag + rs) - m * compute_mb * 2 / 3))
     z12_hidden = np.maximum(0.0, rs - compute_mb * 2 / 3) + np.maximum(0.0, ag - compute_mb / 3)
-    if overlap:
-        return np.where(zero >= 3, z3_hidden, z12_hidden)
-    return np.where(zero >= 3, m * (2 * ag + rs), rs + ag)
+    hidden = np.where(zero >= 3, z3_hidden, z12_hidden)
+    exposed = np.where(zero >= 3, m * (2 * ag + rs), rs + ag)
+    return np.where(overlap, hidden, exposed)
 
 
-def layer_parts(lt: LayerTimes, plan: Plan) -> dict[str, float]:
-    """One layer, one micro-batch, forward + backward (+ recompute), exposed parts."""
-    fwd_compute = lt.gemm + lt.attention + lt.elementwise
-    tp_fwd = max(0.0, lt.tp_comm - lt.gemm) if plan.tp_comm_overlap else lt.tp_comm
-    tp_bwd = max(0.0, lt.tp_comm - 2 * lt.gemm) if plan.tp_comm_overlap else lt.tp_comm
-    parts = {
-        "gemm_s": 3 * lt.gemm,
-        "attention_s": lt.attention + lt.attention_bwd,
-        "elementwise_s": 3 * lt.elementwise,
-        "recompute_s": 0.0,
-        "tp_comm_s": tp_fwd + tp_bwd,
+LAYER_PARTS = ("gemm_s", "attention_s", "elementwise_s", "recompute_s", "tp_comm_s",
+               "cp_comm_s", "ep_comm_s")
+
+
+def layer_parts(lt: dict, tp_comm_overlap, ep_overlap, recompute) -> dict:
+    """One layer, one micro-batch, forward + backward (+ recompute): the exposed parts, from
+    the forward times `lt` (LayerTimes fields as arrays) and each plan's software choices."""
+    gemm, attn, attn_bwd, elem = lt["gemm"], lt["attention"], lt["attention_bwd"], lt["elementwise"]
+    fwd_compute = gemm + attn + elem
+    tp_fwd = np.where(tp_comm_overlap, np.maximum(0.0, lt["tp_comm"] - gemm), lt["tp_comm"])
+    tp_bwd = np.where(tp_comm_overlap, np.maximum(0.0, lt["tp_comm"] - 2 * gemm), lt["tp_comm"])
+    full = recompute == RECOMPUTE.index("full")
+    selective = recompute == RECOMPUTE.index("selective")
+    # each EP direction hidden behind the same pass of another micro-batch when overlapped
+    ep_hidden = (np.maximum(0.0, lt["ep_comm"] - fwd_compute)
+                 + np.maximum(0.0, lt["ep_comm"] - 2 * (gemm + elem) - attn_bwd))
+    return {
+        "gemm_s": 3 * gemm,
+        "attention_s": attn + attn_bwd,
+        "elementwise_s": 3 * elem,
+        "recompute_s": np.where(full, fwd_compute, np.where(selective, attn, 0.0)),
+        "tp_comm_s": tp_fwd + tp_bwd + np.where(full, tp_fwd, 0.0),
         # ring attention: fwd sends K,V, bwd K,V and their gradients, behind attention compute
-        "cp_comm_s": max(0.0, lt.cp_comm - lt.attention) + max(0.0, 2 * lt.cp_comm - lt.attention_bwd),
-        "ep_comm_s": 2 * lt.ep_comm,
+        "cp_comm_s": (np.maximum(0.0, lt["cp_comm"] - attn)
+                      + np.maximum(0.0, 2 * lt["cp_comm"] - attn_bwd)),
+        "ep_comm_s": np.where(ep_overlap, ep_hidden, 2 * lt["ep_comm"])
+        + np.where(full & ~np.asarray(ep_overlap, dtype=bool), lt["ep_comm"], 0.0),
     }
-    if plan.ep_overlap:  # each direction hidden behind the same pass of another micro-batch
-        parts["ep_comm_s"] = (max(0.0, lt.ep_comm - fwd_compute)
-                              + max(0.0, lt.ep_comm - 2 * (lt.gemm + lt.elementwise)
-                                    - lt.attention_bwd))
-    if plan.recompute == "full":
-        parts["recompute_s"] = fwd_compute
-        parts["tp_comm_s"] += tp_fwd
-        parts["ep_comm_s"] += 0.0 if plan.ep_overlap else lt.ep_comm
-    elif plan.recompute == "selective":
-        parts["recompute_s"] = lt.attention
-    return parts
+
+
+# Plan fields a layer's forward times depend on (clusters.plan column names); a dense layer
+# and the output layer do not depend on EP, so they are computed once per key without it
+_LAYER_KEY = ("tp", "cp", "micro_batch", "seq_len", "precision", "sequence_parallel",
+              "attention_impl", "dropout")
+_LAYER_FIELDS = ("gemm", "attention", "attention_bwd", "elementwise", "tp_comm", "cp_comm",
+                 "ep_comm")
+
+
+class _RatesByPrecision(dict):
+    """Rates of one chip and calibration, one per GEMM precision, made on first use."""
+
+    def __init__(self, chip: Chip, cal: Calibration):
+        super().__init__()
+        self.chip, self.cal = chip, cal
+
+    def __missing__(self, precision: str) -> Rates:
+        self[precision] = r = Rates(self.chip, self.cal, precision)
+        return r
+
+
+def _key_plan(names, key) -> Plan:
+    return Plan(**{name: decode(name, v) for name, v in zip(names, key)})
+
+
+def _layer_table(model: Model, system: System, table: dict, rates: _RatesByPrecision) -> dict:
+    """Forward times of a dense and (for MoE models) an MoE layer, and the output layer's
+    GEMM and memory time, for every plan (computed once per distinct key of plan columns)."""
+
+    def dense_and_logits(key):
+        p = _key_plan(_LAYER_KEY, key)
+        r = rates[p.precision]
+        lt = layer_times(model, p, system, r, False)
+        logit = output_layer_s(model, r, p.micro_batch * p.seq_len // p.cp, p.tp)
+        return tuple(getattr(lt, f) for f in _LAYER_FIELDS) + logit
+
+    def moe(key):
+        p = _key_plan(_LAYER_KEY + ("ep",), key)
+        lt = layer_times(model, p, system, rates[p.precision], True)
+        return tuple(getattr(lt, f) for f in _LAYER_FIELDS)
+
+    keys = np.stack([table[k] for k in _LAYER_KEY], 1)
+    d = by_unique(keys, dense_and_logits)
+    out = {"dense": {f: d[:, i] for i, f in enumerate(_LAYER_FIELDS)},
+           "logit_gemm_s": d[:, -2], "logit_mem_s": d[:, -1]}
+    if model.moe is None:
+        out["moe"] = out["dense"]
+    else:
+        e = by_unique(np.concatenate([keys, table["ep"][:, None]], 1), moe)
+        out["moe"] = {f: e[:, i] for i, f in enumerate(_LAYER_FIELDS)}
+    return out
+
+
+def _group_collective(system: System, op: str, sizes, ranks, stride, where=True) -> np.ndarray:
+    """comm_s for every plan (0 where `where` is False): one vectorised collective call per
+    distinct (ranks, stride)."""
+    sizes = np.broadcast_to(np.asarray(sizes, dtype=float), ranks.shape)
+    out = np.zeros(len(sizes))
+    sel = (ranks > 1) & (sizes > 0) & where
+    if not sel.any():
+        return out
+    code = ranks * (int(stride.max()) + 1) + stride
+    for c in np.unique(code[sel]):
+        idx = np.nonzero(sel & (code == c))[0]
+        r, st = int(ranks[idx[0]]), int(stride[idx[0]])
+        group = Group(system, r, ranks_per_domain(system, st, r))
+        out[idx] = collective(op, sizes[idx], group).time_s
+    return out
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The cost model's answer for every plan of a table (arrays aligned with its rows)."""
+
+    model: Model
+    system: System
+    calibration: Calibration
+    plans: dict  # the plan table (clusters.plan.to_table)
+    parts_s: dict  # PARTS -> seconds per step
+    memory_bytes: dict  # memory_table's parts -> bytes per chip
+    capacity_bytes: float
+
+    @property
+    def n(self) -> int:
+        return table_size(self.plans)
+
+    @property
+    def step_time_s(self) -> np.ndarray:
+        return sum(self.parts_s[k] for k in PARTS)
+
+    @property
+    def total_memory_bytes(self) -> np.ndarray:
+        return sum(self.memory_bytes.values())
+
+    @property
+    def feasible(self) -> np.ndarray:
+        return self.total_memory_bytes <= self.capacity_bytes
+
+    def plan(self, i: int) -> Plan:
+        return plan_at(self.plans, i)
+
+    def result(self, i: int) -> "TrainResult":
+        """Row `i` as a TrainResult (the named breakdown, memory, throughput, power)."""
+        plan, chip, system = self.plan(i), self.system.chip, self.system
+        # Power and price pro rata of the systems' chips used (a 64-chip slice of a
+        # CloudMatrix 384 is charged 64/384 of it).
+        n_systems = plan.chips / system.chips_per_domain
+        breakdown = {k: float(self.parts_s[k][i]) for k in PARTS}
+        return TrainResult(
+            model=self.model.name, system=system.name, chips=plan.chips, plan=plan,
+            step_time_s=sum(breakdown.values()), breakdown_s=breakdown,
+            memory=breakdown_at(self.memory_bytes, i, self.capacity_bytes),
+            tokens_per_step=plan.tokens_per_step,
+            model_flops_per_token=F.model_flops_per_token(self.model, plan.seq_len),
+            hardware_flops_per_token=F.hardware_flops_per_token(self.model, plan.seq_len,
+                                                                plan.recompute),
+            peak_flops_per_s=chip.peak(plan.precision), chip_power_w=plan.chips * chip.power_w,
+            system_power_w=n_systems * system.power_w,
+            capex_usd=None if system.price_usd is None else n_systems * system.price_usd,
+            notes=tuple(self.calibration.notes_for(chip.family)))
+
+
+def evaluate(model: Model, system: System, plans: dict,
+             calibration: Calibration | None = None) -> Evaluation:
+    """The training step of every plan in `plans` (a plan table, clusters.plan.to_table) on
+    `system`: the one implementation of the training cost model. Plans are assumed valid
+    (clusters.plan.validate_plan, or clusters.search.enumerate_plans)."""
+    cal = calibration or default_calibration()
+    c = plans
+    tp, pp, dp, cp, ep, vpp, mb, zero = (c[k] for k in (
+        "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero"))
+    L = model.n_layers
+    rates = _RatesByPrecision(system.chip, cal)
+
+    lt = _layer_table(model, system, c, rates)
+    dense = layer_parts(lt["dense"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"])
+    moe = layer_parts(lt["moe"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"])
+    per_layer = {k: dense[k] * model.n_dense_layers / L + moe[k] * model.n_moe_layers / L
+                 for k in LAYER_PARTS}
+    logits = {k: np.zeros(len(tp)) for k in LAYER_PARTS}
+    logits["gemm_s"], logits["elementwise_s"] = lt["logit_gemm_s"], lt["logit_mem_s"]
+
+    # Busiest stage: ceil(L/p) layers, or an average share plus the output layer if heavier.
+    lps = np.ceil(L / pp)
+    layer_total = sum(per_layer.values())
+    use_ceil = (pp > 1) & (lps * layer_total >= L / pp * layer_total + sum(logits.values()))
+    stage = {k: np.where(pp == 1, L * per_layer[k] + logits[k],
+                         np.where(use_ceil, lps * per_layer[k], L / pp * per_layer[k] + logits[k]))
+             for k in LAYER_PARTS}
+
+    # Each TP rank sends only its 1/tp slice of the boundary activation; without sequence
+    # parallelism the receiver all-gathers it over the scale-up fabric (Megatron's
+    # scatter/gather optimisation, Narayanan et al. 2021 sec. 4.1).
+    tokens = mb * c["seq_len"] // cp
+    boundary = 2.0 * tokens * model.hidden_size
+    same_domain = (tp * cp * dp) < system.chips_per_domain  # the PP neighbour's stride
+    send = by_unique(np.stack([(boundary / tp).astype(np.int64), same_domain], 1),
+                     lambda k: (send_s(system, k[0], 1 if k[1] else system.chips_per_domain),))
+    gather = _group_collective(system, "all_gather", boundary, tp, np.ones_like(tp),
+                               where=~c["sequence_parallel"] & (pp > 1))
+    stage["pp_comm_s"] = np.where(pp > 1, 2 * vpp * (send[:, 0] + gather), 0.0)
+
+    m = c["global_batch"] // (dp * mb)
+    microbatch_s = sum(stage.values())
+    parts = {k: m * v for k, v in stage.items()}
+    parts["pipeline_bubble_s"] = (pp - 1) / vpp * microbatch_s
+
+    nonexpert, experts = params_per_chip(model, tp, pp, ep)
+    dp_ranks, edp = dp * cp, tp * cp * dp // ep
+    rs, ag = np.zeros(len(tp)), np.zeros(len(tp))
+    for size, ranks, stride in ((2.0 * nonexpert, dp_ranks, tp), (2.0 * experts, edp, ep)):
+        rs += _group_collective(system, "all_reduce", size, ranks, stride, where=zero == 0)
+        rs += _group_collective(system, "reduce_scatter", size, ranks, stride, where=zero >= 1)
+        ag += _group_collective(system, "all_gather", size, ranks, stride, where=zero >= 1)
+    compute = stage["gemm_s"] + stage["attention_s"] + stage["elementwise_s"]
+    parts["dp_comm_s"] = dp_exposed_s(rs, ag, compute, m, zero, c["dp_overlap"])
+    owned = np.where(zero >= 1, nonexpert / dp_ranks + experts / edp, nonexpert + experts)
+    optimizer = np.zeros(len(tp))
+    for code in np.unique(c["precision"]):
+        rows = c["precision"] == code
+        optimizer[rows] = rates[PRECISIONS[code]].mem_s(OPTIMIZER_BYTES_PER_PARAM * owned[rows])
+    parts["optimizer_s"] = optimizer
+
+    return Evaluation(model=model, system=system, calibration=cal, plans=c,
+                      parts_s={k: parts[k] for k in PARTS},
+                      memory_bytes=memory_table(model, c),
+                      capacity_bytes=system.chip.hbm_bytes * USABLE_HBM_FRACTION)
 
 
 @dataclass(frozen=True)
@@ -390,86 +582,10 @@ class TrainResult:
 
 def train_step(model: Model, system: System, plan: Plan,
                calibration: Calibration | None = None) -> TrainResult:
-    """Project one optimizer step of `plan` (whose chip count is tp*pp*dp*cp) on `system`."""
+    """Project one optimizer step of `plan` (whose chip count is tp*pp*dp*cp) on `system`: the
+    cost model (evaluate) for a table of one plan."""
     validate_plan(model, plan)
-    cal = calibration or default_calibration()
-    chip = system.chip
-    rates = Rates(chip, cal, plan.precision)
-    peak = chip.peak(plan.precision)
-
-    dense = layer_parts(layer_times(model, plan, system, rates, False), plan)
-    per_layer = {k: v * model.n_dense_layers / model.n_layers for k, v in dense.items()}
-    if model.moe is not None:
-        moe = layer_parts(layer_times(model, plan, system, rates, True), plan)
-        for k, v in moe.items():
-            per_layer[k] += v * model.n_moe_layers / model.n_layers
-
-    tokens = plan.micro_batch * plan.seq_len // plan.cp
-    logits = {k: 0.0 for k in per_layer}
-    logits["gemm_s"], logits["elementwise_s"] = output_layer_s(model, rates, tokens, plan.tp)
-
-    # Busiest stage: ceil(L/p) layers, or an average share plus the output layer if heavier.
-    lps = layers_per_stage(model, plan)
-    layer_total = sum(per_layer.values())
-    if plan.pp == 1:
-        stage = {k: model.n_layers * per_layer[k] + logits[k] for k in per_layer}
-    elif lps * layer_total >= model.n_layers / plan.pp * layer_total + sum(logits.values()):
-        stage = {k: lps * per_layer[k] for k in per_layer}
-    else:
-        stage = {k: model.n_layers / plan.pp * per_layer[k] + logits[k] for k in per_layer}
-
-    sp = plan.sequence_parallel and plan.tp > 1
-    pp_stride = plan.tp * plan.cp * plan.dp
-    stage["pp_comm_s"] = 0.0
-    if plan.pp > 1:
-        # Each TP rank sends only its 1/tp slice of the boundary activation; without sequence
-        # parallelism the receiver all-gathers it over the scale-up fabric (Megatron's
-        # scatter/gather optimisation, Narayanan et al. 2021 sec. 4.1).
-        full = 2.0 * tokens * model.hidden_size
-        one = send_s(system, full / plan.tp, pp_stride)
-        if not sp and plan.tp > 1:
-            one += comm_s(system, "all_gather", full, plan.tp, 1)
-        stage["pp_comm_s"] = 2 * plan.vpp * one
-
-    m = plan.n_microbatches
-    microbatch_s = sum(stage.values())
-    parts = {k: m * v for k, v in stage.items()}
-    parts["pipeline_bubble_s"] = (plan.pp - 1) / plan.vpp * microbatch_s
-
-    nonexpert, experts = params_per_chip(model, plan)
-    dp_ranks = plan.dp * plan.cp
-    edp = plan.tp * plan.cp * plan.dp // plan.ep
-    grad_bytes = 2.0 * nonexpert
-    if plan.zero == 0:
-        rs = comm_s(system, "all_reduce", grad_bytes, dp_ranks, plan.tp)
-        rs += comm_s(system, "all_reduce", 2.0 * experts, edp, plan.ep)
-        ag = 0.0
-    else:
-        rs = comm_s(system, "reduce_scatter", grad_bytes, dp_ranks, plan.tp)
-        rs += comm_s(system, "reduce_scatter", 2.0 * experts, edp, plan.ep)
-        ag = comm_s(system, "all_gather", grad_bytes, dp_ranks, plan.tp)
-        ag += comm_s(system, "all_gather", 2.0 * experts, edp, plan.ep)
-    compute = stage["gemm_s"] + stage["attention_s"] + stage["elementwise_s"]
-    parts["dp_comm_s"] = float(dp_exposed_s(rs, ag, compute, m, plan.zero, plan.dp_overlap))
-    owned = (nonexpert / dp_ranks + experts / edp) if plan.zero >= 1 else nonexpert + experts
-    parts["optimizer_s"] = rates.mem_s(OPTIMIZER_BYTES_PER_PARAM * owned)
-
-    breakdown = {k: parts[k] for k in PARTS}
-    step = sum(breakdown.values())
-    # Power and price pro rata of the systems' chips used (a 64-chip slice of a CloudMatrix 384
-    # is charged 64/384 of it).
-    n_systems = plan.chips / system.chips_per_domain
-    notes = tuple(cal.notes_for(chip.family))
-    mem = memory_per_chip(model, plan, chip.hbm_bytes)
-    return TrainResult(
-        model=model.name, system=system.name, chips=plan.chips, plan=plan, step_time_s=step,
-        breakdown_s=breakdown, memory=mem, tokens_per_step=plan.tokens_per_step,
-        model_flops_per_token=F.model_flops_per_token(model, plan.seq_len),
-        hardware_flops_per_token=F.hardware_flops_per_token(model, plan.seq_len, plan.recompute),
-        peak_flops_per_s=peak, chip_power_w=plan.chips * chip.power_w,
-        system_power_w=n_systems * system.power_w,
-        capex_usd=None if system.price_usd is None else n_systems * system.price_usd,
-        notes=notes)
+    return evaluate(model, system, to_table([plan]), calibration).result(0)
 
 
 def step_gemm_flops(model: Model, plan: Plan) -> float:

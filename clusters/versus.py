@@ -36,7 +36,8 @@ from clusters.calibration import Calibration, default_calibration
 from clusters.catalog import System, load_system
 from clusters.inference import ServePlan, best_batch_for_tpot, devices_per_chip, prefill
 from clusters.projection import TRAIN_TOKENS_PER_STEP, default_global_batch
-from clusters.search import enumerate_plans, evaluate, search
+from clusters.search import enumerate_plans, search
+from clusters.train import evaluate
 from clusters.workloads import Model, load_model
 from clusters.errors import ModelInputError
 
@@ -328,7 +329,7 @@ class ReferenceCurve:
         plans = enumerate_plans(m, c.system, c.chips, gb, seq, "bf16")
         keep: set[int] = set()
         for f in (0.25, self.current[0], 1.0, self.perfect):
-            ev = evaluate(m, c.system, plans, gb, seq, "bf16", self.calibration(f))
+            ev = evaluate(m, c.system, plans, self.calibration(f))
             order = np.argsort(np.where(ev.feasible, ev.step_time_s, np.inf))
             keep.update(int(i) for i in order[:self._top] if ev.feasible[i])
         idx = np.asarray(sorted(keep), dtype=np.int64)
@@ -348,7 +349,7 @@ class ReferenceCurve:
             if len(self._plans["tp"]) == 0:
                 return 0.0
             seq, gb = m.seq_len, default_global_batch(m.seq_len)
-            ev = evaluate(m, c.system, self._plans, gb, seq, "bf16", cal)
+            ev = evaluate(m, c.system, self._plans, cal)
             t = float(np.where(ev.feasible, ev.step_time_s, np.inf).min())
             return gb * seq / t if math.isfinite(t) else 0.0
         if self._layouts is None:

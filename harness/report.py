@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 
 from harness import compare as cmp_mod
 from harness.format import markdown_cell, markdown_table
+from harness.studies import projection_tables as projections
 from harness.resultset import ResultSet, write_atomic
 
 _CSS = """
@@ -157,15 +157,8 @@ def roofline_plot(rs: ResultSet) -> bytes | None:
 
 
 def projection_tables() -> list:
-    """[(title, DataFrame)] from harness.studies.projection_tables.projection_tables(), or [] without it."""
-    try:
-        mod = importlib.import_module("harness.studies.projection_tables")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("harness.studies.projection_tables", "clusters"):
-            return []  # not written yet: the section is simply left out
-        raise
-    fn = getattr(mod, "projection_tables", None)
-    return list(fn()) if callable(fn) else []
+    """[(title, DataFrame)]: the head-to-head projection tables the report includes."""
+    return projections.projection_tables()
 
 
 # ---------------------------------------------------------------------------- building

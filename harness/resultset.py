@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -216,10 +215,6 @@ def save(rs: ResultSet, path: Path) -> Path:
     write_atomic(Path(path), json.dumps(doc, indent=1, default=_json_default) + "\n")
     rs.path = Path(path)
     return Path(path)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "unknown"
 
 
 def default_path(results_dir: Path, meta: dict) -> Path:

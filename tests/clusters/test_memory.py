@@ -46,7 +46,7 @@ def test_zero_stages_shard_what_they_claim():
     m = load_model("llama3-70b")
     base = Plan(tp=8, pp=1, dp=16, global_batch=16, seq_len=4096)
     mems = [memory_per_chip(m, base.with_(zero=z), 80e9) for z in range(4)]
-    nonexpert, _ = params_per_chip(m, base)
+    nonexpert, _ = params_per_chip(m, base.tp, base.pp, base.ep)
     assert mems[0].optimizer_bytes == pytest.approx(12 * nonexpert)
     assert mems[1].optimizer_bytes == pytest.approx(12 * nonexpert / 16)
     assert mems[1].grads_bytes == pytest.approx(4 * nonexpert)
@@ -59,7 +59,7 @@ def test_zero_stages_shard_what_they_claim():
 def test_moe_expert_weights_split_by_ep():
     m = load_model("deepseek-v3")
     p = Plan(tp=1, pp=16, dp=64, ep=64, global_batch=1024, seq_len=4096)
-    _, experts = params_per_chip(m, p)
+    _, experts = params_per_chip(m, p.tp, p.pp, p.ep)
     # busiest stage: ceil(61/16) = 4 layers, MoE layers pro rata; 256/64 = 4 experts each
     per_layer_per_chip = 4 * F.ffn_params(m, 2048)
     assert per_layer_per_chip * 64 == F.expert_params_per_layer(m)
@@ -91,9 +91,8 @@ def test_edge_stages_give_up_the_shortfall(layers, pp, edges):
 def test_llama3_405b_published_plan_holds_seven_layers_on_the_first_stage():
     """arXiv 2407.21783 sec. 3.3.2: 126 layers on 16 stages, one fewer on the first and the
     last; one-layer chunks (v = 8); no activation checkpointing; it fits an 80 GB H100."""
-    from clusters.memory import activation_bytes
     m = load_model("llama3-405b")
     p = Plan(tp=8, pp=16, dp=64, vpp=8, global_batch=2048, seq_len=8192, zero=2)
     per_layer = activation_bytes_per_token_layer(m, p, False) * 8192
-    assert activation_bytes(m, p) == pytest.approx(per_layer * 7 * 16 * (1 + 15 / (16 * 8)))
+    assert memory_per_chip(m, p, 80e9).activations_bytes == pytest.approx(per_layer * 7 * 16 * (1 + 15 / (16 * 8)))
     assert memory_per_chip(m, p, 80e9).feasible

@@ -1,13 +1,13 @@
-"""Plan search: the vectorised evaluation equals train_step plan by plan, finds feasible
-plans (its speed: tests/bench/test_search_speed.py).
-"""
+"""Plan search: enumeration rules, the table evaluation row by row, feasible best-first results
+(its speed: tests/bench/test_search_speed.py)."""
 
 import numpy as np
 import pytest
 
 from clusters import search as S
 from clusters.catalog import load_system
-from clusters.train import train_step
+from clusters.plan import Plan, table_rows, to_table
+from clusters.train import evaluate, train_step
 from clusters.workloads import load_model
 from clusters.errors import ModelInputError
 
@@ -21,32 +21,36 @@ CASES = [("llama3-70b", "hgx-h100", 64, 128, 8192, {}),
 
 
 @pytest.mark.parametrize("model, system, chips, gb, seq, software", CASES)
-def test_vectorised_evaluation_equals_train_step(model, system, chips, gb, seq, software):
+def test_each_row_of_a_table_is_evaluated_as_if_alone(model, system, chips, gb, seq, software):
+    """The cost model computes expensive parts once per distinct key of plan columns and
+    broadcasts them: a key that missed a column that matters would hand one plan another
+    plan's numbers. Each sampled row, evaluated as a table of one, must give the same answer."""
     m, sy = load_model(model), load_system(system)
     plans = S.enumerate_plans(m, sy, chips, gb, seq, software=software)
-    ev = S.evaluate(m, sy, plans, gb, seq, software=software)
+    ev = evaluate(m, sy, plans)
     assert ev.n > 100
     for i in np.random.default_rng(1).choice(ev.n, 25, replace=False):
-        r = train_step(m, sy, ev.plan(int(i)))
-        assert ev.step_time_s[i] == pytest.approx(r.step_time_s, rel=1e-9)
-        assert ev.memory_bytes[i] == pytest.approx(r.memory.total_bytes, rel=1e-9)
-        assert bool(ev.feasible[i]) == r.feasible
-        for k, v in r.breakdown_s.items():
-            assert ev.parts_s[k][i] == pytest.approx(v, rel=1e-9, abs=1e-15)
+        alone = evaluate(m, sy, table_rows(plans, [int(i)]))
+        for k, v in ev.parts_s.items():
+            assert alone.parts_s[k][0] == v[i], (k, ev.plan(int(i)))
+        for k, v in ev.memory_bytes.items():
+            assert alone.memory_bytes[k][0] == v[i], (k, ev.plan(int(i)))
 
 
-def test_vectorised_evaluation_equals_train_step_fp8():
-    """fp8 (bf16 output layer) and an uneven layer split (126 layers: edge stages hold 7)."""
-    for name, chips in (("llama3-8b", 8), ("llama3-405b", 256)):  # 126 % 16, 32, 64 != 0
-        m, sy = load_model(name), load_system("hgx-h100")
-        plans = S.enumerate_plans(m, sy, chips, 256, 8192, precision="fp8")
-        ev = S.evaluate(m, sy, plans, 256, 8192, precision="fp8")
-        uneven = np.nonzero(m.n_layers % plans["pp"])[0]
-        picks = np.random.default_rng(2).choice(ev.n, min(ev.n, 25), replace=False)
-        for i in np.concatenate([picks, uneven[:10]]):
-            r = train_step(m, sy, ev.plan(int(i)))
-            assert ev.step_time_s[i] == pytest.approx(r.step_time_s, rel=1e-9)
-            assert ev.memory_bytes[i] == pytest.approx(r.memory.total_bytes, rel=1e-9)
+def test_a_mixed_table_of_software_choices_and_precisions():
+    """Rows that differ in every software option and precision, evaluated together and alone,
+    and through train_step (the single-plan entry point)."""
+    m, sy = load_model("llama3-8b"), load_system("hgx-h100")
+    base = Plan(tp=2, pp=2, dp=2, global_batch=64, seq_len=4096)
+    plans = [base, base.with_(precision="fp8"), base.with_(tp_comm_overlap=True),
+             base.with_(recompute="full", dp_overlap=False), base.with_(sequence_parallel=False),
+             base.with_(attention_impl="materialized", dropout=True),
+             base.with_(zero=3, dp_overlap=False)]
+    ev = evaluate(m, sy, to_table(plans))
+    steps = ev.step_time_s
+    assert len(set(steps.tolist())) == len(plans)  # every choice changes the step
+    for i, p in enumerate(plans):
+        assert train_step(m, sy, p).step_time_s == steps[i]
 
 
 def test_enumeration_respects_the_rules():

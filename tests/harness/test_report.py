@@ -6,8 +6,6 @@ import importlib.util
 import re
 import shutil
 import subprocess
-import sys
-import types
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -99,20 +97,12 @@ def test_roofline_points_are_flops_over_bytes_and_achieved_rate():
 
 
 def test_projection_tables_hook_included_and_escaped(tmp_path, monkeypatch):
-    fake = types.ModuleType("harness.studies.projection_tables")
-    fake.projection_tables = lambda: [(f"Llama 70B {EVIL}", pd.DataFrame({"system": [EVIL, "NVL72"], "step_time_s": [1.5, 0.25]}))]
-    monkeypatch.setitem(sys.modules, "harness.studies.projection_tables", fake)
+    monkeypatch.setattr(report.projections, "projection_tables", lambda: [(
+        f"Llama 70B {EVIL}", pd.DataFrame({"system": [EVIL, "NVL72"], "step_time_s": [1.5, 0.25]}))])
     r = report.build_report(new=synth.make_set([]))
     assert "<h2>Projections</h2>" in r.html and "<td>0.25</td>" in r.html
     assert EVIL not in r.html and EVIL not in r.markdown
     assert "| &lt;script&gt;alert(1)&lt;/script&gt; | 1.5 |" in r.markdown
-
-
-def test_projection_section_skipped_quietly_without_the_module(monkeypatch):
-    monkeypatch.setitem(sys.modules, "harness.studies.projection_tables", None)  # import fails as if absent
-    assert report.projection_tables() == []
-    r = report.build_report(new=synth.make_set([]))
-    assert "Projections" not in r.html
 
 
 def test_report_defaults_to_newest_set_and_its_baseline(cli, capsys, tmp_path):
