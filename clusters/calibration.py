@@ -9,14 +9,14 @@ measured points and held flat outside them.
 from __future__ import annotations
 
 import math
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from clusters.errors import ModelInputError
+from clusters.tomldata import Field, check, read_toml
 
 DEFAULT_PATH = Path(__file__).parent / "data" / "calibration" / "default.toml"
 KERNELS = ("gemm", "attention", "memory")
@@ -68,6 +68,12 @@ class Calibration:
     # Compute kernels timed in short bursts run at boost clock; a training run sustains the
     # power-saturated clock. family (or "*") -> (factor, source), applied to burst entries.
     sustained: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+    # Named ratios between sourced efficiencies (name -> (value, source)): how one kernel's
+    # efficiency relates to another's where only the latter is calibrated (ratio())
+    ratios: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+    # Named variants: entries that replace the matching (kernel, family) entries for a stack
+    # of another era (variant())
+    variants: Mapping[str, tuple[Entry, ...]] = field(default_factory=dict)
     # lookups answered so far (not an input: a copy made with dataclasses.replace starts empty)
     _lookups: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -119,66 +125,82 @@ class Calibration:
                              source: str = "user override") -> "Calibration":
         factors = dict(self.software_factors)
         factors[family] = SoftwareFactor(compute, memory, source)
-        return Calibration(self.name, self.description, self.entries, factors, self.measured_on,
-                           self.borrow, self.sustained)
+        return replace(self, software_factors=factors)
+
+    def ratio(self, name: str) -> float:
+        """A named ratio of the calibration file's [ratio] table."""
+        try:
+            return self.ratios[name][0]
+        except KeyError:
+            raise ModelInputError(f"calibration {self.name!r} has no ratio {name!r} (known: "
+                                  f"{', '.join(sorted(self.ratios)) or 'none'})") from None
+
+    def variant(self, name: str) -> "Calibration":
+        """This calibration with the entries of variant `name` in place of the entries of the
+        same kernel and family (e.g. "flash2": attention kernels of stacks that predate
+        FlashAttention-3)."""
+        if name not in self.variants:
+            raise ModelInputError(f"calibration {self.name!r} has no variant {name!r} (known: "
+                                  f"{', '.join(sorted(self.variants)) or 'none'})")
+        new = self.variants[name]
+        replaced = {(e.kernel, e.family) for e in new}
+        kept = tuple(e for e in self.entries if (e.kernel, e.family) not in replaced)
+        return replace(self, name=f"{self.name}+{name}", entries=kept + new,
+                       description=f"{self.description}; variant {name}")
 
 
-def _bad(where, msg):
-    raise ModelInputError(f"{where}: {msg}")
+_ENTRY = {
+    "kernel": Field("str", choices=KERNELS), "family": Field("str", required=False),
+    "dtype": Field("str", required=False), "efficiency": Field("float", required=False, hi=1.0),
+    "points": Field("number_rows", required=False, width=2), "source": Field("str"),
+    "burst": Field("bool", required=False),
+}
+_FACTOR = {"compute": Field("float", hi=1.5), "memory": Field("float", hi=1.5),
+           "source": Field("str")}
+_SUSTAINED = {"factor": Field("float", hi=1.0), "source": Field("str")}
+_RATIO = {"numerator": Field("float", hi=1e3), "denominator": Field("float", hi=1e3),
+          "source": Field("str")}
+_SPEC = {
+    "name": Field("str", required=False), "description": Field("str", required=False),
+    "entry": Field("table_list", required=False, spec=_ENTRY),
+    "software_factor": Field("table_map", required=False, spec=_FACTOR),
+    "borrow": Field("str_map", required=False),
+    "sustained_clock": Field("table_map", required=False, spec=_SUSTAINED),
+    "ratio": Field("table_map", required=False, spec=_RATIO),
+    "variant": Field("table_map", required=False, spec={
+        "description": Field("str"), "entry": Field("table_list", spec=_ENTRY)}),
+}
+
+
+def _entry(where, e: dict) -> Entry:
+    if (e["efficiency"] is None) == (e["points"] is None):
+        raise ModelInputError(f"{where}: give key 'efficiency' or 'points' (one of them)")
+    if e["points"] is not None:  # [[size, efficiency], ...]
+        pts = sorted((float(size), float(v)) for size, v in e["points"])
+        sizes, effs = tuple(math.log10(size) for size, _ in pts), tuple(v for _, v in pts)
+        if not all(0 < v <= 1 for v in effs):
+            raise ModelInputError(f"{where}: key 'points' efficiencies must be in (0, 1], got {effs}")
+    else:
+        sizes, effs = (), (e["efficiency"],)
+    return Entry(e["kernel"], e["family"] or "*", e["dtype"] or "*", sizes, effs, e["source"],
+                 bool(e["burst"]))
 
 
 def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelInputError(f"{path}: calibration file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelInputError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"name", "description", "entry", "software_factor", "borrow",
-                          "sustained_clock"}
-    if unknown:
-        _bad(path, f"unknown key {sorted(unknown)[0]!r}")
-    entries = []
-    for i, e in enumerate(doc.get("entry", [])):
-        where = f"{path}: entry {i + 1}"
-        extra = set(e) - {"kernel", "family", "dtype", "efficiency", "points", "source", "burst"}
-        if extra:
-            _bad(where, f"unknown key {sorted(extra)[0]!r}")
-        if e.get("kernel") not in KERNELS:
-            _bad(where, f"key 'kernel' must be one of {KERNELS}, got {e.get('kernel')!r}")
-        if not str(e.get("source", "")).strip():
-            _bad(where, "missing key 'source'")
-        if "points" in e:  # [[size, efficiency], ...]
-            pts = sorted((float(s), float(v)) for s, v in e["points"])
-            sizes = tuple(math.log10(s) for s, _ in pts)
-            effs = tuple(v for _, v in pts)
-        elif "efficiency" in e:
-            sizes, effs = (), (float(e["efficiency"]),)
-        else:
-            _bad(where, "missing key 'efficiency' (or 'points')")
-        if not all(0 < v <= 1 for v in effs):
-            _bad(where, f"key 'efficiency' must be in (0, 1], got {effs}")
-        entries.append(Entry(e["kernel"], e.get("family", "*"), e.get("dtype", "*"), sizes,
-                             effs, e["source"], bool(e.get("burst", False))))
-    factors = {}
-    for fam, f in doc.get("software_factor", {}).items():
-        for key in ("compute", "memory", "source"):
-            if key not in f:
-                _bad(path, f"[software_factor.{fam}] missing key {key!r}")
-        if not (0 < f["compute"] <= 1.5 and 0 < f["memory"] <= 1.5):
-            _bad(path, f"[software_factor.{fam}] factors must be in (0, 1.5]")
-        factors[fam] = SoftwareFactor(float(f["compute"]), float(f["memory"]), f["source"])
-    borrow = doc.get("borrow", {})
-    if not all(isinstance(v, str) for v in borrow.values()):
-        _bad(path, "[borrow] values must be family names")
-    sustained = {}
-    for fam, f in doc.get("sustained_clock", {}).items():
-        if not isinstance(f, dict) or not 0 < f.get("factor", 0) <= 1 or "source" not in f:
-            _bad(path, f"[sustained_clock.{fam}] needs factor in (0, 1] and source")
-        sustained[fam] = (float(f["factor"]), f["source"])
-    return Calibration(doc.get("name", path.stem), doc.get("description", str(path)),
-                       tuple(entries), factors, borrow=dict(borrow), sustained=sustained)
+    doc = check(path, read_toml(path, "calibration"), _SPEC).values
+    entries = tuple(_entry(f"{path}: entry {i + 1}", e) for i, e in enumerate(doc["entry"] or []))
+    factors = {fam: SoftwareFactor(f["compute"], f["memory"], f["source"])
+               for fam, f in (doc["software_factor"] or {}).items()}
+    sustained = {fam: (f["factor"], f["source"]) for fam, f in (doc["sustained_clock"] or {}).items()}
+    ratios = {name: (r["numerator"] / r["denominator"], r["source"])
+              for name, r in (doc["ratio"] or {}).items()}
+    variants = {name: tuple(_entry(f"{path}: variant {name} entry {i + 1}", e)
+                            for i, e in enumerate(v["entry"]))
+                for name, v in (doc["variant"] or {}).items()}
+    return Calibration(doc["name"] or path.stem, doc["description"] or str(path), entries,
+                       factors, borrow=dict(doc["borrow"] or {}), sustained=sustained,
+                       ratios=ratios, variants=variants)
 
 
 def default_calibration() -> Calibration:

@@ -7,19 +7,18 @@ file and the key, so a bad catalog never reaches the models.
 """
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from clusters.dtypes import DTYPES
 from clusters.errors import ModelInputError
+from clusters.tomldata import Field, check, read_toml
 
 DATA_DIR = Path(__file__).parent / "data"
 
-DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 FABRIC_KINDS = ("nvlink", "hccs", "ub", "infiniband", "roce")
 TOPOLOGIES = ("switched", "switched-inr", "full-mesh", "clos")
 
@@ -32,29 +31,20 @@ _MAX_POWER_W = 1e8
 _MAX_PRICE_USD = 1e10
 
 
-# --- field specs: one table per kind drives validation, so field lists are not repeated by hand ---
+# --- field specs: one table per kind drives validation (clusters.tomldata) ---
 
-@dataclass(frozen=True)
-class _Field:
-    kind: str  # "str", "bool", "str_list", "number", "dtype_map"
-    required: bool = True
-    lo: float = 0.0  # exclusive lower bound for numbers
-    hi: float = math.inf  # inclusive upper bound
-    integer: bool = False
-    choices: tuple[str, ...] = ()
+def _num(hi: float, lo: float = 0.0, required: bool = True, integer: bool = False) -> Field:
+    """A sourced number in (lo, hi]."""
+    return Field("sourced", required=required, lo=lo, hi=hi, integer=integer)
 
 
-def _num(hi: float, lo: float = 0.0, required: bool = True, integer: bool = False) -> _Field:
-    return _Field("number", required=required, lo=lo, hi=hi, integer=integer)
-
-
-_CHIP_FIELDS: dict[str, _Field] = {
-    "name": _Field("str"),
-    "vendor": _Field("str", choices=("nvidia", "huawei")),
-    "family": _Field("str"),
-    "description": _Field("str"),
-    "device_kind_patterns": _Field("str_list"),
-    "peak_flops_per_s": _Field("dtype_map", hi=_MAX_FLOPS),
+_CHIP_FIELDS: dict[str, Field] = {
+    "name": Field("str"),
+    "vendor": Field("str", choices=("nvidia", "huawei")),
+    "family": Field("str"),
+    "description": Field("str"),
+    "device_kind_patterns": Field("str_list"),
+    "peak_flops_per_s": Field("dtype_map", hi=_MAX_FLOPS, keys=DTYPES),
     "hbm_bytes": _num(_MAX_BYTES),
     "hbm_bw_bytes_per_s": _num(_MAX_BW),
     "power_w": _num(1e4),
@@ -65,29 +55,35 @@ _CHIP_FIELDS: dict[str, _Field] = {
     "devices_per_package": _num(16, lo=0.5, required=False, integer=True),
 }
 
-_FABRIC_FIELDS: dict[str, _Field] = {
-    "name": _Field("str"),
-    "kind": _Field("str", choices=FABRIC_KINDS),
-    "description": _Field("str"),
+_FABRIC_FIELDS: dict[str, Field] = {
+    "name": Field("str"),
+    "kind": Field("str", choices=FABRIC_KINDS),
+    "description": Field("str"),
     "bw_bytes_per_s_per_chip": _num(_MAX_BW),
     "latency_s": _num(_MAX_LATENCY_S),
     "per_hop_latency_s": _num(_MAX_LATENCY_S),
     "efficiency": _num(1.0),
-    "in_network_reduction": _Field("bool"),
+    "in_network_reduction": Field("bool"),
     # Only for fabrics that reduce in the switch (NVLS): fraction of the achievable bandwidth the
     # switch reduction reaches, and its extra fixed latency.
     "inr_efficiency": _num(1.0, required=False),
     "inr_latency_s": _num(_MAX_LATENCY_S, required=False),
+    # Where the fabric's serving stack has its own fused MoE dispatch/combine operators and they
+    # were measured: the measurement (MoeAllToAll), sourced as a whole
+    "moe_a2a": Field("table", required=False, spec={"source": Field("str"), "value": Field(
+        "table", spec={"tokens_per_rank": Field("int", hi=1e7), "experts_per_token": Field("int", hi=1e4),
+                       "hidden": Field("int", hi=1e7),
+                       "points": Field("number_rows", width=3)})}),
 }
 
-_SYSTEM_FIELDS: dict[str, _Field] = {
-    "name": _Field("str"),
-    "description": _Field("str"),
-    "chip": _Field("str"),
+_SYSTEM_FIELDS: dict[str, Field] = {
+    "name": Field("str"),
+    "description": Field("str"),
+    "chip": Field("str"),
     "chips_per_domain": _num(1e6, lo=0.5, integer=True),
-    "domain_topology": _Field("str", choices=TOPOLOGIES),
-    "scale_up": _Field("str"),
-    "scale_out": _Field("str"),
+    "domain_topology": Field("str", choices=TOPOLOGIES),
+    "scale_up": Field("str"),
+    "scale_out": Field("str"),
     "power_w": _num(_MAX_POWER_W),
     "price_usd": _num(_MAX_PRICE_USD, required=False),
 }
@@ -128,6 +124,15 @@ class Chip:
 
 
 @dataclass(frozen=True)
+class MoeAllToAll:
+    """Measured MoE dispatch and combine times per EP rank at one token shape."""
+
+    points: tuple[tuple[int, float, float], ...]  # (EP ranks, dispatch_s, combine_s), by ranks
+    shape_elements: int  # tokens per rank x experts per token x hidden of the measurement
+    source: str
+
+
+@dataclass(frozen=True)
 class Fabric:
     name: str
     kind: str
@@ -141,6 +146,7 @@ class Fabric:
     inr_latency_s: float | None
     sources: Mapping[str, str]
     notes: Mapping[str, str]
+    moe_a2a: MoeAllToAll | None = None
 
     @property
     def achievable_bw_bytes_per_s(self) -> float:
@@ -178,94 +184,15 @@ class Cluster:
 
 # --- validation ---
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ModelInputError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelInputError(f"{path}: malformed TOML: {exc}") from None
-
-
-def _check_number(path: Path, key: str, raw: Any, spec: _Field, sources: dict, notes: dict) -> float:
-    if not isinstance(raw, dict):
-        raise ModelInputError(f"{path}: key {key!r} must be a table {{ value = ..., source = \"...\" }}, got {raw!r}")
-    unknown = set(raw) - {"value", "source", "note"}
-    if unknown:
-        raise ModelInputError(f"{path}: key {key!r} has unknown field(s) {sorted(unknown)} (allowed: value, source, note)")
-    if "value" not in raw:
-        raise ModelInputError(f"{path}: key {key!r} has no value")
-    src = raw.get("source")
-    if not isinstance(src, str) or not src.strip():
-        raise ModelInputError(f"{path}: key {key!r} has no source")
-    value = raw["value"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ModelInputError(f"{path}: key {key!r} value must be a finite number, got {value!r}")
-    if not (value > spec.lo):
-        raise ModelInputError(f"{path}: key {key!r} value {value!r} must be greater than {spec.lo:g}")
-    if value > spec.hi:
-        raise ModelInputError(f"{path}: key {key!r} value {value!r} is impossible (above {spec.hi:g}); check the units")
-    if spec.integer and value != int(value):
-        raise ModelInputError(f"{path}: key {key!r} value {value!r} must be an integer")
-    if "note" in raw and not isinstance(raw["note"], str):
-        raise ModelInputError(f"{path}: key {key!r} note must be a string")
-    sources[key] = src
-    if "note" in raw:
-        notes[key] = raw["note"]
-    return int(value) if spec.integer else float(value)
-
-
-def _validate(path: Path, data: dict[str, Any], fields: dict[str, _Field]) -> tuple[dict, dict, dict]:
-    """Check `data` against `fields`; return (values, sources, notes)."""
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ModelInputError(f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(fields)})")
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    notes: dict[str, str] = {}
-    for key, spec in fields.items():
-        if key not in data:
-            if spec.required:
-                raise ModelInputError(f"{path}: missing key {key!r}")
-            values[key] = None
-            continue
-        raw = data[key]
-        if spec.kind == "str":
-            if not isinstance(raw, str) or not raw.strip():
-                raise ModelInputError(f"{path}: key {key!r} must be a non-empty string, got {raw!r}")
-            if spec.choices and raw not in spec.choices:
-                raise ModelInputError(f"{path}: key {key!r} is {raw!r}; expected one of {', '.join(spec.choices)}")
-            values[key] = raw
-        elif spec.kind == "bool":
-            if not isinstance(raw, bool):
-                raise ModelInputError(f"{path}: key {key!r} must be true or false, got {raw!r}")
-            values[key] = raw
-        elif spec.kind == "str_list":
-            if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and s for s in raw):
-                raise ModelInputError(f"{path}: key {key!r} must be a non-empty list of strings")
-            for pattern in raw:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ModelInputError(f"{path}: key {key!r} has a bad regex {pattern!r}: {exc}") from None
-            values[key] = tuple(raw)
-        elif spec.kind == "number":
-            values[key] = _check_number(path, key, raw, spec, sources, notes)
-        elif spec.kind == "dtype_map":
-            if not isinstance(raw, dict) or not raw:
-                raise ModelInputError(f"{path}: key {key!r} must be a table of dtypes ({', '.join(DTYPES)})")
-            out = {}
-            for dtype, entry in raw.items():
-                if dtype not in DTYPES:
-                    raise ModelInputError(f"{path}: key '{key}.{dtype}' is not a known dtype (allowed: {', '.join(DTYPES)})")
-                out[dtype] = _check_number(path, f"{key}.{dtype}", entry, _num(spec.hi), sources, notes)
-            values[key] = MappingProxyType(out)
-        else:  # pragma: no cover - a bug in the field table
-            raise AssertionError(spec.kind)
+def _validate(path: Path, fields: dict[str, Field]) -> tuple[dict, dict, dict]:
+    """Read and check one catalog file; return (values, sources, notes)."""
+    c = check(path, read_toml(path, "catalog"), fields)
+    values = c.values
+    if "peak_flops_per_s" in values:
+        values["peak_flops_per_s"] = MappingProxyType(values["peak_flops_per_s"])
     if values.get("name") is not None and values["name"] != path.stem and path.parent.parent == DATA_DIR:
         raise ModelInputError(f"{path}: key 'name' is {values['name']!r} but shipped files must be named <name>.toml")
-    return values, sources, notes
+    return values, c.sources, c.notes
 
 
 def _frozen(d: dict) -> Mapping:
@@ -276,26 +203,32 @@ def _frozen(d: dict) -> Mapping:
 
 def load_chip_file(path: str | Path) -> Chip:
     path = Path(path)
-    values, sources, notes = _validate(path, _read_toml(path), _CHIP_FIELDS)
+    values, sources, notes = _validate(path, _CHIP_FIELDS)
     return Chip(**values, sources=_frozen(sources), notes=_frozen(notes))
 
 
 def load_fabric_file(path: str | Path) -> Fabric:
     path = Path(path)
-    values, sources, notes = _validate(path, _read_toml(path), _FABRIC_FIELDS)
+    values, sources, notes = _validate(path, _FABRIC_FIELDS)
     has_inr = values["in_network_reduction"]
     for key in ("inr_efficiency", "inr_latency_s"):
         if has_inr and values[key] is None:
             raise ModelInputError(f"{path}: missing key {key!r} (required when in_network_reduction = true)")
         if not has_inr and values[key] is not None:
             raise ModelInputError(f"{path}: key {key!r} given but in_network_reduction = false")
+    if values["moe_a2a"] is not None:
+        m = values["moe_a2a"]["value"]
+        values["moe_a2a"] = MoeAllToAll(
+            points=tuple(sorted((int(r), d, c) for r, d, c in m["points"])),
+            shape_elements=m["tokens_per_rank"] * m["experts_per_token"] * m["hidden"],
+            source=values["moe_a2a"]["source"])
     return Fabric(**values, sources=_frozen(sources), notes=_frozen(notes))
 
 
 def load_system_file(path: str | Path) -> System:
     """Load a system file; its chip and fabrics are looked up by name in the shipped catalog."""
     path = Path(path)
-    values, sources, notes = _validate(path, _read_toml(path), _SYSTEM_FIELDS)
+    values, sources, notes = _validate(path, _SYSTEM_FIELDS)
     try:
         chip = load_chip(values["chip"])
         scale_up = load_fabric(values["scale_up"])

@@ -194,6 +194,26 @@ def moe_gemms(model: Model, tokens: int, tp: int, ep: int) -> list[Gemm]:
     return out
 
 
+def layer_gemms(model: Model, tokens: int, tp: int, ep: int = 1) -> list[Gemm]:
+    """Every distinct GEMM shape a training step prices (clusters.train.layer_times and
+    output_layer_s) for `tokens` tokens per rank at tensor parallelism `tp` and expert
+    parallelism `ep`: the attention projections, the dense FFN (dense layers), the MoE layer's
+    router, routed and shared experts, and the output layer. The kernel suite measures exactly
+    these shapes for the models it names (harness.suites)."""
+    gemms = attention_gemms(model, tokens, tp)
+    if model.n_dense_layers:
+        gemms += ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
+    if model.moe is not None:
+        gemms += moe_gemms(model, tokens, tp, ep)
+    gemms.append(output_gemm(model, tokens, tp))
+    seen, out = set(), []
+    for g in gemms:
+        if (g.m, g.n, g.k) not in seen:
+            seen.add((g.m, g.n, g.k))
+            out.append(g)
+    return out
+
+
 # ---------------------------------------------------------------- FLOPs per token
 
 def attention_core_flops_fwd(model: Model, seq_len: int, causal: bool) -> float:

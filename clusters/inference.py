@@ -10,12 +10,12 @@ serving is two instances, one per phase, each projected on its own; an aggregate
 (ServePlan.input_len / output_len) also prefills new prompts in flight, and its attention-DP
 ranks run in lock-step, so one rank's prompt stalls all (`in_flight_prefill_s`). Decode
 attention is a forward-only kernel, charged at the MLA decode kernel's measured utilisation
-(`DECODE_OVER_TRAINING_ATTENTION`); memory-bound GEMMs stream weights at the small-M GEMM rate
+(the calibration's decode_over_training_attention ratio); memory-bound GEMMs stream weights at the small-M GEMM rate
 of clusters.train. A multi-die chip can run one attention-DP rank per die
 (ServePlan.ranks_per_chip: replicated weights held and streamed per die); multi-token
 prediction verifies drafted tokens in the same step (ServePlan.mtp_tokens / mtp_acceptance:
 TPOT = step / tokens emitted per sequence); where a fabric's fused dispatch/combine operators
-were measured (MEASURED_MOE_A2A) the expert all-to-all is never charged less than they take.
+were measured (the catalog fabric's moe_a2a) the expert all-to-all is never charged less than they take.
 """
 from __future__ import annotations
 
@@ -31,40 +31,15 @@ from clusters.memory import USABLE_HBM_FRACTION
 from clusters.plan import Plan
 from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times
 from clusters.workloads import Model
+from clusters.dtypes import bytes_per_element
 from clusters.errors import ModelInputError
 
-WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+# Weight formats a serving plan can use (bytes per element: clusters.dtypes)
+SERVE_PRECISIONS = ("bf16", "fp16", "fp8", "int8")
 def devices_per_chip(chip) -> int:
     """Devices one package presents to software, from the catalog (the 910C is two dies, each
     its own device with 64 GB of HBM)."""
     return chip.devices
-
-# Decode attention is a forward-only kernel (absorbed MLA: 128 query heads over one latent),
-# more efficient than the forward+backward FlashAttention the "attention" calibration entry
-# describes. FlashMLA reaches 66.7% of H800's dense bf16 peak when compute-bound (Zuo et al.,
-# arXiv 2506.12708, MLA compute utilisation on H800; 65.4% on 910C), against 0.50 for the
-# Hopper training entry (FlashAttention-3 forward+backward): their ratio scales the calibrated
-# attention efficiency for decode [E]. It is relative to that FlashAttention-3 reading: with a
-# calibration whose attention entry describes another kernel, scale it accordingly.
-DECODE_OVER_TRAINING_ATTENTION = 0.667 / 0.50
-# MoE dispatch and combine as measured, per EP rank, where a fabric's serving stack has its own
-# fused operators: (EP ranks, dispatch time, combine time) at one token shape, scaled in
-# proportion to the routed token copies x hidden size of a step. CloudMatrix-Infer's FusedDispatch
-# (INT8 tokens, 7.5 KB each with scales) and FusedCombine (BF16) on CloudMatrix384, one rank
-# per 910C die: EP8 116 us / 71 GB/s and 118 us / 131 GB/s, EP256 152 us / 54 GB/s and 149 us /
-# 103 GB/s (Zuo et al., arXiv 2506.12708, communication-operator table, against DeepEP on H800).
-# The shape is inferred from time x bandwidth: 8.2 MB dispatched and 15.3 MB combined per rank
-# at EP256 are 128 tokens x top-8 x ~8 KB (INT8 and scales) and x ~15 KB (BF16), the shape of
-# DeepEP's low-latency benchmark (128 tokens per rank, hidden 7168, top-8). A decode step's
-# all-to-all is
-# charged the slower of the fabric model and these rates (log-interpolated in EP ranks, held
-# flat outside): the fused operators run on the AIV vector cores and reach about a quarter to
-# a half of the 196 GB/s per die the UB plane offers.
-MEASURED_MOE_A2A = {  # fabric -> ((EP ranks, dispatch_s, combine_s), ...) at MEASURED_A2A_SHAPE
-    "ub-cm384": ((8, 116e-6, 118e-6), (256, 152e-6, 149e-6)),
-}
-MEASURED_A2A_SHAPE = 128 * 8 * 7168  # tokens per rank x top-k x hidden of the measurement
-
 
 @dataclass(frozen=True)
 class ServePlan:
@@ -139,8 +114,8 @@ def validate(model: Model, plan: ServePlan, system: System) -> None:
         # copies are not modelled (the expert GEMMs would have no local expert to run)
         raise ModelInputError(f"serve plan: ep={plan.ep} exceeds the {model.moe.n_routed_experts} "
                         f"routed experts of {model.name}")
-    if plan.precision not in WEIGHT_BYTES:
-        raise ModelInputError(f"serve plan: precision must be one of {tuple(WEIGHT_BYTES)}")
+    if plan.precision not in SERVE_PRECISIONS:
+        raise ModelInputError(f"serve plan: precision must be one of {SERVE_PRECISIONS}")
 
 
 def kv_bytes_per_token(model: Model, plan: ServePlan) -> float:
@@ -158,7 +133,7 @@ def weight_bytes_per_chip(model: Model, plan: ServePlan) -> float:
     """Non-expert weights split by TP (replicated over attention-DP groups, and held once per
     rank with ranks_per_chip > 1); routed experts over EP with ceil(E/ep) experts per chip
     (redundant copies fill the remainder)."""
-    wb = WEIGHT_BYTES[plan.precision]
+    wb = bytes_per_element(plan.precision)
     dense = model.n_dense_layers * F.dense_layer_params(model) + F.embedding_params(model)
     experts = 0.0
     if model.moe is not None:
@@ -318,7 +293,7 @@ def decode(model: Model, system: System, plan: ServePlan,
         gemm += moe_layers * _decode_moe_s(model, plan, rates)
         if plan.ep > 1:
             routed = plan.batch_per_chip * q * model.moe.experts_per_token
-            wb = 1 if dtype in ("fp8", "int8") else 2
+            wb = bytes_per_element(dtype)
             ep_comm = moe_layers * _ep_all_to_all_s(system, plan, routed, h, wb)
     # the main head and, per drafted token, the MTP module's pass through the shared head
     gemm += r * (1 + plan.mtp_tokens) * rates.gemm_s(F.output_gemm(model, tokens, tp))
@@ -335,7 +310,7 @@ def decode(model: Model, system: System, plan: ServePlan,
     attn_flops = attn_layers * chip_rows * flops
     peak = chip.peak("bf16")
     eff = cal.efficiency("attention", chip.family, "bf16", attn_flops) * \
-        DECODE_OVER_TRAINING_ATTENTION
+        cal.ratio("decode_over_training_attention")
     attention = max(attn_flops / (peak * eff),
                     rates.mem_s(kv_read * attn_layers / model.n_layers))
 
@@ -397,18 +372,19 @@ def _decode_attention_gemms(model: Model, tokens: int, tp: int) -> list[F.Gemm]:
 def _ep_all_to_all_s(system: System, plan: ServePlan, routed: float, h: int,
                      dispatch_bytes: int) -> float:
     """Dispatch and combine of one MoE layer for `routed` token copies per chip: the fabric
-    model, or where the fabric has measured fused operators (MEASURED_MOE_A2A) the slower of the
+    model, or where the fabric has measured fused operators (Fabric.moe_a2a) the slower of the
     two, the measurement scaled to the step's token copies per rank."""
     t = (comm_s(system, "all_to_all", routed * h * dispatch_bytes, plan.ep, 1)
          + comm_s(system, "all_to_all", 2.0 * routed * h, plan.ep, 1))
-    points = MEASURED_MOE_A2A.get(system.scale_up.name)
-    if points is None:
+    measured = system.scale_up.moe_a2a
+    if measured is None:
         return t
+    points = measured.points
     ranks = plan.ep * plan.ranks_per_chip
     x = [math.log(n) for n, _, _ in points]
     dispatch = float(np.interp(math.log(ranks), x, [d for _, d, _ in points]))
     combine = float(np.interp(math.log(ranks), x, [c for _, _, c in points]))
-    scale = routed / plan.ranks_per_chip * h / MEASURED_A2A_SHAPE
+    scale = routed / plan.ranks_per_chip * h / measured.shape_elements
     return max(t, scale * (dispatch * dispatch_bytes + combine))
 
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from clusters import flops as F
+from clusters.dtypes import bytes_per_element
 from clusters.plan import Plan, decode, to_table
 from clusters.tables import by_unique
 from clusters.workloads import Model
 
-WEIGHT_BYTES = 2.0
+WEIGHT_BYTES = float(bytes_per_element("bf16"))  # the weights of mixed-precision training
 GRAD_BYTES = 4.0  # fp32 main_grad accumulation (Megatron-LM default for bf16 training)
 OPTIMIZER_BYTES = 12.0
 # Stated assumption: 5% of HBM is not available to tensors (CUDA/CANN context, communicator
@@ -88,7 +89,7 @@ def activation_bytes_per_token_layer(model: Model, plan: Plan, moe_layer: bool) 
         return 2.0 * h / repl_div  # only the layer input is kept
     # GEMM inputs kept for the weight gradient are stored in the GEMM precision: with fp8
     # (Transformer Engine) one byte, otherwise two.
-    lo = 1.0 if plan.precision == "fp8" else 2.0
+    lo = float(bytes_per_element(plan.precision))
     # Replicated without SP: the two norm inputs (4h), QKV and MLP inputs (2 x lo*h) and, with
     # dropout, the two 1-byte dropout masks (2h).
     replicated = 4.0 * h + 2 * lo * h + (2.0 * h if plan.dropout else 0.0)

@@ -8,6 +8,7 @@ import math
 from clusters import inference
 from clusters.calibration import Calibration
 from clusters.catalog import System
+from clusters.dtypes import bytes_per_element
 from clusters.errors import ModelInputError
 from clusters.plan import Plan, validate_plan
 from clusters.search import search
@@ -81,7 +82,7 @@ def project_serve(model: Model, system: System, chips: int, calibration: Calibra
     seq = seq_len or model.seq_len
     tp = tp or 1
     ep = ep or (min(chips, model.moe.n_routed_experts) if model.moe is not None else 1)
-    kv = 1.0 if precision in ("fp8", "int8") else 2.0
+    kv = float(bytes_per_element(precision))  # the KV cache in the weights' format
     ranks = inference.devices_per_chip(system.chip) if tp == 1 else 1
     if mode == "prefill":
         plan = inference.ServePlan(chips=chips, tp=tp, ep=ep, batch_per_chip=batch_per_chip or 1,

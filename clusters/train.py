@@ -2,9 +2,9 @@
 
 How time is built (per micro-batch, per layer, on one chip of the busiest pipeline stage):
 - GEMMs from their shapes (clusters.flops), each max(FLOPs / (peak x calibrated efficiency),
-  bytes / (HBM bandwidth x memory efficiency x GEMM_STREAM_OVER_MEMORY)): a roofline, so small
+  bytes / (HBM bandwidth x memory efficiency x gemm_stream_over_memory)): a roofline, so small
   shapes lose efficiency, and a memory-bound GEMM streams its weights at the rate DeepGEMM's
-  small-M kernels reach, below a copy kernel's. Backward = 2x forward (input and weight
+  small-M kernels reach, below a copy kernel's (the calibration's gemm_stream_over_memory). Backward = 2x forward (input and weight
   gradients). In fp8 training the output layer stays in bf16 (Megatron-Core builds it outside
   Transformer Engine's fp8 autocast), see `output_layer_s`.
 - Attention: FlashAttention executes the causal half of QK^T and AV at the calibrated attention
@@ -32,7 +32,7 @@ How time is built (per micro-batch, per layer, on one chip of the busiest pipeli
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from clusters import flops as F
 from clusters.calibration import FLASH_BWD_OVER_FWD, Calibration, default_calibration
 from clusters.catalog import Chip, System
 from clusters.collectives import Group, collective
+from clusters.dtypes import bytes_per_element
 from clusters.flops import RECOMPUTE
 from clusters.memory import (USABLE_HBM_FRACTION, MemoryBreakdown, breakdown_at, memory_table,
                              params_per_chip)
@@ -53,22 +54,6 @@ MFU_DEFINITION = ("model FLOPs (PaLM: 6N + attention QK^T/AV without causal halv
                   "recompute) per second per chip / dense peak of the GEMM precision")
 HFU_DEFINITION = "hardware FLOPs (model FLOPs + recomputed forward) per second per chip / same peak"
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # fp32 master, m, v read+written (24), grad read (4), bf16 write (2)
-# A memory-bound GEMM (few rows: decode, small micro-batches, experts with few tokens) streams
-# its weights more slowly than a pure copy kernel: pipeline fill, tile quantisation and the
-# epilogue are not hidden when there is little compute per byte. DeepGEMM's README table
-# (deepseek-ai/DeepGEMM, Feb 2025, H800 SXM, HBM3 3.35 TB/s) gives the achieved bandwidth of its
-# memory-bound fp8 GEMMs: M=64 and M=128 dense GEMMs at DeepSeek-V3 shapes 1509-2668 GB/s and the
-# masked grouped (MoE decode) GEMMs 2047-2064 GB/s; their median, 2249 GB/s, is 0.671 of peak,
-# against 0.896 for the memory-bound MLA kernel the "memory" calibration uses on Hopper
-# (arXiv 2506.12708). The ratio, 0.749, scales the calibrated memory efficiency for GEMMs [E].
-GEMM_STREAM_OVER_MEMORY = 0.671 / 0.896
-# FlashAttention-2 on H100, which uses none of Hopper's wgmma/TMA: forward+backward "up to 335
-# TFLOPs/s" (Dao 2023, arXiv 2307.08691 sec. 4.1, Fig. 7), 0.339 of the 989 TFLOP/s bf16 peak.
-# FlashAttention-3 (Shah et al., arXiv 2407.08608) appeared in July 2024; stacks built before
-# it (Llama 3 pre-training, NeMo 24.07) ran FlashAttention-2-class kernels on Hopper.
-FLASH2_HOPPER_EFFICIENCY = 335e12 / 989e12
-
-
 @dataclass(frozen=True)
 class Rates:
     """The target chip's effective rates under a calibration."""
@@ -88,9 +73,10 @@ class Rates:
     def _gemm_s(self, g: F.Gemm, dtype: str) -> float:
         peak = self.chip.peak(dtype)
         eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count)
-        in_bytes = 1 if dtype in ("fp8", "int8") else 2
+        in_bytes = bytes_per_element(dtype)
         moved = g.count * ((g.m * g.k + g.k * g.n) * in_bytes + 2 * g.m * g.n)
-        return max(g.flops / (peak * eff), self.mem_s(moved) / GEMM_STREAM_OVER_MEMORY)
+        return max(g.flops / (peak * eff),
+                   self.mem_s(moved) / self.cal.ratio("gemm_stream_over_memory"))
 
     def attention_s(self, flops: float, moved_bytes: float) -> float:
         peak = self.chip.peak("bf16")
@@ -103,19 +89,9 @@ class Rates:
 
 
 def flash2_era(cal: Calibration) -> Calibration:
-    """`cal` with its Hopper attention efficiency set to FlashAttention-2's measured figure
-    (still a burst benchmark: the sustained-clock factor applies), for projecting runs of
-    software stacks that predate FlashAttention-3. Other families are unchanged (on Ampere
-    FlashAttention-2 is what the default entry already describes)."""
-    entries = tuple(
-        replace(e, log10_sizes=(), efficiencies=(FLASH2_HOPPER_EFFICIENCY,), burst=True,
-                source="Dao 2023, FlashAttention-2, arXiv 2307.08691 sec. 4.1: up to 335 "
-                       "TFLOP/s forward+backward on H100 (flash2_era)")
-        if e.kernel == "attention" and e.family == "nvidia-hopper" else e
-        for e in cal.entries)
-    return replace(cal, name=f"{cal.name}+flash2", entries=entries,
-                   description=f"{cal.description}; Hopper attention at FlashAttention-2's "
-                               "measured rate (pre-FlashAttention-3 stacks)")
+    """`cal` with its Hopper attention at FlashAttention-2's measured rate (the calibration's
+    "flash2" variant), for projecting runs of stacks that predate FlashAttention-3."""
+    return cal.variant("flash2")
 
 
 @dataclass(frozen=True)
@@ -247,7 +223,7 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
     ep_comm = 0.0
     if moe_layer and plan.ep > 1:
         routed = (tokens // tp if sp else tokens) * model.moe.experts_per_token
-        dispatch_bytes = routed * model.hidden_size * (1 if plan.precision == "fp8" else 2)
+        dispatch_bytes = routed * model.hidden_size * bytes_per_element(plan.precision)
         ep_comm = (comm_s(system, "all_to_all", dispatch_bytes, plan.ep, 1)
                    + comm_s(system, "all_to_all", 2.0 * routed * model.hidden_size, plan.ep, 1))
     return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm)

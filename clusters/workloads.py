@@ -45,12 +45,12 @@ Top level (all required unless marked optional):
 """
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from clusters.errors import ModelInputError
+from clusters.tomldata import Field, check, read_toml
 
 MODELS_DIR = Path(__file__).parent / "data" / "models"
 
@@ -122,136 +122,73 @@ class Model:
         return self.sources.get(key, self.source)
 
 
-_REQUIRED = {
-    "name": str, "description": str, "source": str,
-    "n_layers": int, "hidden_size": int, "ffn_hidden_size": int, "n_heads": int,
-    "n_kv_heads": int, "head_dim": int, "vocab_size": int, "activation": str,
-    "tied_embeddings": bool, "position_embedding": str, "linear_bias": bool, "seq_len": int,
+# Upper bounds no real model reaches: a value above one is a typo, and would make a plan search
+# or a memory model run for hours (2**63 layers) instead of failing.
+_MAX_DIM = 10_000_000
+_MAX_LAYERS = 100_000
+
+
+def _int(hi=_MAX_DIM, zero_ok=False, required=True) -> Field:
+    return Field("int", lo=0, lo_inclusive=zero_ok, hi=hi, required=required)
+
+
+_TOP = {
+    "name": Field("str"), "description": Field("str"), "source": Field("str"),
+    "n_layers": _int(_MAX_LAYERS), "hidden_size": _int(), "ffn_hidden_size": _int(),
+    "n_heads": _int(), "n_kv_heads": _int(), "head_dim": _int(), "vocab_size": _int(1e9),
+    "activation": Field("str", choices=ACTIVATIONS), "tied_embeddings": Field("bool"),
+    "position_embedding": Field("str", choices=POSITION_EMBEDDINGS), "linear_bias": Field("bool"),
+    "seq_len": _int(1e9),
+    "reported_params": Field("float", required=False, hi=1e16),
+    "reported_active_params": Field("float", required=False, hi=1e16),
 }
-_OPTIONAL = {"reported_params": float, "reported_active_params": float}
-_SECTIONS = ("sources", "moe", "mla", "mtp")
-_MOE_KEYS = {f.name: int for f in fields(MoE)}
-_MLA_KEYS = {f.name: int for f in fields(MLA)}
-_MTP_KEYS = {"n_modules": int}
-
-
-def _check_type(where: str, key: str, value, kind):
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise ModelInputError(f"{where}: key {key!r} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _read_table(where: str, table: dict, spec: dict, section: str, required=True) -> dict:
-    prefix = f"[{section}] " if section else ""
-    unknown = sorted(set(table) - set(spec))
-    if unknown:
-        raise ModelInputError(f"{where}: unknown key {prefix}{unknown[0]!r} (known: {', '.join(spec)})")
-    out = {}
-    for key, kind in spec.items():
-        if key not in table:
-            if required:
-                raise ModelInputError(f"{where}: missing key {prefix}{key!r}")
-            continue
-        out[key] = _check_type(where, prefix + key, table[key], kind)
-    return out
-
-
-def _positive(where: str, d: dict, keys, allow_zero=()):
-    for key in keys:
-        v = d.get(key)
-        if v is None:
-            continue
-        if v < 0 or (v == 0 and key not in allow_zero):
-            raise ModelInputError(f"{where}: key {key!r} must be positive, got {v}")
+_MOE = {"n_routed_experts": _int(1e6), "experts_per_token": _int(1e6),
+        "n_shared_experts": _int(1e6, zero_ok=True), "expert_ffn_hidden_size": _int(),
+        "n_dense_layers": _int(_MAX_LAYERS, zero_ok=True)}
+_MLA = {"q_lora_rank": _int(zero_ok=True), "kv_lora_rank": _int(), "qk_nope_head_dim": _int(),
+        "qk_rope_head_dim": _int(), "v_head_dim": _int()}
+_MTP = {"n_modules": _int(1000, zero_ok=True)}
+_SPEC = {**_TOP, "sources": Field("str_map", required=False),
+         "moe": Field("table", required=False, spec=_MOE),
+         "mla": Field("table", required=False, spec=_MLA),
+         "mtp": Field("table", required=False, spec=_MTP)}
 
 
 def model_from_dict(doc: dict, where: str) -> Model:
     """Validate a parsed model document; errors name `where` (the file) and the key."""
-    known_top = set(_REQUIRED) | set(_OPTIONAL) | set(_SECTIONS)
-    unknown = sorted(set(doc) - known_top)
-    if unknown:
-        raise ModelInputError(f"{where}: unknown key {unknown[0]!r}")
-    top = {k: v for k, v in doc.items() if k not in _SECTIONS}
-    values = _read_table(where, {k: v for k, v in top.items() if k in _REQUIRED}, _REQUIRED, "")
-    values.update(_read_table(where, {k: v for k, v in top.items() if k in _OPTIONAL},
-                              _OPTIONAL, "", required=False))
-    _positive(where, values, [k for k, t in {**_REQUIRED, **_OPTIONAL}.items()
-                              if t in (int, float)])
-    if values["activation"] not in ACTIVATIONS:
-        raise ModelInputError(f"{where}: key 'activation' must be one of {ACTIVATIONS}, "
-                        f"got {values['activation']!r}")
-    if values["position_embedding"] not in POSITION_EMBEDDINGS:
-        raise ModelInputError(f"{where}: key 'position_embedding' must be one of "
-                        f"{POSITION_EMBEDDINGS}, got {values['position_embedding']!r}")
+    values = check(where, doc, _SPEC).values
     if values["n_heads"] % values["n_kv_heads"]:
         raise ModelInputError(f"{where}: key 'n_kv_heads' ({values['n_kv_heads']}) must divide "
-                        f"n_heads ({values['n_heads']})")
-
-    sources = doc.get("sources", {})
-    if not isinstance(sources, dict):
-        raise ModelInputError(f"{where}: [sources] must be a table")
-    known_for_sources = set(_REQUIRED) | set(_OPTIONAL) | set(_MOE_KEYS) | set(_MLA_KEYS) \
-        | {"n_modules"}
-    for key, text in sources.items():
-        if key not in known_for_sources:
+                              f"n_heads ({values['n_heads']})")
+    sources = values.pop("sources") or {}
+    known = set(_TOP) | set(_MOE) | set(_MLA) | set(_MTP)
+    for key in sources:
+        if key not in known:
             raise ModelInputError(f"{where}: [sources] names unknown key {key!r}")
-        if not isinstance(text, str) or not text.strip():
-            raise ModelInputError(f"{where}: [sources] {key!r} must be a non-empty string")
-    if not values["source"].strip():
-        raise ModelInputError(f"{where}: key 'source' must not be empty")
-
-    moe = None
-    if "moe" in doc:
-        m = _read_table(where, _as_table(where, doc, "moe"), _MOE_KEYS, "moe")
-        _positive(where, m, m, allow_zero=("n_shared_experts", "n_dense_layers"))
-        if m["experts_per_token"] > m["n_routed_experts"]:
-            raise ModelInputError(f"{where}: key [moe] 'experts_per_token' ({m['experts_per_token']}) "
-                            f"exceeds n_routed_experts ({m['n_routed_experts']})")
-        if m["n_dense_layers"] >= values["n_layers"]:
-            raise ModelInputError(f"{where}: key [moe] 'n_dense_layers' ({m['n_dense_layers']}) "
-                            f"must be less than n_layers ({values['n_layers']})")
-        moe = MoE(**m)
-    mla = None
-    if "mla" in doc:
-        m = _read_table(where, _as_table(where, doc, "mla"), _MLA_KEYS, "mla")
-        _positive(where, m, m, allow_zero=("q_lora_rank",))
+    moe = values.pop("moe")
+    if moe is not None:
+        if moe["experts_per_token"] > moe["n_routed_experts"]:
+            raise ModelInputError(f"{where}: key 'moe.experts_per_token' "
+                                  f"({moe['experts_per_token']}) exceeds n_routed_experts "
+                                  f"({moe['n_routed_experts']})")
+        if moe["n_dense_layers"] >= values["n_layers"]:
+            raise ModelInputError(f"{where}: key 'moe.n_dense_layers' ({moe['n_dense_layers']}) "
+                                  f"must be less than n_layers ({values['n_layers']})")
+        moe = MoE(**moe)
+    mla = values.pop("mla")
+    if mla is not None:
         if values["n_kv_heads"] != values["n_heads"]:
-            raise ModelInputError(f"{where}: key 'n_kv_heads' must equal n_heads for an [mla] model")
-        mla = MLA(**m)
-    mtp_modules = 0
-    if "mtp" in doc:
-        m = _read_table(where, _as_table(where, doc, "mtp"), _MTP_KEYS, "mtp")
-        _positive(where, m, m, allow_zero=("n_modules",))
-        mtp_modules = m["n_modules"]
-    return Model(**values, moe=moe, mla=mla, mtp_modules=mtp_modules,
+            raise ModelInputError(f"{where}: key 'n_kv_heads' must equal n_heads for an [mla] "
+                                  "model")
+        mla = MLA(**mla)
+    mtp = values.pop("mtp")
+    return Model(**values, moe=moe, mla=mla, mtp_modules=mtp["n_modules"] if mtp else 0,
                  sources=dict(sources), path=where)
-
-
-def _as_table(where: str, doc: dict, key: str) -> dict:
-    if not isinstance(doc[key], dict):
-        raise ModelInputError(f"{where}: [{key}] must be a table")
-    return doc[key]
 
 
 def load_model_file(path) -> Model:
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ModelInputError(f"{path}: model file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelInputError(f"{path}: not valid TOML: {exc}") from None
-    return model_from_dict(doc, str(path))
+    return model_from_dict(read_toml(path, "model"), str(path))
 
 
 def list_models() -> list[str]:

@@ -75,14 +75,15 @@ def resolve(coordinator: str | None, num_processes: int | None, process_id: int 
         num_processes = num_processes if num_processes is not None else _int_env(env, "OMPI_COMM_WORLD_SIZE")
         process_id = process_id if process_id is not None else _int_env(env, "OMPI_COMM_WORLD_RANK")
     if coordinator is not None and not re.fullmatch(r"\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}", coordinator):
-        raise UserError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+        raise UserError(f"coordinator address {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
     if num_processes is not None and num_processes < 1:
-        raise UserError(f"--num-processes {num_processes}: must be at least 1")
+        raise UserError(f"process count {num_processes}: must be at least 1")
     if process_id is not None and (process_id < 0 or (num_processes is not None and process_id >= num_processes)):
-        raise UserError(f"--process-id {process_id}: must be in 0..{(num_processes or 1) - 1}")
+        raise UserError(f"process id {process_id}: must be in 0..{(num_processes or 1) - 1}")
     if launcher(env) is None and None in (coordinator, num_processes, process_id):
-        raise UserError("--distributed: give all of --coordinator, --num-processes and --process-id "
-                        "(no SLURM or mpirun environment to detect the rest from)")
+        raise UserError("distributed run: the coordinator address, the process count and this "
+                        "process's id are all needed (no SLURM or mpirun environment to detect "
+                        "the rest from)")
     return {"coordinator_address": coordinator, "num_processes": num_processes,
             "process_id": process_id, "source": source}
 
@@ -104,7 +105,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             coordinator_address=spec["coordinator_address"], num_processes=spec["num_processes"],
             process_id=spec["process_id"], initialization_timeout=timeout_s)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"--distributed: {exc}") from None
+        raise UserError(f"distributed run: {exc}") from None
     return {
         **spec,
         "init_s": time.perf_counter() - t0,

@@ -218,7 +218,7 @@ def load_history(directory, *, case_regex: str | None = None, alpha: float = DEF
     try:
         pattern = re.compile(case_regex) if case_regex else None
     except re.error as exc:
-        raise UserError(f"--case {case_regex!r}: not a regular expression ({exc})") from None
+        raise UserError(f"case filter {case_regex!r}: not a regular expression ({exc})") from None
     warnings: list[str] = []
     loaded = []
     for path in result_files(directory):

@@ -154,10 +154,10 @@ def select(cases: list[Case], pattern: str | None) -> list[Case]:
     try:
         rx = re.compile(pattern)
     except re.error as exc:
-        raise UserError(f"--filter {pattern!r}: not a valid regular expression ({exc})") from None
+        raise UserError(f"case filter {pattern!r}: not a valid regular expression ({exc})") from None
     chosen = [c for c in cases if rx.search(c.name)]
     if not chosen:
-        raise UserError(f"--filter {pattern!r}: matches no case of the suite")
+        raise UserError(f"case filter {pattern!r}: matches no case of the suite")
     return chosen
 
 

@@ -9,9 +9,10 @@ from kernels.collectives import OPS as COLLECTIVE_OPS
 from kernels.collectives import collective_case, collective_sweep
 from kernels.matmul import matmul_case
 from kernels.membw import rmsnorm_case, stream_case
-from kernels.shapes import MODELS, model_gemms
 from kernels.train_step import TinyLlama, train_step_case
 
+from clusters.flops import layer_gemms
+from clusters.workloads import load_model
 from harness.errors import UserError
 
 SUITES = ("quick", "default", "full")
@@ -28,14 +29,26 @@ def _matmul_sweep(sizes, dtypes) -> list[Case]:
     return [matmul_case(n, n, n, d) for d in dtypes for n in sizes]
 
 
+# Models whose layer GEMMs the suite measures, at the shapes the projection prices for them
+# (clusters.flops.layer_gemms, from the model files): dense Llama 3 at three sizes and
+# DeepSeek-V3 (MLA and fine-grained MoE).
+GEMM_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "deepseek-v3")
+
+
+def model_gemm_layouts(tps, token_counts) -> list[tuple[str, int, int, int]]:
+    """(model, tp, ep, tokens per rank) the suite measures GEMMs at; experts are spread over
+    the TP ranks' worth of chips (ep = tp), one expert group per TP group."""
+    return [(model, tp, tp, tokens) for model in GEMM_MODELS for tp in tps
+            for tokens in token_counts]
+
+
 def _model_gemm_cases(tps, token_counts, dtype) -> list[Case]:
     cases = []
-    for model in MODELS:
-        for tp in tps:
-            for tokens in token_counts:
-                for layer, m, n, k in model_gemms(model, tp, tokens):
-                    label = f"{model}/{layer}/tp{tp}/t{tokens}"
-                    cases.append(matmul_case(m, n, k, dtype, label=label, group="matmul_model"))
+    for name, tp, ep, tokens in model_gemm_layouts(tps, token_counts):
+        model = load_model(name)
+        for g in layer_gemms(model, tokens, tp, ep):
+            label = f"{name}/{g.name}/tp{tp}/t{tokens}"
+            cases.append(matmul_case(g.m, g.n, g.k, dtype, label=label, group="matmul_model"))
     return cases
 
 
@@ -125,7 +138,7 @@ def _collective_cases(suite: str, platform: str) -> list[Case]:
 
 def build_suite(suite: str, platform: str) -> list[Case]:
     if suite not in SUITES:
-        raise UserError(f"--suite {suite!r}: unknown suite (choose from {', '.join(SUITES)})")
+        raise UserError(f"unknown suite {suite!r} (choose from {', '.join(SUITES)})")
     cases = _cpu_cases(suite) if platform == "cpu" else _gpu_cases(suite)
     cases += _collective_cases(suite, platform)
     names = [c.name for c in cases]

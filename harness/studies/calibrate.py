@@ -93,7 +93,8 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
     borrow = {f: fam for f in ("nvidia-ampere", "nvidia-hopper", "nvidia-blackwell",
                                "ascend-910b", "ascend-910c") if f != fam}
     return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
-                       measured_on=kind, borrow=borrow, sustained=default.sustained)
+                       measured_on=kind, borrow=borrow, sustained=default.sustained,
+                       ratios=default.ratios, variants=default.variants)
 
 
 # Cases within this many decades of size are pooled into one calibration point.

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from clusters.calibration import Calibration
+from clusters.dtypes import bytes_per_element
 from harness.studies.calibrate import calibration_from_dataframe
 from clusters.catalog import Chip, Fabric, System, load_chip
 from clusters.plan import PRECISIONS, Plan
@@ -33,7 +34,6 @@ from harness.format import duration
 from harness.resultset import ResultSet, to_dataframe
 
 TRAIN_STEP_GROUP = "train_step"
-ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2}
 # clusters.train's byte counts for activations assume this many bytes per element
 TRAIN_MODEL_ACTIVATION_BYTES = 2
 # kernels/train_step.py's `attention` param -> the kernels/attention.py implementation it runs
@@ -193,7 +193,7 @@ def local_calibration(df, name: str, dtype: str, attention_impl: str | None) -> 
 def _extra_parts(model: Model, plan: Plan, rates: Rates, dtype: str,
                  elementwise_s: float) -> dict[str, float]:
     tokens = plan.micro_batch * plan.seq_len
-    e = ITEMSIZE.get(dtype, TRAIN_MODEL_ACTIVATION_BYTES)
+    e = bytes_per_element(dtype)
     # clusters.train's elementwise part = the layers' activation traffic (2-byte elements)
     # plus the cross-entropy over fp32 logits (already in the step's real dtype)
     _, logits_s = output_layer_s(model, rates, tokens, 1)
@@ -232,7 +232,7 @@ def close_loop(rs, case=None) -> ClosingLoop:
     if training_slot(dtype) != dtype:
         notes.append(f"{dtype} step projected through the {training_slot(dtype)} plan slot "
                      f"(clusters.plan trains in {'/'.join(PRECISIONS)}): peak and efficiencies "
-                     f"are the {dtype} ones; activation bytes scaled x{ITEMSIZE[dtype] / 2:g}")
+                     f"are the {dtype} ones; activation bytes scaled x{bytes_per_element(dtype) / 2:g}")
     return ClosingLoop(case=case.name, measured_step_time_s=float(case.median_s),
                        projected_step_time_s=sum(parts.values()), breakdown_s=parts,
                        system=system, plan=plan, calibration=where, notes=tuple(notes))

@@ -173,7 +173,7 @@ def sweep_points(rs: ResultSet, op: str, ranks: int | None = None, dtype: str | 
     """(ranks, dtype, sizes, median times) of the ok collective cases of `op` in a result set."""
     where = str(rs.path) if rs.path else "result set"
     if op not in MEASURED_OPS:
-        raise UserError(f"--op {op!r}: not a measured collective; valid: {', '.join(MEASURED_OPS)}")
+        raise UserError(f"collective {op!r} is not one the suite measures; valid: {', '.join(MEASURED_OPS)}")
     cases = [c for c in rs.cases if c.group == "collective" and c.params.get("op") == op]
     if not cases:
         raise UserError(f"{where}: no {op} collective cases (run a suite with collectives, e.g. `rackbench run`)")
@@ -186,11 +186,11 @@ def sweep_points(rs: ResultSet, op: str, ranks: int | None = None, dtype: str | 
         reasons = sorted({c.reason or c.status for c in cases})
         raise UserError(f"{where}: no measured {op} case{' with those filters' if ranks or dtype else ''} "
                         f"({'; '.join(reasons)[:200]})")
-    for key, flag in (("ranks", "--ranks"), ("dtype", "--dtype")):
+    for key in ("ranks", "dtype"):
         values = sorted({c.params.get(key) for c in ok}, key=str)
         if len(values) > 1:
             raise UserError(f"{where}: {op} was measured with several {key} ({', '.join(map(str, values))}); "
-                            f"choose one with {flag}")
+                            f"choose one {key}")
     sizes = np.array([float(c.params["size_bytes"]) for c in ok])
     times = np.array([float(c.median_s) for c in ok])
     order = np.argsort(sizes, kind="stable")

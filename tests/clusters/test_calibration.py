@@ -42,8 +42,14 @@ def test_sustained_clock_and_ascend_factor_are_applied_as_documented():
 def test_bad_calibration_file(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('name = "x"\n[[entry]]\nkernel = "gemm"\nefficiency = 1.5\nsource = "me"\n')
-    with pytest.raises(ModelInputError, match="c.toml: entry 1: key 'efficiency'"):
+    with pytest.raises(ModelInputError, match="c.toml: key 'entry.1.efficiency' value 1.5 is impossible"):
         load_calibration_file(p)
     p.write_text('name = "x"\n[[entry]]\nkernel = "gemmm"\nefficiency = 0.5\nsource = "me"\n')
-    with pytest.raises(ModelInputError, match="kernel"):
+    with pytest.raises(ModelInputError, match="key 'entry.1.kernel' is 'gemmm'"):
+        load_calibration_file(p)
+    p.write_text('name = "x"\n[[entry]]\nkernel = "gemm"\nsource = "me"\n')
+    with pytest.raises(ModelInputError, match="entry 1: give key 'efficiency' or 'points'"):
+        load_calibration_file(p)
+    p.write_text('[ratio.r]\nnumerator = 1\nsource = "me"\n')
+    with pytest.raises(ModelInputError, match="missing key 'ratio.r.denominator'"):
         load_calibration_file(p)

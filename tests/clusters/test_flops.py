@@ -82,3 +82,21 @@ def test_moe_gemms_balance_tokens_over_experts():
     # Expert FLOPs per chip = tokens * top-k * one expert's FLOPs per token.
     one = 2 * F.ffn_params(m, 2048)
     assert g["expert_up"].flops + g["expert_down"].flops == pytest.approx(tokens * 8 * one)
+
+
+def test_layer_gemms_llama3_70b_tp8():
+    shapes = {g.name: (g.m, g.n, g.k) for g in F.layer_gemms(load_model("llama3-70b"), 4096, 8)}
+    assert shapes["qkv"] == (4096, (64 + 16) * 128 // 8, 8192)
+    assert shapes["ffn_up"] == (4096, 2 * 28672 // 8, 8192)
+    assert shapes["ffn_down"] == (4096, 8192, 28672 // 8)
+    assert shapes["attn_out"] == (4096, 8192, 64 * 128 // 8)
+    assert shapes["logits"] == (4096, 128256 // 8, 8192)
+
+
+def test_layer_gemms_deepseek_v3():
+    shapes = {g.name: (g.m, g.n, g.k) for g in F.layer_gemms(load_model("deepseek-v3"), 4096, 1)}
+    assert shapes["kv_down"] == (4096, 512 + 64, 7168)
+    assert shapes["q_up"] == (4096, 128 * 192, 1536)
+    assert shapes["expert_up"] == (4096 * 8 // 256, 2 * 2048, 7168)  # balanced routing
+    assert shapes["expert_down"] == (4096 * 8 // 256, 7168, 2048)
+    assert shapes["ffn_up"] == (4096, 2 * 18432, 7168)  # the three dense layers

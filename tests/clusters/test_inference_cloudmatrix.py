@@ -34,7 +34,7 @@ import pytest
 
 from clusters import flops as F
 from clusters.catalog import load_system
-from clusters.inference import (MEASURED_A2A_SHAPE, MEASURED_MOE_A2A, ServePlan,
+from clusters.inference import (ServePlan,
                                 best_batch_for_tpot, decode, devices_per_chip, prefill,
                                 weight_bytes_per_chip)
 from clusters.workloads import load_model
@@ -150,14 +150,15 @@ def test_mtp_emits_accepted_tokens_and_verifies_every_draft():
 def test_measured_fused_dispatch_and_combine_at_their_own_shape():
     """128 tokens per die rank, top-8, hidden 7168, EP256 (128 chips x 2 dies): one MoE layer's
     all-to-all costs the measured 152 + 149 us."""
-    assert R1.hidden_size * R1.moe.experts_per_token * 128 == MEASURED_A2A_SHAPE
+    measured = CM.scale_up.moe_a2a
+    assert R1.hidden_size * R1.moe.experts_per_token * 128 == measured.shape_elements
     plan = ServePlan(chips=128, ep=128, batch_per_chip=256, context=1024, precision="int8",
                      kv_bytes=1, ranks_per_chip=2)
     r = decode(R1, CM, plan)
-    (_, d8, c8), (_, d256, c256) = MEASURED_MOE_A2A["ub-cm384"]
+    (_, d8, c8), (_, d256, c256) = measured.points
     assert r.breakdown_s["ep_comm_s"] / R1.n_moe_layers == pytest.approx(d256 + c256)
     # half the tokens: half the time (bandwidth-bound), never below the fabric model
     half = decode(R1, CM, replace(plan, batch_per_chip=128))
     assert half.breakdown_s["ep_comm_s"] == pytest.approx(r.breakdown_s["ep_comm_s"] / 2)
     # NVIDIA fabrics keep the fabric model
-    assert H100.scale_up.name not in MEASURED_MOE_A2A and d8 < d256
+    assert H100.scale_up.moe_a2a is None and d8 < d256

@@ -58,7 +58,7 @@ def test_load_by_path(tmp_path):
 @pytest.mark.parametrize("edit, words", [
     (lambda t: t.replace("n_layers", "n_layerz"), ["m.toml", "n_layerz"]),
     (lambda t: t.replace("vocab_size = 1000\n", ""), ["m.toml", "missing", "vocab_size"]),
-    (lambda t: t.replace("hidden_size = 64", "hidden_size = -64"), ["hidden_size", "positive"]),
+    (lambda t: t.replace("hidden_size = 64", "hidden_size = -64"), ["hidden_size", "greater than 0"]),
     (lambda t: t.replace("n_kv_heads = 2", "n_kv_heads = 3"), ["n_kv_heads", "divide"]),
     (lambda t: t.replace('"swiglu"', '"relu"'), ["activation"]),
     (lambda t: t.replace("n_layers = 2", 'n_layers = "2"'), ["n_layers", "int"]),
@@ -66,11 +66,12 @@ def test_load_by_path(tmp_path):
      "n_shared_experts = 0\nexpert_ffn_hidden_size = 32\nn_dense_layers = 0\n",
      ["experts_per_token"]),
     (lambda t: t + "\n[moe]\nn_routed_experts = 4\nexperts_per_token = 2\n"
-     "n_shared_experts = 0\nexpert_ffn_hidden_size = 32\n", ["[moe]", "n_dense_layers"]),
+     "n_shared_experts = 0\nexpert_ffn_hidden_size = 32\n", ["moe.n_dense_layers", "missing"]),
     (lambda t: t + "\n[sources]\nbogus = \"x\"\n", ["bogus"]),
     (lambda t: t + "\n[mla]\nq_lora_rank = 0\nkv_lora_rank = 8\nqk_nope_head_dim = 8\n"
      "qk_rope_head_dim = 8\nv_head_dim = 8\n", ["n_kv_heads", "mla"]),
     (lambda t: t.replace("seq_len = 128", "seq_len = 128\nseq_len = 3"), ["m.toml", "TOML"]),
+    (lambda t: t.replace("n_layers = 2", "n_layers = 9223372036854775807"), ["n_layers", "impossible"]),
 ])
 def test_bad_files_name_file_and_key(tmp_path, edit, words):
     p = write(tmp_path, edit(GOOD))
@@ -86,5 +87,15 @@ def test_unknown_model_name():
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ModelInputError, match="not found"):
+    with pytest.raises(ModelInputError, match="no such file"):
         load_model(str(tmp_path / "nope.toml"))
+
+
+def test_a_binary_file_or_a_directory_is_one_line(tmp_path):
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\x00\xff\xfe model")
+    with pytest.raises(ModelInputError, match="b.toml: not UTF-8"):
+        load_model(str(binary))
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(ModelInputError, match="d.toml: is a directory"):
+        load_model(str(tmp_path / "d.toml"))

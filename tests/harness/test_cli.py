@@ -40,8 +40,8 @@ def test_devices_reports_the_platform(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "--suite", "quick", "--filter", "("], "--filter '(': not a valid regular expression"),
-        (["run", "--suite", "quick", "--filter", "no-such-case"], "--filter 'no-such-case': matches no case"),
+        (["run", "--suite", "quick", "--filter", "("], "case filter '(': not a valid regular expression"),
+        (["run", "--suite", "quick", "--filter", "no-such-case"], "case filter 'no-such-case': matches no case"),
         (["run", "--suite", "quick", "--min-time-s", "-1"], "--min-time-s -1.0: must be positive"),
         (["show", "/nonexistent/x.json"], "/nonexistent/x.json: no such result file"),
     ],

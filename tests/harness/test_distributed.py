@@ -87,9 +87,9 @@ def test_launcher_environments():
 @pytest.mark.parametrize("args, message", [
     ((None, None, None), "no launcher environment found"),
     (("10.0.0.1", 2, 0), "expected HOST:PORT"),
-    (("h:1", 2, 2), r"--process-id 2: must be in 0\.\.1"),
-    (("h:1", 0, 0), "--num-processes 0"),
-    (("h:1", None, 0), "give all of --coordinator"),
+    (("h:1", 2, 2), r"process id 2: must be in 0\.\.1"),
+    (("h:1", 0, 0), "process count 0"),
+    (("h:1", None, 0), "the coordinator address, the process count"),
 ])
 def test_bad_arguments_are_user_errors(args, message):
     with pytest.raises(UserError, match=message):

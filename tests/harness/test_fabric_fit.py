@@ -132,11 +132,11 @@ def test_result_set_errors_name_the_file_and_the_problem(tmp_path):
         fit_result_set(two, op="send")
     mixed = _store(tmp_path, [_case("send", 2**k, 1e-4 + 2**k / 1e9, ranks=r) for k in (10, 12, 14) for r in (4, 8)],
                    "mixed.json")
-    with pytest.raises(UserError, match="several ranks.*--ranks"):
+    with pytest.raises(UserError, match="several ranks .*; choose one ranks"):
         fit_result_set(mixed, op="send")
     assert fit_result_set(mixed, op="send", ranks=4).ranks == 4
     for op in ("broadcst", "broadcast"):  # a typo, and an op the model has but no kernel measures
-        with pytest.raises(UserError, match=f"--op '{op}': not a measured collective"):
+        with pytest.raises(UserError, match=f"collective '{op}' is not one the suite measures"):
             fit_result_set(mixed, op=op)
 
 

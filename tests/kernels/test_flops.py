@@ -3,7 +3,6 @@
 from kernels.attention import attention_bytes, attention_flops
 from kernels.matmul import matmul_bytes, matmul_flops
 from kernels.membw import rmsnorm_bytes, stream_bytes
-from kernels.shapes import model_gemms
 
 
 def test_matmul_flops_and_bytes_by_hand():
@@ -38,21 +37,3 @@ def test_attention_bytes_by_hand():
 def test_membw_bytes():
     assert stream_bytes(1000, "fp32") == 8000
     assert rmsnorm_bytes(10, 100, "bf16") == (2 * 1000 + 100) * 2
-
-
-def test_model_gemm_shapes_llama3_70b_tp8():
-    shapes = {layer: (m, n, k) for layer, m, n, k in model_gemms("llama3-70b", 8, 4096)}
-    assert shapes["attn_qkv"] == (4096, (64 + 16) * 128 // 8, 8192)
-    assert shapes["mlp_gate_up"] == (4096, 2 * 28672 // 8, 8192)
-    assert shapes["mlp_down"] == (4096, 8192, 28672 // 8)
-    assert shapes["attn_out"] == (4096, 8192, 64 * 128 // 8)
-
-
-def test_model_gemm_shapes_deepseek_v3():
-    shapes = {layer: (m, n, k) for layer, m, n, k in model_gemms("deepseek-v3", 1, 4096)}
-    assert shapes["mla_kv_a"] == (4096, 512 + 64, 7168)
-    assert shapes["mla_q_b"] == (4096, 128 * 192, 1536)
-    assert shapes["expert_gate_up"] == (4096 * 8 // 256, 4096, 7168)  # balanced routing
-    # Parameters of one MoE layer's routed experts: 256 experts x 3 matrices of 7168x2048
-    up, down = shapes["expert_gate_up"], shapes["expert_down"]
-    assert 256 * (up[1] * up[2] + down[1] * down[2]) == 256 * 3 * 7168 * 2048
