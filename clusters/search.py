@@ -42,7 +42,7 @@ def enumerate_plans(model: Model, system: System, chips: int, global_batch: int,
     choices; `software` fixes the software options (SOFTWARE) for all of them."""
     software = _check_software(software)
     cps = (1,) if software.get("attention_impl") == "materialized" else CP_DEGREES
-    rows = []
+    rows = []  # every layout; recompute and ZeRO choices are crossed in below
     heads = model.n_heads
     experts = model.moe.n_routed_experts if model.moe else 1
     for tp in _divisors(chips):
@@ -58,21 +58,21 @@ def enumerate_plans(model: Model, system: System, chips: int, global_batch: int,
                 lps = math.ceil(model.n_layers / pp)
                 vpps = [1] if pp == 1 else _divisors(lps)
                 eps = _divisors(math.gcd(experts, tp * cp * dp)) if model.moe else [1]
-                for ep in eps:
-                    for mb in MICRO_BATCHES:
-                        if global_batch % (dp * mb):
-                            continue
-                        # the interleaved schedule needs micro-batches in multiples of pp
-                        ok_vpps = vpps if (global_batch // (dp * mb)) % pp == 0 else [1]
-                        for vpp in ok_vpps:
-                            for rc in range(len(RECOMPUTES)):
-                                for z in ZERO_STAGES:
-                                    rows.append((tp, pp, dp, cp, ep, vpp, mb, rc, z))
+                for mb in MICRO_BATCHES:
+                    if global_batch % (dp * mb):
+                        continue
+                    # the interleaved schedule needs micro-batches in multiples of pp
+                    ok_vpps = vpps if (global_batch // (dp * mb)) % pp == 0 else [1]
+                    rows += [(tp, pp, dp, cp, ep, vpp, mb) for ep in eps for vpp in ok_vpps]
     if not rows:
         raise ModelInputError(f"no valid plan for {model.name} on {chips} chips of {system.name} "
                               f"with global batch {global_batch} (needs a divisor structure that "
                               "fits)")
-    a = np.asarray(rows, dtype=np.int64)
+    layouts = np.asarray(rows, dtype=np.int64)
+    choices = np.asarray([(rc, z) for rc in range(len(RECOMPUTES)) for z in ZERO_STAGES],
+                         dtype=np.int64)
+    a = np.concatenate([np.repeat(layouts, len(choices), axis=0),
+                        np.tile(choices, (len(layouts), 1))], axis=1)
     varied = ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "recompute", "zero")
     fixed = to_table([Plan(global_batch=global_batch, seq_len=seq_len, precision=precision,
                            **software)])
