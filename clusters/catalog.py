@@ -8,7 +8,7 @@ file and the key, so a bad catalog never reaches the models.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -166,6 +166,29 @@ class System:
     price_usd: float | None
     sources: Mapping[str, str]
     notes: Mapping[str, str]
+
+
+def device_view(system: System) -> System:
+    """The system as software sees it. A package that presents several devices (the 910C's two
+    dies, each its own NPU with its own HBM: devices_per_package) becomes that many devices,
+    each with its share of the package's peaks, memory, bandwidths, power and price, on fabrics
+    whose per-chip bandwidth is shared the same way; the domain holds that many more of them.
+    Plans count ranks, one per device; results report per package. A one-device chip's system
+    is returned as it is."""
+    n = system.chip.devices
+    if n == 1:
+        return system
+    c = system.chip
+    chip = replace(
+        c, name=f"{c.name} device", description=f"one of the {n} devices of a {c.name} package",
+        peak_flops_per_s=MappingProxyType({k: v / n for k, v in c.peak_flops_per_s.items()}),
+        hbm_bytes=c.hbm_bytes / n, hbm_bw_bytes_per_s=c.hbm_bw_bytes_per_s / n,
+        power_w=c.power_w / n, scale_up_bw_bytes_per_s=c.scale_up_bw_bytes_per_s / n,
+        scale_out_bw_bytes_per_s=c.scale_out_bw_bytes_per_s / n,
+        price_usd=None if c.price_usd is None else c.price_usd / n, devices_per_package=None)
+    return replace(system, chip=chip, chips_per_domain=system.chips_per_domain * n,
+                   scale_up=replace(system.scale_up, bw_bytes_per_s_per_chip=system.scale_up.bw_bytes_per_s_per_chip / n),
+                   scale_out=replace(system.scale_out, bw_bytes_per_s_per_chip=system.scale_out.bw_bytes_per_s_per_chip / n))
 
 
 @dataclass(frozen=True)

@@ -252,12 +252,16 @@ def output_flops_fwd(model: Model) -> float:
     return 2.0 * model.vocab_size * model.hidden_size
 
 
-def model_flops_per_token(model: Model, seq_len: int) -> float:
-    """Training model FLOPs per token, the PaLM MFU definition (Chowdhery et al. 2022, arXiv
-    2204.02311 App. B: 6N + 12*L*H*Q*T): 3x the forward GEMMs of the active parameters
-    including the output layer, plus attention QK^T and AV without causal halving and without
-    recompute. Also what NeMo's flops formulas count (non-causal, recompute excluded)."""
-    attn = model.n_layers * attention_core_flops_fwd(model, seq_len, causal=False)
+def model_flops_per_token(model: Model, seq_len: int, causal: bool = False) -> float:
+    """Training model FLOPs per token: 3x the forward GEMMs of the active parameters including
+    the output layer, plus attention QK^T and AV, without recompute. causal=False counts every
+    key for every query: the PaLM MFU definition (Chowdhery et al. 2022, arXiv 2204.02311
+    App. B: 6N + 12*L*H*Q*T), Megatron-LM's num_floating_point_operations and NeMo's flops
+    formulas, so what published "model TFLOP/s" and MFU figures count. causal=True halves
+    attention (a causal model needs only the lower triangle, which is what FlashAttention
+    executes and what rackbench's MFU divides: it can then never exceed the efficiencies the
+    step is made of, whatever the sequence length)."""
+    attn = model.n_layers * attention_core_flops_fwd(model, seq_len, causal=causal)
     return 3.0 * (layer_matmul_flops_fwd(model) + output_flops_fwd(model) + attn)
 
 

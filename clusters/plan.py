@@ -132,7 +132,7 @@ def validate_plan(model: Model, plan: Plan, chips: int | None = None) -> Plan:
         raise ModelInputError(f"plan: attention_impl must be one of {ATTENTION_IMPLS}")
     if chips is not None and plan.chips != chips:
         raise ModelInputError(f"plan: tp*pp*dp*cp = {plan.tp}*{plan.pp}*{plan.dp}*{plan.cp} = "
-                        f"{plan.chips} does not equal the chip count {chips}")
+                        f"{plan.chips} does not equal the {chips} ranks (one per device; chips x devices per chip)")
     if plan.global_batch % (plan.dp * plan.micro_batch):
         raise ModelInputError(f"plan: global batch {plan.global_batch} is not divisible by "
                         f"dp*micro_batch = {plan.dp * plan.micro_batch}")

@@ -31,7 +31,8 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
                   software: dict | None = None, top: int = 3,
                   train_tokens: float = DEFAULT_TRAIN_TOKENS) -> dict:
     """Training: with `degrees` (any of PLAN_DEGREES) that plan, dp filling the chips when not
-    given; without, the best `top` plans of the search (alternatives listed)."""
+    given; without, the best `top` plans of the search (alternatives listed). On a chip of
+    several devices (the 910C's two dies) the degrees count ranks, one per device."""
     if precision == "int8":
         raise ModelInputError("precision int8 is for inference; train with bf16 or fp8")
     seq = seq_len or model.seq_len
@@ -43,14 +44,15 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
         raise ModelInputError(f"unknown plan degree {sorted(unknown)[0]!r} "
                               f"(known: {', '.join(PLAN_DEGREES)})")
     if given:
+        ranks = chips * system.chip.devices
         tp, pp, cp = given.get("tp", 1), given.get("pp", 1), given.get("cp", 1)
         if "dp" not in given:
-            if chips % (tp * pp * cp):
-                raise ModelInputError(f"chips {chips} is not divisible by tp*pp*cp = "
-                                      f"{tp * pp * cp}")
-            given["dp"] = chips // (tp * pp * cp)
+            if ranks % (tp * pp * cp):
+                raise ModelInputError(f"{ranks} ranks ({chips} chips) are not divisible by "
+                                      f"tp*pp*cp = {tp * pp * cp}")
+            given["dp"] = ranks // (tp * pp * cp)
         plan = Plan(global_batch=gb, seq_len=seq, precision=precision, **given, **software)
-        validate_plan(model, plan, chips)
+        validate_plan(model, plan, ranks)
         results, evaluated = [train_step(model, system, plan, calibration)], None
     else:
         results, evaluated = search(model, system, chips, gb, seq, precision, calibration,

@@ -38,19 +38,22 @@ import numpy as np
 
 from clusters import flops as F
 from clusters.calibration import FLASH_BWD_OVER_FWD, Calibration, default_calibration
-from clusters.catalog import Chip, System
+from clusters.catalog import Chip, System, device_view
 from clusters.collectives import Group, collective
 from clusters.dtypes import bytes_per_element
 from clusters.flops import RECOMPUTE
 from clusters.memory import (USABLE_HBM_FRACTION, MemoryBreakdown, breakdown_at, memory_table,
                              params_per_chip)
+from clusters.software import stack_for
 from clusters.plan import PRECISIONS, Plan, decode, plan_at, table_size, to_table, validate_plan
 from clusters.tables import by_unique
 from clusters.workloads import Model
 
 PARTS = ("gemm_s", "attention_s", "elementwise_s", "recompute_s", "tp_comm_s", "cp_comm_s",
          "ep_comm_s", "pp_comm_s", "pipeline_bubble_s", "dp_comm_s", "optimizer_s")
-MFU_DEFINITION = ("model FLOPs (PaLM: 6N + attention QK^T/AV without causal halving, no "
+MFU_DEFINITION = ("model FLOPs with causal attention (6N + the lower triangle of QK^T and AV, "
+                  "no recompute) per second per chip / dense peak of the GEMM precision")
+MFU_PALM_DEFINITION = ("model FLOPs (PaLM: 6N + attention QK^T/AV without causal halving, no "
                   "recompute) per second per chip / dense peak of the GEMM precision")
 HFU_DEFINITION = "hardware FLOPs (model FLOPs + recomputed forward) per second per chip / same peak"
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # fp32 master, m, v read+written (24), grad read (4), bf16 write (2)
@@ -78,9 +81,11 @@ class Rates:
         return max(g.flops / (peak * eff),
                    self.mem_s(moved) / self.cal.ratio("gemm_stream_over_memory"))
 
-    def attention_s(self, flops: float, moved_bytes: float) -> float:
+    def attention_s(self, flops: float, moved_bytes: float, call_flops: float | None = None) -> float:
+        """Fused attention of `flops` (forward), its efficiency read at the size of one kernel
+        call (`call_flops`, default all of it: one call)."""
         peak = self.chip.peak("bf16")
-        eff = self.cal.efficiency("attention", self.chip.family, "bf16", flops)
+        eff = self.cal.efficiency("attention", self.chip.family, "bf16", call_flops or flops)
         return max(flops / (peak * eff), self.mem_s(moved_bytes))
 
     def mem_s(self, moved_bytes: float) -> float:
@@ -200,7 +205,9 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
     if plan.attention_impl == "flash":
         flops = tokens * F.attention_core_flops_fwd(model, plan.seq_len, causal=True) / tp
         moved = 2.0 * tokens * (heads * (d_qk + 2 * d_v) + kv_heads * (d_qk + d_v))
-        attention = rates.attention_s(flops, moved)
+        # Ring attention (cp > 1) runs one kernel per ring step, each on this chip's query chunk
+        # against one key/value chunk: cp calls of 1/cp the work, at the efficiency of that size
+        attention = rates.attention_s(flops, moved, call_flops=flops / cp)
         attention_bwd = FLASH_BWD_OVER_FWD * attention
     else:
         s, count = plan.seq_len, heads * plan.micro_batch
@@ -219,7 +226,11 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
     if cp > 1:
         kv_bytes = 2.0 * tokens * model.n_heads * (d_qk + d_v) if model.mla else \
             2.0 * tokens * 2 * model.n_kv_heads * model.head_dim
-        cp_comm = (cp - 1) * send_s(system, kv_bytes, tp)
+        # The ring's cp ranks sit tp apart (rank order tp, cp, dp, pp) and span tp * cp
+        # consecutive ranks: when that exceeds a scale-up domain some hops cross the scale-out
+        # fabric, and since every ring step waits for all of them, every step runs at that rate.
+        crossing = tp * cp > system.chips_per_domain
+        cp_comm = (cp - 1) * send_s(system, kv_bytes, system.chips_per_domain if crossing else 1)
     ep_comm = 0.0
     if moe_layer and plan.ep > 1:
         routed = (tokens // tp if sp else tokens) * model.moe.experts_per_token
@@ -243,18 +254,23 @@ def output_layer_s(model: Model, rates: Rates, tokens: int, tp: int) -> tuple[fl
 
 def dp_exposed_s(rs, ag, compute_mb, m, zero, overlap):
     """Exposed data-parallel communication per step (numpy arrays, one entry per plan).
-    ZeRO 0-2: gradients reduced (all-reduce, or reduce-scatter + parameter all-gather with a
-    sharded optimizer) once per step; overlapped, the last micro-batch's backward (2/3 of its
-    compute) hides the reduce-scatter and the first one's forward (1/3) the all-gather
-    (Megatron-Core overlap_grad_reduce / overlap_param_gather). ZeRO 3 / FSDP reshards the
-    weights after use: every micro-batch all-gathers them for forward and again for backward
-    and reduce-scatters its gradients, hidden behind all the forward and backward compute
-    (layer-by-layer prefetch). FSDP without resharding (Llama 3) is ZeRO 2 here."""
+    ZeRO 0 and 1: gradients accumulate in a full local buffer and are reduced once per step
+    (all-reduce, or reduce-scatter + parameter all-gather with a sharded optimizer); overlapped,
+    the last micro-batch's backward (2/3 of its compute) hides the reduce-scatter and the first
+    one's forward (1/3) the all-gather (Megatron-Core overlap_grad_reduce /
+    overlap_param_gather). ZeRO 2 keeps only its gradient shard, so every micro-batch's
+    backward reduce-scatters its gradients ("for zero stage 2 (and 3), gradient reduction is
+    required after every backward because of gradient partitioning", DeepSpeed maintainer,
+    deepspeedai/DeepSpeed#2252), each hidden behind that backward; the weights are gathered once
+    per step. ZeRO 3 / FSDP reshards the weights after use: every micro-batch all-gathers them
+    for forward and again for backward and reduce-scatters its gradients, hidden behind all the
+    forward and backward compute (layer-by-layer prefetch)."""
     z3_hidden = (np.maximum(0.0, m * ag - m * compute_mb / 3)
                  + np.maximum(0.0, m * (ag + rs) - m * compute_mb * 2 / 3))
-    z12_hidden = np.maximum(0.0, rs - compute_mb * 2 / 3) + np.maximum(0.0, ag - compute_mb / 3)
-    hidden = np.where(zero >= 3, z3_hidden, z12_hidden)
-    exposed = np.where(zero >= 3, m * (2 * ag + rs), rs + ag)
+    z2_hidden = m * np.maximum(0.0, rs - compute_mb * 2 / 3) + np.maximum(0.0, ag - compute_mb / 3)
+    z01_hidden = np.maximum(0.0, rs - compute_mb * 2 / 3) + np.maximum(0.0, ag - compute_mb / 3)
+    hidden = np.where(zero >= 3, z3_hidden, np.where(zero == 2, z2_hidden, z01_hidden))
+    exposed = np.where(zero >= 3, m * (2 * ag + rs), np.where(zero == 2, m * rs + ag, rs + ag))
     return np.where(overlap, hidden, exposed)
 
 
@@ -262,18 +278,31 @@ LAYER_PARTS = ("gemm_s", "attention_s", "elementwise_s", "recompute_s", "tp_comm
                "cp_comm_s", "ep_comm_s")
 
 
-def layer_parts(lt: dict, tp_comm_overlap, ep_overlap, recompute) -> dict:
+def _overlapped(comm, compute, slowdown):
+    """A communication overlapped with `compute`: the part that outlasts it, plus what the
+    compute it hides behind loses to the communication kernels' share of the cores."""
+    hidden = np.minimum(comm, compute)
+    return comm - hidden + slowdown * hidden
+
+
+def layer_parts(lt: dict, tp_comm_overlap, ep_overlap, recompute,
+                comm_core_fraction: float = 0.0) -> dict:
     """One layer, one micro-batch, forward + backward (+ recompute): the exposed parts, from
-    the forward times `lt` (LayerTimes fields as arrays) and each plan's software choices."""
+    the forward times `lt` (LayerTimes fields as arrays) and each plan's software choices.
+    Overlapped communication is not free: while its kernels run they hold
+    `comm_core_fraction` of the cores (clusters.software), so the compute it hides behind runs
+    1/(1 - fraction) times longer; that extra is charged to the communication part."""
     gemm, attn, attn_bwd, elem = lt["gemm"], lt["attention"], lt["attention_bwd"], lt["elementwise"]
+    slowdown = comm_core_fraction / (1.0 - comm_core_fraction)
     fwd_compute = gemm + attn + elem
-    tp_fwd = np.where(tp_comm_overlap, np.maximum(0.0, lt["tp_comm"] - gemm), lt["tp_comm"])
-    tp_bwd = np.where(tp_comm_overlap, np.maximum(0.0, lt["tp_comm"] - 2 * gemm), lt["tp_comm"])
+    tp_fwd = np.where(tp_comm_overlap, _overlapped(lt["tp_comm"], gemm, slowdown), lt["tp_comm"])
+    tp_bwd = np.where(tp_comm_overlap, _overlapped(lt["tp_comm"], 2 * gemm, slowdown),
+                      lt["tp_comm"])
     full = recompute == RECOMPUTE.index("full")
     selective = recompute == RECOMPUTE.index("selective")
     # each EP direction hidden behind the same pass of another micro-batch when overlapped
-    ep_hidden = (np.maximum(0.0, lt["ep_comm"] - fwd_compute)
-                 + np.maximum(0.0, lt["ep_comm"] - 2 * (gemm + elem) - attn_bwd))
+    ep_hidden = (_overlapped(lt["ep_comm"], fwd_compute, slowdown)
+                 + _overlapped(lt["ep_comm"], 2 * (gemm + elem) + attn_bwd, slowdown))
     return {
         "gemm_s": 3 * gemm,
         "attention_s": attn + attn_bwd,
@@ -389,32 +418,41 @@ class Evaluation:
         return plan_at(self.plans, i)
 
     def result(self, i: int) -> "TrainResult":
-        """Row `i` as a TrainResult (the named breakdown, memory, throughput, power)."""
+        """Row `i` as a TrainResult (the named breakdown, memory, throughput, power), per
+        package: a plan's ranks are devices (clusters.catalog.device_view)."""
         plan, chip, system = self.plan(i), self.system.chip, self.system
+        devices = chip.devices
+        chips = plan.chips // devices
         # Power and price pro rata of the systems' chips used (a 64-chip slice of a
         # CloudMatrix 384 is charged 64/384 of it).
-        n_systems = plan.chips / system.chips_per_domain
+        n_systems = chips / system.chips_per_domain
         breakdown = {k: float(self.parts_s[k][i]) for k in PARTS}
         return TrainResult(
-            model=self.model.name, system=system.name, chips=plan.chips, plan=plan,
+            model=self.model.name, system=system.name, chips=chips, plan=plan,
             step_time_s=sum(breakdown.values()), breakdown_s=breakdown,
             memory=breakdown_at(self.memory_bytes, i, self.capacity_bytes),
             tokens_per_step=plan.tokens_per_step,
             model_flops_per_token=F.model_flops_per_token(self.model, plan.seq_len),
             hardware_flops_per_token=F.hardware_flops_per_token(self.model, plan.seq_len,
                                                                 plan.recompute),
-            peak_flops_per_s=chip.peak(plan.precision), chip_power_w=plan.chips * chip.power_w,
+            peak_flops_per_s=chip.peak(plan.precision), chip_power_w=chips * chip.power_w,
             system_power_w=n_systems * system.power_w,
             capex_usd=None if system.price_usd is None else n_systems * system.price_usd,
-            notes=tuple(self.calibration.notes_for(chip.family)))
+            notes=tuple(self.calibration.notes_for(chip.family)) + (
+                (f"{system.chip.name}: {devices} devices per chip, the plan's {plan.chips} ranks "
+                 f"are {chips} chips",) if devices > 1 else ()),
+            causal_flops_per_token=F.model_flops_per_token(self.model, plan.seq_len, causal=True),
+            devices_per_chip=devices)
 
 
 def evaluate(model: Model, system: System, plans: dict,
              calibration: Calibration | None = None) -> Evaluation:
     """The training step of every plan in `plans` (a plan table, clusters.plan.to_table) on
     `system`: the one implementation of the training cost model. Plans are assumed valid
-    (clusters.plan.validate_plan, or clusters.search.enumerate_plans)."""
+    (clusters.plan.validate_plan, or clusters.search.enumerate_plans); their degrees count
+    ranks, one per device (a 910C package is two: clusters.catalog.device_view)."""
     cal = calibration or default_calibration()
+    package_system, system = system, device_view(system)
     c = plans
     tp, pp, dp, cp, ep, vpp, mb, zero = (c[k] for k in (
         "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero"))
@@ -422,8 +460,9 @@ def evaluate(model: Model, system: System, plans: dict,
     rates = _RatesByPrecision(system.chip, cal)
 
     lt = _layer_table(model, system, c, rates)
-    dense = layer_parts(lt["dense"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"])
-    moe = layer_parts(lt["moe"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"])
+    cores = stack_for(system.chip.family).comm_core_fraction
+    dense = layer_parts(lt["dense"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores)
+    moe = layer_parts(lt["moe"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores)
     per_layer = {k: dense[k] * model.n_dense_layers / L + moe[k] * model.n_moe_layers / L
                  for k in LAYER_PARTS}
     logits = {k: np.zeros(len(tp)) for k in LAYER_PARTS}
@@ -470,7 +509,7 @@ def evaluate(model: Model, system: System, plans: dict,
         optimizer[rows] = rates[PRECISIONS[code]].mem_s(OPTIMIZER_BYTES_PER_PARAM * owned[rows])
     parts["optimizer_s"] = optimizer
 
-    return Evaluation(model=model, system=system, calibration=cal, plans=c,
+    return Evaluation(model=model, system=package_system, calibration=cal, plans=c,
                       parts_s={k: parts[k] for k in PARTS},
                       memory_bytes=memory_table(model, c),
                       capacity_bytes=system.chip.hbm_bytes * USABLE_HBM_FRACTION)
@@ -493,6 +532,8 @@ class TrainResult:
     system_power_w: float
     capex_usd: float | None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    causal_flops_per_token: float = 0.0  # model FLOPs with causal attention (what MFU divides)
+    devices_per_chip: int = 1  # ranks per package (the plan's degrees count ranks)
 
     @property
     def feasible(self) -> bool:
@@ -508,6 +549,7 @@ class TrainResult:
 
     @property
     def tokens_per_s_per_chip(self) -> float:
+        """Per package (chip): a multi-device chip's ranks count together."""
         return self.tokens_per_s / self.chips
 
     @property
@@ -520,6 +562,12 @@ class TrainResult:
 
     @property
     def mfu(self) -> float:
+        """Model FLOPs with causal attention per second per chip over its dense peak."""
+        return self.causal_flops_per_token * self.tokens_per_s_per_chip / self.peak_flops_per_s
+
+    @property
+    def mfu_palm(self) -> float:
+        """The PaLM-convention MFU publications report (attention counted in full)."""
         return self.model_flops_per_s_per_chip / self.peak_flops_per_s
 
     @property
@@ -548,6 +596,8 @@ class TrainResult:
             "hardware_flops_per_s_per_chip": self.hardware_flops_per_s_per_chip,
             "peak_flops_per_s": self.peak_flops_per_s,
             "mfu": self.mfu, "mfu_definition": MFU_DEFINITION,
+            "mfu_palm": self.mfu_palm, "mfu_palm_definition": MFU_PALM_DEFINITION,
+            "ranks": self.plan.chips, "devices_per_chip": self.devices_per_chip,
             "hfu": self.hfu, "hfu_definition": HFU_DEFINITION,
             "memory_bytes_per_chip": self.memory.total_bytes, "memory": self.memory.to_dict(),
             "chip_power_w": self.chip_power_w, "power_w": self.system_power_w,

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from clusters.calibration import Calibration, default_calibration
-from clusters.catalog import System, load_system
+from clusters.catalog import System, device_view, load_system
 from clusters.inference import ServePlan, best_batch_for_tpot, devices_per_chip, prefill
 from clusters.projection import TRAIN_TOKENS_PER_STEP, default_global_batch
-from clusters.search import enumerate_plans, search
+from clusters.search import enumerate_plans, practice, search
 from clusters.train import evaluate
 from clusters.workloads import Model, load_model
 from clusters.errors import ModelInputError
@@ -182,8 +182,13 @@ class Row:
 
 
 def _train_plan_text(p) -> str:
+    """Degrees (ranks), then the software choices in force: recompute, ZeRO stage and the
+    communication overlaps."""
+    overlaps = [name for name, on in (("tp-overlap", p.tp_comm_overlap and p.tp > 1),
+                                      ("ep-overlap", p.ep_overlap and p.ep > 1)) if on]
     return (f"tp{p.tp} pp{p.pp} dp{p.dp} cp{p.cp} ep{p.ep}" + (f" vpp{p.vpp}" if p.vpp > 1 else "")
-            + f" mb{p.micro_batch} rc:{p.recompute} zero{p.zero}")
+            + f" mb{p.micro_batch} rc:{p.recompute} zero{p.zero}"
+            + "".join(f" +{o}" for o in overlaps))
 
 
 def project_train(model: Model, c: Contender, cal: Calibration, workload: str) -> Row:
@@ -326,7 +331,8 @@ class ReferenceCurve:
     def _candidates(self) -> dict:
         m, c = self.model, self.c
         seq, gb = m.seq_len, default_global_batch(m.seq_len)
-        plans = enumerate_plans(m, c.system, c.chips, gb, seq, "bf16")
+        plans = enumerate_plans(m, device_view(c.system), c.chips * c.system.chip.devices, gb,
+                                seq, "bf16", practice(c.system))
         keep: set[int] = set()
         for f in (0.25, self.current[0], 1.0, self.perfect):
             ev = evaluate(m, c.system, plans, self.calibration(f))

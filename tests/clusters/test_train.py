@@ -1,8 +1,10 @@
 """Training step model: invariants, breakdown bookkeeping, bad plans, calibration effects."""
+import numpy as np
 import pytest
 
 from clusters import flops as F
 from clusters.calibration import default_calibration
+from clusters.collectives import Group, collective
 from clusters.catalog import load_system
 from clusters.plan import Plan, validate_plan
 from clusters.train import PARTS, step_gemm_flops, train_step
@@ -45,8 +47,11 @@ def test_breakdown_sums_to_total_and_metrics_agree(plan):
     assert sum(r.breakdown_s.values()) == pytest.approx(r.step_time_s)
     assert all(v >= 0 for v in r.breakdown_s.values())
     assert r.tokens_per_s_per_chip * r.chips * r.step_time_s == pytest.approx(plan.tokens_per_step)
-    assert r.mfu == pytest.approx(r.model_flops_per_s_per_chip / 989e12)
-    assert r.hfu >= r.mfu
+    assert r.mfu_palm == pytest.approx(r.model_flops_per_s_per_chip / 989e12)
+    # MFU counts causal attention (the lower triangle): below the PaLM convention's
+    assert r.mfu == pytest.approx(
+        F.model_flops_per_token(L70, plan.seq_len, causal=True) * r.tokens_per_s_per_chip / 989e12)
+    assert r.hfu >= r.mfu_palm > r.mfu
     d = r.to_dict()
     for key in ("step_time_s", "tokens_per_s_per_chip", "model_flops_per_s_per_chip",
                 "hardware_flops_per_s_per_chip", "mfu", "memory_bytes_per_chip", "power_w",
@@ -106,7 +111,7 @@ def test_bad_plans_raise_user_errors(kwargs, words):
 
 
 def test_plan_must_match_chip_count():
-    with pytest.raises(ModelInputError, match="does not equal the chip count 16"):
+    with pytest.raises(ModelInputError, match="does not equal the 16 ranks"):
         validate_plan(L70, Plan(tp=8, dp=4, global_batch=8), chips=16)
 
 
@@ -143,25 +148,14 @@ def test_moe_with_tp_needs_sequence_parallel():
         validate_plan(DSV3, Plan(tp=4, dp=2, global_batch=8, sequence_parallel=False))
 
 
-
-
-
-
-
-
-
-
-
-
-
 def test_zero3_pays_per_micro_batch_gathers():
     p = Plan(tp=1, pp=1, dp=64, global_batch=256, seq_len=4096, dp_overlap=False)
-    z2, z3 = (train_step(L70, H100, p.with_(zero=z)) for z in (2, 3))
+    z1, z3 = (train_step(L70, H100, p.with_(zero=z)) for z in (1, 3))
     m = p.n_microbatches
-    # ZeRO 3 all-gathers twice and reduce-scatters once per micro-batch: 3m/2 x ZeRO 2 volume
-    assert z3.breakdown_s["dp_comm_s"] == pytest.approx(1.5 * m * z2.breakdown_s["dp_comm_s"],
+    # ZeRO 3 all-gathers twice and reduce-scatters once per micro-batch: 3m/2 x ZeRO 1 volume
+    assert z3.breakdown_s["dp_comm_s"] == pytest.approx(1.5 * m * z1.breakdown_s["dp_comm_s"],
                                                         rel=0.05)
-    assert z3.memory.weights_bytes < z2.memory.weights_bytes
+    assert z3.memory.weights_bytes < z1.memory.weights_bytes
 
 
 def test_ep_overlap_hides_all_to_all_behind_compute():
@@ -176,8 +170,6 @@ def test_ep_overlap_hides_all_to_all_behind_compute():
 def test_interleaving_needs_micro_batches_in_multiples_of_pp():
     with pytest.raises(ModelInputError, match="multiple of pp=4"):
         validate_plan(L70, Plan(tp=8, pp=4, dp=1, vpp=2, global_batch=6))
-
-
 
 
 def test_fp8_training_keeps_the_output_layer_in_bf16():
@@ -211,3 +203,91 @@ def test_flash2_era_slows_hopper_attention_only():
         old.efficiency("attention", "nvidia-hopper", "bf16")
     assert old_r.breakdown_s["attention_s"] == pytest.approx(new_r.breakdown_s["attention_s"] * ratio)
     assert old_r.breakdown_s["gemm_s"] == new_r.breakdown_s["gemm_s"]
+
+
+# ---- mechanisms that used to be free lunches (each test fails on the old behaviour)
+
+def test_zero2_reduce_scatters_every_micro_batch():
+    """ZeRO 2 keeps only a gradient shard, so each micro-batch's backward reduce-scatters its
+    gradients (deepspeedai/DeepSpeed#2252); ZeRO 1 accumulates whole and reduces once. Without
+    overlap the exposed DP time is m reduce-scatters plus one gather against one of each."""
+    p = Plan(tp=8, pp=4, dp=8, global_batch=256, seq_len=8192, dp_overlap=False)
+    z1, z2 = (train_step(L70, H100, p.with_(zero=z)) for z in (1, 2))
+    m = p.n_microbatches
+    rs_plus_ag = z1.breakdown_s["dp_comm_s"]
+    assert m == 32 and z2.breakdown_s["dp_comm_s"] > 8 * rs_plus_ag
+    assert z2.memory.grads_bytes < z1.memory.grads_bytes  # what ZeRO 2 buys
+
+
+def test_context_parallel_across_nodes_pays_the_nic():
+    """A TP2 x CP16 ring spans 32 ranks, four 8-GPU nodes: its K/V exchange crosses the NIC
+    (every ring step waits for the slowest hop); TP2 x CP4 stays on NVLink."""
+    h100 = load_system("hgx-h100")
+    inside = Plan(tp=2, cp=4, dp=1, global_batch=8, seq_len=32768)
+    across = Plan(tp=2, cp=16, dp=1, global_batch=8, seq_len=32768)
+    kv = 2.0 * 32768 // 16 * 2 * L70.n_kv_heads * L70.head_dim
+    from clusters.train import layer_times, Rates
+    rates = Rates(h100.chip, default_calibration(), "bf16")
+    t_across = layer_times(L70, across, h100, rates, False).cp_comm
+    nic = 15 * float(collective("send", kv, Group(h100, 2, 1)).time_s)
+    assert t_across == pytest.approx(nic)
+    t_inside = layer_times(L70, inside, h100, rates, False).cp_comm
+    nvlink = 3 * float(collective("send", 2.0 * 32768 // 4 * 2 * L70.n_kv_heads * L70.head_dim,
+                                  Group(h100, 2, 2)).time_s)
+    assert t_inside == pytest.approx(nvlink)
+
+
+def test_ring_attention_runs_at_the_efficiency_of_its_chunks():
+    """With size-dependent attention efficiency, CP's cp kernel calls of 1/cp the work each run
+    at the efficiency of that smaller size."""
+    from dataclasses import replace as dc_replace
+
+    from clusters.calibration import Entry
+    from clusters.train import Rates, layer_times
+    cal = default_calibration()
+    sized = Entry("attention", "nvidia-hopper", "*", (9.0, 14.0), (0.2, 0.6), "test", False)
+    cal = dc_replace(cal, entries=(sized,) + tuple(e for e in cal.entries if not (
+        e.kernel == "attention" and e.family == "nvidia-hopper")))
+    rates = Rates(H100.chip, cal, "bf16")
+    one = layer_times(L70, Plan(tp=8, cp=1, global_batch=1, seq_len=65536), H100, rates, False)
+    ring = layer_times(L70, Plan(tp=8, cp=8, global_batch=1, seq_len=65536), H100, rates, False)
+    # the same total attention FLOPs per chip would take 8x less with cp 8 at equal efficiency
+    assert ring.attention > one.attention / 8 * 1.1
+
+
+def test_mfu_cannot_exceed_the_efficiencies_at_long_context():
+    """Llama 3 8B at 128K: the PaLM count includes the upper triangle nobody computes; MFU
+    (causal) stays below the best kernel efficiency, the PaLM figure does not have to."""
+    m = load_model("llama3-8b")
+    r = train_step(m, H100, Plan(tp=8, cp=16, dp=1, global_batch=16, seq_len=131072,
+                                 precision="bf16"))
+    cal = default_calibration()
+    best = max(cal.efficiency(k, "nvidia-hopper", "bf16") for k in ("gemm", "attention"))
+    assert r.mfu < best
+    assert r.mfu_palm > r.mfu * 1.3
+
+
+def test_a_910c_trains_as_two_devices():
+    """The 910C presents two dies, each its own device with half the package (as in serving):
+    384 chips are 768 ranks, and the result reports per chip."""
+    from clusters.search import search
+    cm = load_system("cloudmatrix-384")
+    (best,), _ = search(L70, cm, 384, 512, 8192, top=1)
+    assert best.plan.chips == 768 and best.chips == 384 and best.devices_per_chip == 2
+    assert best.tokens_per_s_per_chip * 384 == pytest.approx(best.tokens_per_s)
+    assert best.peak_flops_per_s == cm.chip.peak("bf16")  # the package's
+    assert best.memory.capacity_bytes == pytest.approx(cm.chip.hbm_bytes / 2 * 0.95)
+
+
+def test_ties_are_broken_by_less_memory_then_smaller_groups():
+    """Plans of equal step time (ZeRO stages whose DP traffic is fully hidden) rank by memory."""
+    from clusters.search import enumerate_plans, rank
+    from clusters.train import evaluate
+    plans = enumerate_plans(L70, H100, 64, 128, 8192)
+    ev = evaluate(L70, H100, plans)
+    order = rank(ev)
+    steps, mem = ev.step_time_s[order], ev.total_memory_bytes[order]
+    feasible = ev.feasible[order]
+    same = np.isclose(steps[1:], steps[:-1], rtol=0, atol=1e-9) & feasible[1:] & feasible[:-1]
+    assert same.any()  # there are ties to break
+    assert np.all(mem[1:][same] >= mem[:-1][same])

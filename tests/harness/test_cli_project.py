@@ -45,11 +45,11 @@ def test_cli_project_searches_without_plan_flags(capsys):
     (["--model", "llama9", "--system", "hgx-h100", "--chips", "8"], ["unknown model 'llama9'"]),
     (["--model", "llama3-8b", "--system", "hgx-h900", "--chips", "8"], ["hgx-h900"]),
     (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "12", "--tp", "8"],
-     ["chips 12", "tp*pp*cp"]),
+     ["12 ranks (12 chips)", "tp*pp*cp"]),
     (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--global-batch", "-4"],
      ["--global-batch", "positive"]),
     (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--tp", "2", "--dp", "2"],
-     ["does not equal the chip count 8"]),
+     ["does not equal the 8 ranks"]),
 ])
 def test_cli_project_bad_input_is_one_line(argv, words, capsys):
     rc, _, err = _cli(argv, capsys)
