@@ -36,6 +36,11 @@ class Entry:
     efficiencies: tuple[float, ...]
     source: str
     burst: bool = False  # measured in short bursts at boost clock (see Calibration.sustained)
+    # what log10_sizes measure: "flops" (or bytes, for memory kernels) of one kernel call, or
+    # "seconds": the call's ideal duration at the target's peak (flops / peak), which carries a
+    # size curve measured on one chip over to a faster one (a kernel loses efficiency to fixed
+    # per-call costs and wave quantisation by how short it is, not by its FLOPs)
+    size_basis: str = "flops"
 
     def at(self, size):
         """The efficiency at `size` (a number or a numpy array): interpolated in log10(size)
@@ -74,20 +79,29 @@ class Calibration:
     # Named variants: entries that replace the matching (kernel, family) entries for a stack
     # of another era (variant())
     variants: Mapping[str, tuple[Entry, ...]] = field(default_factory=dict)
+    # How a GEMM's efficiency falls below its entry's (a best-shape measurement) as the call
+    # gets short: ((log10 ideal seconds, factor), ...) and its source; empty: no such effect
+    # (a calibration measured at the model's own shapes already holds it)
+    gemm_size_factor: tuple = ()
+    gemm_size_source: str = ""
     # lookups answered so far (not an input: a copy made with dataclasses.replace starts empty)
     _lookups: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    def lookup(self, kernel: str, family: str, dtype: str) -> tuple[Entry, bool]:
-        """The entry used and whether it was borrowed from another family."""
-        key = (kernel, family, dtype)
+    def lookup(self, kernel: str, family: str, dtype: str,
+               chip: str | None = None) -> tuple[Entry, bool]:
+        """The entry used and whether it was borrowed from another family. An entry whose
+        `family` names the catalog chip itself (e.g. "gb200") is preferred to its family's."""
+        key = (kernel, family, dtype, chip)
         if key not in self._lookups:
-            self._lookups[key] = self._lookup(kernel, family, dtype)
+            self._lookups[key] = self._lookup(kernel, family, dtype, chip)
         return self._lookups[key]
 
-    def _lookup(self, kernel: str, family: str, dtype: str) -> tuple[Entry, bool]:
+    def _lookup(self, kernel: str, family: str, dtype: str,
+                chip: str | None) -> tuple[Entry, bool]:
         # None as dtype: any dtype measured on the family borrowed from (a CPU set may only
         # have fp32); never another dtype of the target's own family (int8 is not bf16)
-        order = [(family, dtype), (family, "*")]
+        order = [(chip, dtype), (chip, "*")] if chip else []
+        order += [(family, dtype), (family, "*")]
         if family in self.borrow:
             b = self.borrow[family]
             order += [(b, dtype), (b, "*"), (b, None)]
@@ -95,15 +109,28 @@ class Calibration:
         for fam, dt in order:
             for e in self.entries:
                 if e.kernel == kernel and e.family == fam and (dt is None or e.dtype == dt):
-                    return e, fam != family
+                    return e, fam not in (family, chip)
         raise ModelInputError(f"calibration {self.name!r} has no {kernel!r} efficiency for {family} "
                         f"{dtype} (add an entry for family '*')")
 
-    def efficiency(self, kernel: str, family: str, dtype: str, size: float = 0.0) -> float:
-        entry, borrowed = self.lookup(kernel, family, dtype)
+    def efficiency(self, kernel: str, family: str, dtype: str, size: float = 0.0,
+                   peak: float | None = None, chip: str | None = None) -> float:
+        """Achieved over peak for one kernel call of `size` (FLOPs, or bytes for memory
+        kernels) on `family` (and catalog `chip`, whose own entries and sustained-clock factor
+        come first); `peak` (FLOP/s of the dtype) places a call on the curves of entries sized
+        in seconds."""
+        entry, borrowed = self.lookup(kernel, family, dtype, chip)
+        if entry.size_basis == "seconds":
+            if peak is None:
+                raise ModelInputError(f"calibration {self.name!r}: the {kernel} entry for "
+                                      f"{entry.family} is sized in seconds and needs a peak")
+            size = size / peak
         eff = entry.at(size)
         if entry.burst and kernel != "memory":
-            eff *= self.sustained.get(family, self.sustained.get("*", (1.0, "")))[0]
+            eff *= self.sustained.get(chip, self.sustained.get(
+                family, self.sustained.get("*", (1.0, ""))))[0]
+        if kernel == "gemm" and peak is not None and self.gemm_size_factor:
+            eff *= self.size_factor(size if entry.size_basis == "seconds" else size / peak)
         factor = self.software_factors.get(family)
         if borrowed and factor is not None:
             eff *= factor.memory if kernel == "memory" else factor.compute
@@ -126,6 +153,13 @@ class Calibration:
         factors = dict(self.software_factors)
         factors[family] = SoftwareFactor(compute, memory, source)
         return replace(self, software_factors=factors)
+
+    def size_factor(self, seconds: float) -> float:
+        """gemm_size_factor at a call's ideal duration (flat outside the measured points)."""
+        if not self.gemm_size_factor:
+            return 1.0
+        xs, ys = zip(*self.gemm_size_factor)
+        return float(np.interp(math.log10(max(seconds, 1e-12)), xs, ys))
 
     def ratio(self, name: str) -> float:
         """A named ratio of the calibration file's [ratio] table."""
@@ -154,6 +188,7 @@ _ENTRY = {
     "dtype": Field("str", required=False), "efficiency": Field("float", required=False, hi=1.0),
     "points": Field("number_rows", required=False, width=2), "source": Field("str"),
     "burst": Field("bool", required=False),
+    "size": Field("str", required=False, choices=("flops", "seconds")),
 }
 _FACTOR = {"compute": Field("float", hi=1.5), "memory": Field("float", hi=1.5),
            "source": Field("str")}
@@ -169,6 +204,8 @@ _SPEC = {
     "ratio": Field("table_map", required=False, spec=_RATIO),
     "variant": Field("table_map", required=False, spec={
         "description": Field("str"), "entry": Field("table_list", spec=_ENTRY)}),
+    "gemm_size_factor": Field("table", required=False, spec={
+        "points": Field("number_rows", width=2), "source": Field("str")}),
 }
 
 
@@ -183,7 +220,7 @@ def _entry(where, e: dict) -> Entry:
     else:
         sizes, effs = (), (e["efficiency"],)
     return Entry(e["kernel"], e["family"] or "*", e["dtype"] or "*", sizes, effs, e["source"],
-                 bool(e["burst"]))
+                 bool(e["burst"]), e["size"] or "flops")
 
 
 def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
@@ -198,9 +235,17 @@ def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
     variants = {name: tuple(_entry(f"{path}: variant {name} entry {i + 1}", e)
                             for i, e in enumerate(v["entry"]))
                 for name, v in (doc["variant"] or {}).items()}
+    curve = doc["gemm_size_factor"]
+    if curve is not None:
+        pts = sorted(curve["points"])
+        if any(not 0 < f <= 1 for _, f in pts):
+            raise ModelInputError(f"{path}: key 'gemm_size_factor.points' factors must be in (0, 1]")
+        curve_points = tuple((math.log10(sec), f) for sec, f in pts)
     return Calibration(doc["name"] or path.stem, doc["description"] or str(path), entries,
                        factors, borrow=dict(doc["borrow"] or {}), sustained=sustained,
-                       ratios=ratios, variants=variants)
+                       ratios=ratios, variants=variants,
+                       gemm_size_factor=curve_points if curve is not None else (),
+                       gemm_size_source=curve["source"] if curve is not None else "")
 
 
 def default_calibration() -> Calibration:

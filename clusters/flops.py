@@ -194,11 +194,41 @@ def moe_gemms(model: Model, tokens: int, tp: int, ep: int) -> list[Gemm]:
     return out
 
 
+# Transformer Engine's userbuffers overlap (the --tp-comm-overlap of Megatron-Core and NeMo) runs
+# each overlapped GEMM in chunks, one per communication step: "ring_exchange" (the forward QKV and
+# FC1 GEMMs with their all-gather, the backward dgrad of the output projection and FC2) in tp
+# chunks, "pipeline" (the forward output projection and FC2 with their reduce-scatter) in 4; the
+# other backward GEMMs overlap in bulk, unsplit (TransformerEngine transformer_engine/pytorch/
+# module/base.py, initialize_ub: `methods`, and get_default_config's num_splits = tp_size for
+# ring_exchange, else 4). Shorter calls lose efficiency (the calibration's gemm_size_factor).
+COLUMN_PARALLEL = ("qkv", "q_proj", "ffn_up")
+ROW_PARALLEL = ("attn_out", "ffn_down")
+PIPELINE_SPLITS = 4
+
+
+def overlap_chunks(gemms: list[Gemm], tp: int) -> list[tuple[Gemm, Gemm]]:
+    """(whole GEMM, the chunks it runs as) for every GEMM call TP-communication overlap splits
+    in one forward + backward: column-parallel GEMMs in tp chunks (forward), row-parallel ones
+    in PIPELINE_SPLITS (forward) and tp (backward dgrad, same shape as the forward)."""
+    def split(g, n):
+        return g, Gemm(f"{g.name}_split{n}", max(1, g.m // n), g.n, g.k, g.count * n)
+    out = []
+    if tp <= 1:
+        return out
+    for g in gemms:
+        if g.name in COLUMN_PARALLEL:
+            out.append(split(g, tp))
+        elif g.name in ROW_PARALLEL:
+            out += [split(g, PIPELINE_SPLITS), split(g, tp)]
+    return out
+
+
 def layer_gemms(model: Model, tokens: int, tp: int, ep: int = 1) -> list[Gemm]:
     """Every distinct GEMM shape a training step prices (clusters.train.layer_times and
     output_layer_s) for `tokens` tokens per rank at tensor parallelism `tp` and expert
     parallelism `ep`: the attention projections, the dense FFN (dense layers), the MoE layer's
-    router, routed and shared experts, and the output layer. The kernel suite measures exactly
+    router, routed and shared experts, the output layer, and the chunks TP-communication
+    overlap runs the TP GEMMs in (overlap_chunks). The kernel suite measures exactly
     these shapes for the models it names (harness.suites)."""
     gemms = attention_gemms(model, tokens, tp)
     if model.n_dense_layers:
@@ -206,6 +236,7 @@ def layer_gemms(model: Model, tokens: int, tp: int, ep: int = 1) -> list[Gemm]:
     if model.moe is not None:
         gemms += moe_gemms(model, tokens, tp, ep)
     gemms.append(output_gemm(model, tokens, tp))
+    gemms += [chunk for _, chunk in overlap_chunks(gemms, tp)]
     seen, out = set(), []
     for g in gemms:
         if (g.m, g.n, g.k) not in seen:

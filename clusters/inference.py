@@ -20,6 +20,7 @@ were measured (the catalog fabric's moe_a2a) the expert all-to-all is never char
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -29,6 +30,7 @@ from clusters.calibration import Calibration, default_calibration
 from clusters.catalog import System
 from clusters.memory import USABLE_HBM_FRACTION
 from clusters.plan import Plan
+from clusters.software import stack_for
 from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times
 from clusters.workloads import Model
 from clusters.dtypes import bytes_per_element
@@ -36,6 +38,7 @@ from clusters.errors import ModelInputError
 
 # Weight formats a serving plan can use (bytes per element: clusters.dtypes)
 SERVE_PRECISIONS = ("bf16", "fp16", "fp8", "int8")
+ATTENTION_PRECISIONS = ("bf16", "fp8")
 def devices_per_chip(chip) -> int:
     """Devices one package presents to software, from the catalog (the 910C is two dies, each
     its own device with 64 GB of HBM)."""
@@ -46,11 +49,19 @@ class ServePlan:
     chips: int
     tp: int = 1
     ep: int = 1
-    batch_per_chip: int = 1  # decode: concurrent sequences per chip; prefill: prompts per chip
+    # decode: concurrent sequences per chip; prefill: prompts per chip. A TP group serves
+    # batch_per_chip * tp of them (one sequence on a TP8 group is 1/8); an average that is not
+    # whole (13,200 over 144 ranks) runs at the pace of the ranks holding the most.
+    batch_per_chip: float = 1
     context: int = 2048  # decode: tokens in each sequence's KV cache; prefill: prompt length
     precision: str = "bf16"  # weights and GEMMs
     kv_bytes: float = 2.0  # bytes per cached element (bf16 2, fp8 1)
-    overlap: bool = False  # two-batch overlap: communication hidden behind the other batch
+    # two-batch overlap: communication hidden behind the other batch; None: whichever of the
+    # two is faster for this batch (what a server's operator would pick), recorded in the result
+    overlap: bool | None = False
+    # Precision of the decode attention kernel's QK^T and AV: "fp8" where the published stack
+    # runs it on an fp8 cache (FlashMLA-FP8, TensorRT-LLM's fp8 MLA); needs kv_bytes 1
+    attention_precision: str = "bf16"
     # Aggregated (in-flight batching) serving: prompts of input_len tokens are prefilled on the
     # decode chips, output_len tokens generated per request. 0 = decode only (disaggregated).
     input_len: int = 0
@@ -77,15 +88,26 @@ class ServePlan:
 
     @property
     def tokens_per_sequence_step(self) -> float:
-        """Output tokens one sequence emits per decode step on average."""
-        return 1.0 + self.mtp_tokens * self.mtp_acceptance
+        """Output tokens one sequence emits per decode step on average: the verified token
+        plus the accepted drafts, where draft i counts only if drafts 1..i-1 were accepted
+        (speculative decoding, Leviathan et al. 2023, arXiv 2211.17192 eq. 1: (1-a^(k+1))/(1-a)
+        for acceptance a per draft). One draft at a = 0.85-0.90 is DeepSeek-V3's 1.85-1.9
+        (arXiv 2412.19437 sec. 5.4.3)."""
+        a, k = self.mtp_acceptance, self.mtp_tokens
+        return sum(a ** i for i in range(k + 1))
 
 
 def validate(model: Model, plan: ServePlan, system: System) -> None:
-    for key in ("chips", "tp", "ep", "batch_per_chip", "context", "ranks_per_chip"):
+    for key in ("chips", "tp", "ep", "context", "ranks_per_chip"):
         v = getattr(plan, key)
-        if not isinstance(v, int) or v < 1:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ModelInputError(f"serve plan: {key} must be a positive integer, got {v!r}")
+    group = plan.batch_per_chip * plan.tp if isinstance(plan.batch_per_chip, (int, float)) \
+        and not isinstance(plan.batch_per_chip, bool) else 0
+    if not (math.isfinite(group) and group >= 1):
+        raise ModelInputError(f"serve plan: batch_per_chip {plan.batch_per_chip!r} gives "
+                              f"{group:g} sequences per TP group of {plan.tp}; at least 1 is "
+                              "needed")
     if plan.ranks_per_chip > 1 and plan.tp != 1:
         raise ModelInputError(f"serve plan: ranks_per_chip={plan.ranks_per_chip} needs tp=1 (one "
                         f"attention-DP rank per die), got tp={plan.tp}")
@@ -116,6 +138,16 @@ def validate(model: Model, plan: ServePlan, system: System) -> None:
                         f"routed experts of {model.name}")
     if plan.precision not in SERVE_PRECISIONS:
         raise ModelInputError(f"serve plan: precision must be one of {SERVE_PRECISIONS}")
+    if plan.attention_precision not in ATTENTION_PRECISIONS:
+        raise ModelInputError(f"serve plan: attention_precision must be one of "
+                              f"{ATTENTION_PRECISIONS}, got {plan.attention_precision!r}")
+    if plan.attention_precision == "fp8":
+        if "fp8" not in system.chip.peak_flops_per_s:
+            raise ModelInputError(f"serve plan: fp8 attention needs fp8 tensor cores; "
+                                  f"{system.chip.name} has none")
+        if plan.kv_bytes != 1:
+            raise ModelInputError("serve plan: fp8 attention reads an fp8 KV cache (kv_bytes 1), "
+                                  f"got kv_bytes {plan.kv_bytes:g}")
 
 
 def kv_bytes_per_token(model: Model, plan: ServePlan) -> float:
@@ -214,16 +246,23 @@ class ServeResult:
         return out
 
 
-def _result(mode, model, system, plan, parts, tokens, cal, overlap_comm=("tp_comm_s", "ep_comm_s")):
-    compute = sum(v for k, v in parts.items() if k not in overlap_comm)
-    comm = sum(parts.get(k, 0.0) for k in overlap_comm)
-    if plan.overlap:
-        # two-batch overlap: the slower of compute and communication sets the step; the
-        # hidden part of communication is removed from the breakdown so it still sums.
-        hidden = min(compute, comm)
-        for k in overlap_comm:
-            if comm > 0:
-                parts[k] -= hidden * parts.get(k, 0.0) / comm
+def _hide_prefill_comm(parts: dict, system: System, comm_keys=("tp_comm_s", "ep_comm_s")) -> None:
+    """Prefill with two overlapped micro-batches (compute-bound, so splitting the batch costs
+    no extra weight traffic): communication hides behind the other micro-batch's compute, but
+    the communication kernels hold the family's core share while they run (clusters.software),
+    slowing the compute they hide behind; the exposed remainder stays in the comm parts."""
+    compute = sum(v for k, v in parts.items() if k not in comm_keys)
+    comm = sum(parts.get(k, 0.0) for k in comm_keys)
+    if comm <= 0:
+        return
+    f = stack_for(system.chip.family).comm_core_fraction
+    hidden = min(compute, comm)
+    for k in comm_keys:
+        share = parts.get(k, 0.0) / comm
+        parts[k] -= hidden * share * (1 - f / (1 - f))
+
+
+def _result(mode, model, system, plan, parts, tokens, cal):
     step = sum(parts.values())
     kv = kv_cache_bytes_per_chip(model, plan, plan.batch_per_chip) if mode == "decode" else 0.0
     mem = weight_bytes_per_chip(model, plan) + kv
@@ -255,29 +294,32 @@ def prefill(model: Model, system: System, plan: ServePlan,
     for moe_layer, n in ((False, model.n_dense_layers), (True, model.n_moe_layers)):
         if n == 0:
             continue
-        lt = layer_times(model, p, system, rates, moe_layer)
+        lt = layer_times(model, p, system, rates, moe_layer,
+                         stack_for(system.chip.family).moe_dispatch)
         for k, v in (("gemm_s", lt.gemm), ("attention_s", lt.attention),
                      ("elementwise_s", lt.elementwise), ("tp_comm_s", lt.tp_comm),
                      ("ep_comm_s", lt.ep_comm)):
             parts[k] += n * v
     # logits only for each prompt's last token
     parts["gemm_s"] += rates.gemm_s(F.output_gemm(model, group_batch, plan.tp))
+    if plan.overlap is not False:  # None: overlap, which never loses in prefill
+        _hide_prefill_comm(parts, system)
+        plan = replace(plan, overlap=True)
     return _result("prefill", model, system, plan, parts,
                    plan.batch_per_chip * plan.context, cal)
 
 
-def decode(model: Model, system: System, plan: ServePlan,
-           calibration: Calibration | None = None) -> ServeResult:
-    """One decode step: every sequence of the instance emits one token."""
-    validate(model, plan, system)
-    cal = calibration or default_calibration()
+def _decode_parts(model: Model, system: System, plan: ServePlan, cal: Calibration,
+                  batch_per_chip: int) -> dict:
+    """One decode step of `batch_per_chip` sequences per chip, by stream: the attention side
+    (its GEMMs, the dense layers, the head, attention over the cache, memory-bound work, TP
+    collectives), the MoE side (router, routed and shared experts) and the expert all-to-all."""
     chip = system.chip
-    dtype = "fp8" if plan.precision in ("fp8", "int8") and "fp8" in chip.peak_flops_per_s \
-        else ("int8" if plan.precision == "int8" else "bf16")
+    dtype = _decode_dtype(plan, chip)
     rates = Rates(chip, cal, dtype)
     tp, r, q = plan.tp, plan.ranks_per_chip, 1 + plan.mtp_tokens
     # query rows per attention-DP rank: one per sequence, 1 + mtp_tokens with MTP verification
-    tokens = math.ceil(plan.batch_per_chip / r) * tp * q
+    tokens = _rank_rows(batch_per_chip, tp, r) * q
     h = model.hidden_size
     attn_layers = model.n_layers + plan.mtp_tokens  # the MTP block runs once per drafted token
     moe_layers = model.n_moe_layers + (plan.mtp_tokens if model.moe is not None else 0)
@@ -286,31 +328,36 @@ def decode(model: Model, system: System, plan: ServePlan,
     gemms = _decode_attention_gemms(model, tokens, tp)
     dense_ffn = F.ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
     # replicated-weight GEMMs run once on every rank of the chip
-    gemm = r * attn_layers * sum(rates.gemm_s(g) for g in gemms)
-    gemm += r * dense_layers * sum(rates.gemm_s(g) for g in dense_ffn)
-    ep_comm = 0.0
-    if model.moe is not None:
-        gemm += moe_layers * _decode_moe_s(model, plan, rates)
-        if plan.ep > 1:
-            routed = plan.batch_per_chip * q * model.moe.experts_per_token
-            wb = bytes_per_element(dtype)
-            ep_comm = moe_layers * _ep_all_to_all_s(system, plan, routed, h, wb)
+    attn_gemm = r * attn_layers * sum(rates.gemm_s(g) for g in gemms)
+    attn_gemm += r * dense_layers * sum(rates.gemm_s(g) for g in dense_ffn)
     # the main head and, per drafted token, the MTP module's pass through the shared head
-    gemm += r * (1 + plan.mtp_tokens) * rates.gemm_s(F.output_gemm(model, tokens, tp))
+    attn_gemm += r * (1 + plan.mtp_tokens) * rates.gemm_s(F.output_gemm(model, tokens, tp))
+    moe_gemm, dispatch, combine = 0.0, 0.0, 0.0
+    if model.moe is not None:
+        moe_gemm = moe_layers * _decode_moe_s(model, plan, rates, batch_per_chip)
+        if plan.ep > 1:
+            routed = batch_per_chip * q * model.moe.experts_per_token
+            d, c = _ep_all_to_all_s(system, plan, routed, h, bytes_per_element(dtype))
+            dispatch, combine = moe_layers * d, moe_layers * c
 
     # attention over the cache: read every cached byte once per step, compute QK and AV for
     # every query row (MTP verifies 1 + mtp_tokens rows against the same cache)
-    kv_read = kv_cache_bytes_per_chip(model, plan, plan.batch_per_chip)
+    kv_read = kv_cache_bytes_per_chip(model, plan, batch_per_chip)
     if model.mla is not None:  # absorbed MLA: heads attend over the latent (MQA-like)
         d = model.mla.kv_lora_rank
         flops = 2.0 * model.n_heads / tp * plan.context * (2 * d + model.mla.qk_rope_head_dim)
     else:
         flops = 2.0 * model.n_heads / tp * plan.context * 2 * model.head_dim
-    chip_rows = plan.batch_per_chip * tp * q  # query rows of all the chip's ranks
+    chip_rows = batch_per_chip * tp * q  # query rows of all the chip's ranks
     attn_flops = attn_layers * chip_rows * flops
-    peak = chip.peak("bf16")
-    eff = cal.efficiency("attention", chip.family, "bf16", attn_flops) * \
-        cal.ratio("decode_over_training_attention")
+    # one kernel call per layer: its size is a layer's share of the step's attention. An fp8
+    # kernel runs on the fp8 peak at the efficiency FlashAttention-3 reaches there relative to
+    # its bf16 one (calibration ratio fp8_over_bf16_attention)
+    peak = chip.peak(plan.attention_precision)
+    eff = cal.efficiency("attention", chip.family, "bf16", attn_flops / attn_layers, peak,
+                         chip=chip.name) * cal.ratio("decode_over_training_attention")
+    if plan.attention_precision == "fp8":
+        eff *= cal.ratio("fp8_over_bf16_attention")
     attention = max(attn_flops / (peak * eff),
                     rates.mem_s(kv_read * attn_layers / model.n_layers))
 
@@ -318,11 +365,121 @@ def decode(model: Model, system: System, plan: ServePlan,
              if dtype != "int8" else "fp8")
     elementwise = attn_layers * rates.mem_s(
         chip_rows * elementwise_bytes_per_token(model, p, model.moe is not None))
-    act = 2.0 * tokens * h
-    tp_comm = attn_layers * 2 * comm_s(system, "all_reduce", act, tp, 1)
-    parts = {"gemm_s": gemm, "attention_s": attention, "elementwise_s": elementwise,
-             "tp_comm_s": tp_comm, "ep_comm_s": ep_comm,
-             "prefill_s": in_flight_prefill_s(model, system, plan, calibration)}
+    tp_comm = attn_layers * 2 * comm_s(system, "all_reduce", 2.0 * tokens * h, tp, 1)
+    return {"attn_gemm_s": attn_gemm, "moe_gemm_s": moe_gemm, "attention_s": attention,
+            "elementwise_s": elementwise, "tp_comm_s": tp_comm, "dispatch_s": dispatch,
+            "combine_s": combine, "ep_comm_s": dispatch + combine}
+
+
+def _rank_rows(batch_per_chip: float, tp: int, ranks_per_chip: int) -> int:
+    """Sequences one attention rank (a TP group, or one die of a chip) holds: the GEMM rows of
+    its projections per query position."""
+    return math.ceil(round(batch_per_chip * tp / ranks_per_chip, 9))
+
+
+def _decode_dtype(plan: ServePlan, chip) -> str:
+    """GEMM precision of a serving plan on `chip`: 8-bit weights run the chip's fp8 GEMM where
+    it has one, int8 where only that (the 910C), else bf16."""
+    if plan.precision in ("fp8", "int8") and "fp8" in chip.peak_flops_per_s:
+        return "fp8"
+    return "int8" if plan.precision == "int8" else "bf16"
+
+
+def _attention_side(parts: dict) -> float:
+    return parts["attn_gemm_s"] + parts["attention_s"] + parts["elementwise_s"] + parts["tp_comm_s"]
+
+
+def overlapped_decode(model: Model, system: System, plan: ServePlan,
+                      cal: Calibration) -> dict | None:
+    """A decode step split into two micro-batches whose attention and MoE phases overlap
+    (SGLang's two-batch overlap, CloudMatrix-Infer's microbatch pipelining): the named parts of
+    the step, or None when the batch cannot be split. Nothing is free:
+    - each micro-batch streams the weights again (memory-bound GEMMs cost per micro-batch),
+      and each pays the all-to-all's fixed costs;
+    - how the streams share the chip is the family's published practice (clusters.software):
+      "hooks": the all-to-all moves in the background without compute cores (DeepEP's
+      low-latency kernels with receive hooks). Each MoE layer runs four stages per micro-batch
+      (attention, dispatch, experts, combine) and the two micro-batches are two stages apart,
+      so each of the layer's four slots pairs one micro-batch's compute with the other's
+      communication and lasts as long as the longer of the two (DeepEP's two-micro-batch
+      overlap figure): max(A1, C2) + max(D1, A2) + max(M1, D2) + max(C1, M2). Dense layers
+      have no all-to-all and run their two micro-batches back to back.
+      "split": the attention stream and the MoE stream (with its dispatch and combine) each
+      hold a fixed share of the compute cores while sharing the memory bandwidth: in each
+      phase one micro-batch's attention side runs on its share (its compute-bound kernels
+      slow down, its memory-bound ones do not) while the other's experts run on theirs and
+      their all-to-all moves; the phase lasts as long as the slower stream, and no less than
+      the two streams' memory traffic at the full bandwidth.
+    The part `overlap_wait_s` is what the step spends beyond the two micro-batches' compute
+    (exposed communication, and in "split" the streams waiting for each other)."""
+    group = round(plan.batch_per_chip * plan.tp)  # sequences per TP group
+    if group < 2:
+        return None
+    b1, b2 = math.ceil(group / 2) / plan.tp, (group - math.ceil(group / 2)) / plan.tp
+    halves = [_decode_parts(model, system, plan, cal, b) for b in (b1, b2)]
+    both = {k: halves[0][k] + halves[1][k] for k in halves[0]}
+    compute = _attention_side(both) + both["moe_gemm_s"]
+    practice = stack_for(system.chip.family).decode_overlap
+    if practice.mode == "split":
+        fa = practice.attention_share
+        on = {}  # each micro-batch's parts on the attention share, on the MoE share, memory only
+        for name, factor in (("attention", fa), ("moe", 1 - fa), ("memory", 1e9)):
+            sub = _with_compute(system, factor)
+            on[name] = [_decode_parts(model, sub, plan, cal, b) for b in (b1, b2)]
+
+        def phase(i, j):  # micro-batch i's attention side with micro-batch j's MoE stream
+            memory = _attention_side(on["memory"][i]) + on["memory"][j]["moe_gemm_s"]
+            return max(_attention_side(on["attention"][i]),
+                       on["moe"][j]["moe_gemm_s"] + halves[j]["ep_comm_s"], memory)
+        # each layer runs two phases (mb1's attention with mb2's MoE, then the reverse)
+        step = phase(0, 1) + phase(1, 0)
+    else:
+        n_moe = model.n_moe_layers + (plan.mtp_tokens if model.moe is not None else 0)
+        if n_moe == 0:
+            step = compute
+        else:
+            attn_layers = model.n_layers + plan.mtp_tokens
+            # per-layer stage times of each micro-batch; the attention side of a dense layer
+            # has nothing to overlap with
+            a = [_attention_side(x) / attn_layers for x in halves]
+            m, d, c = ([x[k] / n_moe for x in halves] for k in ("moe_gemm_s", "dispatch_s",
+                                                               "combine_s"))
+            per_moe_layer = (max(a[0], c[1]) + max(d[0], a[1]) + max(m[0], d[1])
+                             + max(c[0], m[1]))
+            step = n_moe * per_moe_layer + (attn_layers - n_moe) * (a[0] + a[1])
+    parts = {"gemm_s": both["attn_gemm_s"] + both["moe_gemm_s"],
+             "attention_s": both["attention_s"], "elementwise_s": both["elementwise_s"],
+             "tp_comm_s": both["tp_comm_s"], "ep_comm_s": 0.0,
+             "overlap_wait_s": max(0.0, step - compute)}
+    return parts
+
+
+def _with_compute(system: System, factor: float) -> System:
+    """`system` whose chip has `factor` of its compute peaks (a stream's share of the cores);
+    memory bandwidth and fabrics unchanged."""
+    chip = system.chip
+    peaks = MappingProxyType({k: v * factor for k, v in chip.peak_flops_per_s.items()})
+    return replace(system, chip=replace(chip, peak_flops_per_s=peaks))
+
+
+def decode(model: Model, system: System, plan: ServePlan,
+           calibration: Calibration | None = None) -> ServeResult:
+    """One decode step: every sequence of the instance emits one token (1 + accepted drafts
+    with MTP). With `plan.overlap` the batch runs as two overlapped micro-batches
+    (overlapped_decode); with overlap None, as whichever is faster (the result's plan says
+    which)."""
+    validate(model, plan, system)
+    cal = calibration or default_calibration()
+    parts = overlapped_decode(model, system, plan, cal) if plan.overlap is not False else None
+    one = _decode_parts(model, system, plan, cal, plan.batch_per_chip)
+    serial = {"gemm_s": one["attn_gemm_s"] + one["moe_gemm_s"],
+              "attention_s": one["attention_s"], "elementwise_s": one["elementwise_s"],
+              "tp_comm_s": one["tp_comm_s"], "ep_comm_s": one["ep_comm_s"]}
+    if parts is None or (plan.overlap is None and sum(serial.values()) <= sum(parts.values())):
+        parts = serial
+    if plan.overlap is None:  # record the choice
+        plan = replace(plan, overlap="overlap_wait_s" in parts)
+    parts["prefill_s"] = in_flight_prefill_s(model, system, plan, calibration)
     return _result("decode", model, system, plan, parts,
                    plan.batch_per_chip * plan.tokens_per_sequence_step, cal)
 
@@ -370,44 +527,57 @@ def _decode_attention_gemms(model: Model, tokens: int, tp: int) -> list[F.Gemm]:
 
 
 def _ep_all_to_all_s(system: System, plan: ServePlan, routed: float, h: int,
-                     dispatch_bytes: int) -> float:
-    """Dispatch and combine of one MoE layer for `routed` token copies per chip: the fabric
+                     dispatch_bytes: int) -> tuple[float, float]:
+    """(dispatch, combine) of one MoE layer for `routed` token copies per chip: the fabric
     model, or where the fabric has measured fused operators (Fabric.moe_a2a) the slower of the
     two, the measurement scaled to the step's token copies per rank."""
-    t = (comm_s(system, "all_to_all", routed * h * dispatch_bytes, plan.ep, 1)
-         + comm_s(system, "all_to_all", 2.0 * routed * h, plan.ep, 1))
-    measured = system.scale_up.moe_a2a
+    d_model = comm_s(system, "all_to_all", routed * h * dispatch_bytes, plan.ep, 1)
+    c_model = comm_s(system, "all_to_all", 2.0 * routed * h, plan.ep, 1)
+    # the measurement of the fabric the expert group crosses (its scale-up domain, or beyond)
+    spans_domains = plan.ep > system.chips_per_domain
+    measured = (system.scale_out if spans_domains else system.scale_up).moe_a2a
     if measured is None:
-        return t
+        return d_model, c_model
     points = measured.points
     ranks = plan.ep * plan.ranks_per_chip
     x = [math.log(n) for n, _, _ in points]
     dispatch = float(np.interp(math.log(ranks), x, [d for _, d, _ in points]))
     combine = float(np.interp(math.log(ranks), x, [c for _, _, c in points]))
     scale = routed / plan.ranks_per_chip * h / measured.shape_elements
-    return max(t, scale * (dispatch * dispatch_bytes + combine))
+    # the measured dispatch moved 1-byte (fp8/int8) tokens, its combine 2-byte ones
+    return max(d_model, scale * dispatch * dispatch_bytes), max(c_model, scale * combine)
 
 
-def _decode_moe_s(model: Model, plan: ServePlan, rates: Rates) -> float:
+def _decode_moe_s(model: Model, plan: ServePlan, rates: Rates, batch_per_chip: int) -> float:
     """Routed and shared experts of one MoE layer on one chip for one decode step. The
     instance's tokens spread over all experts; a local expert is read if any token picks it.
     Router and shared experts run on every attention-DP rank of the chip."""
     moe = model.moe
     E, k = moe.n_routed_experts, moe.experts_per_token
     q, r = 1 + plan.mtp_tokens, plan.ranks_per_chip
-    instance_tokens = plan.batch_per_chip * plan.chips * q
+    instance_tokens = batch_per_chip * plan.chips * q
     local = math.ceil(E / plan.ep)
     p_active = 1 - (1 - k / E) ** instance_tokens
     active = max(1, round(local * p_active))
     per_expert = max(1, round(instance_tokens * k / E / p_active))
     t = sum(rates.gemm_s(g) for g in F.ffn_gemms(model, per_expert, moe.expert_ffn_hidden_size,
                                                  1, "expert", active))
-    tokens = math.ceil(plan.batch_per_chip / r) * plan.tp * q
+    tokens = _rank_rows(batch_per_chip, plan.tp, r) * q
     t += r * rates.gemm_s(F.Gemm("router", tokens, E, model.hidden_size))
     if moe.n_shared_experts:
         t += r * sum(rates.gemm_s(g) for g in F.ffn_gemms(
             model, tokens, moe.expert_ffn_hidden_size * moe.n_shared_experts, plan.tp, "shared"))
     return t
+
+
+def fill_kv_cache(model: Model, system: System, plan: ServePlan) -> ServePlan:
+    """`plan` with the largest batch per chip whose KV cache fits beside the weights (as
+    servers size their batch when the cache is the limit)."""
+    limit = max_batch_per_chip(model, plan, system.chip.hbm_bytes)
+    if limit < 1:
+        raise ModelInputError(f"{model.name}: weights alone do not fit on {plan.chips} chips of "
+                              f"{system.name} with this plan")
+    return replace(plan, batch_per_chip=limit)
 
 
 def best_batch_for_tpot(model: Model, system: System, plan: ServePlan, tpot_s: float,

@@ -29,12 +29,15 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
                   precision: str = "bf16", global_batch: int | None = None,
                   seq_len: int | None = None, degrees: dict | None = None,
                   software: dict | None = None, top: int = 3,
-                  train_tokens: float = DEFAULT_TRAIN_TOKENS) -> dict:
+                  train_tokens: float = DEFAULT_TRAIN_TOKENS,
+                  calibration_variant: str | None = None) -> dict:
     """Training: with `degrees` (any of PLAN_DEGREES) that plan, dp filling the chips when not
     given; without, the best `top` plans of the search (alternatives listed). On a chip of
     several devices (the 910C's two dies) the degrees count ranks, one per device."""
     if precision == "int8":
-        raise ModelInputError("precision int8 is for inference; train with bf16 or fp8")
+        raise ModelInputError("precision int8 is for inference; train with bf16, fp16 or fp8")
+    if calibration_variant:
+        calibration = calibration.variant(calibration_variant)
     seq = seq_len or model.seq_len
     gb = global_batch or default_global_batch(seq)
     software = dict(software or {})
@@ -71,35 +74,51 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
 
 def project_serve(model: Model, system: System, chips: int, calibration: Calibration, *,
                   mode: str, precision: str = "bf16", tp: int | None = None,
-                  ep: int | None = None, batch_per_chip: int | None = None,
-                  seq_len: int | None = None, context: int | None = None,
-                  overlap: bool = False, tpot_s: float | None = None,
-                  ttft_s: float | None = None) -> dict:
-    """Prefill (`batch_per_chip` prompts of seq_len tokens per chip) or decode (a fixed batch,
-    or the largest meeting `tpot_s`, each sequence caching `context` tokens). EP defaults to
-    every chip up to the routed-expert count; a multi-die chip runs one attention-DP rank per
-    die when tp is 1."""
+                  ep: int | None = None, batch_per_chip: float | None = None,
+                  fill_kv: bool = False, seq_len: int | None = None,
+                  context: int | None = None, overlap: bool | None = False,
+                  attention_precision: str = "bf16",
+                  tpot_s: float | None = None, ttft_s: float | None = None,
+                  mtp_tokens: int = 0, mtp_acceptance: float = 0.0,
+                  ranks_per_chip: int | None = None, kv_precision: str | None = None,
+                  input_len: int = 0, output_len: int = 0,
+                  prefill_aligned: bool = False) -> dict:
+    """One serving instance of `chips` chips. Prefill: `batch_per_chip` prompts of seq_len
+    tokens per chip. Decode: each sequence caches `context` tokens; the batch is fixed
+    (`batch_per_chip`, fractional when a TP group serves fewer sequences than it has chips),
+    the largest the KV cache holds (`fill_kv`), or the largest meeting `tpot_s`. EP defaults
+    to every chip up to the routed-expert count; with tp 1 a multi-die chip runs one
+    attention-DP rank per die unless `ranks_per_chip` says otherwise. The KV cache is in the
+    weights' format unless `kv_precision` names another. With input_len and output_len the
+    instance also prefills new prompts in flight (aggregated serving). `overlap` None takes
+    whichever of two overlapped micro-batches or one batch is faster."""
     if mode not in ("prefill", "decode"):
         raise ModelInputError(f"serving mode must be prefill or decode, got {mode!r}")
     seq = seq_len or model.seq_len
     tp = tp or 1
     ep = ep or (min(chips, model.moe.n_routed_experts) if model.moe is not None else 1)
-    kv = float(bytes_per_element(precision))  # the KV cache in the weights' format
-    ranks = inference.devices_per_chip(system.chip) if tp == 1 else 1
+    kv = float(bytes_per_element(kv_precision or precision))
+    ranks = ranks_per_chip or (inference.devices_per_chip(system.chip) if tp == 1 else 1)
+    common = dict(chips=chips, tp=tp, ep=ep, precision=precision, kv_bytes=kv, overlap=overlap,
+                  attention_precision=attention_precision,
+                  ranks_per_chip=ranks, mtp_tokens=mtp_tokens, mtp_acceptance=mtp_acceptance)
     if mode == "prefill":
-        plan = inference.ServePlan(chips=chips, tp=tp, ep=ep, batch_per_chip=batch_per_chip or 1,
-                                   context=seq, precision=precision, kv_bytes=kv,
-                                   overlap=overlap, ranks_per_chip=ranks)
+        plan = inference.ServePlan(**common, batch_per_chip=batch_per_chip or 1, context=seq)
         r = inference.prefill(model, system, plan, calibration)
         if ttft_s is not None and r.step_time_s > ttft_s:
             raise ModelInputError(f"TTFT {r.step_time_s * 1e3:.1f} ms exceeds the target "
                                   f"{ttft_s * 1e3:g} ms")
     else:
-        plan = inference.ServePlan(chips=chips, tp=tp, ep=ep, batch_per_chip=batch_per_chip or 1,
-                                   context=context or seq, precision=precision, kv_bytes=kv,
-                                   overlap=overlap, ranks_per_chip=ranks)
-        r = (inference.best_batch_for_tpot(model, system, plan, tpot_s, calibration)
-             if tpot_s is not None else inference.decode(model, system, plan, calibration))
+        plan = inference.ServePlan(**common, batch_per_chip=batch_per_chip or 1,
+                                   context=context or seq, input_len=input_len,
+                                   output_len=output_len, prefill_aligned=prefill_aligned)
+        if tpot_s is not None:
+            r = inference.best_batch_for_tpot(model, system, plan, tpot_s, calibration)
+        elif fill_kv:
+            r = inference.decode(model, system, inference.fill_kv_cache(model, system, plan),
+                                 calibration)
+        else:
+            r = inference.decode(model, system, plan, calibration)
     doc = r.to_dict()
     doc["calibration"] = calibration.name
     return doc

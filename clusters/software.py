@@ -13,13 +13,30 @@ from clusters.tomldata import Field, check, read_toml
 
 PATH = Path(__file__).parent / "data" / "software.toml"
 OVERLAPS = ("tp_comm_overlap", "ep_overlap")
+# How the serving stack's prefill sends tokens to experts: "deduplicated" (DeepEP's normal
+# kernels: once per destination node and GPU) or "per_expert" (a plain all-to-all of copies)
+DISPATCH_MODES = ("deduplicated", "per_expert")
 
 _STACK = {
     "families": Field("str_list"), "description": Field("str"),
     "tp_comm_overlap": Field("table", spec={"value": Field("bool"), "source": Field("str")}),
     "ep_overlap": Field("table", spec={"value": Field("bool"), "source": Field("str")}),
     "comm_core_fraction": Field("sourced", hi=0.9),
+    "moe_dispatch": Field("table", spec={"mode": Field("str", choices=DISPATCH_MODES),
+                                         "source": Field("str")}),
+    "decode_overlap": Field("table", spec={"mode": Field("str", choices=("hooks", "split")),
+                                           "attention_share": Field("float", hi=1.0, required=False),
+                                           "source": Field("str")}),
 }
+
+
+@dataclass(frozen=True)
+class DecodeOverlap:
+    """How two overlapped decode micro-batches share a chip (clusters.inference)."""
+
+    mode: str  # "hooks": communication without compute cores; "split": fixed core shares
+    attention_share: float | None  # "split": the attention stream's share of the cores
+    source: str
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,8 @@ class Stack:
     offers: dict  # overlap option -> bool
     comm_core_fraction: float  # of the chip's cores, while overlapped communication runs
     sources: dict
+    decode_overlap: DecodeOverlap
+    moe_dispatch: str = "per_expert"
 
 
 @lru_cache(maxsize=4)
@@ -38,14 +57,23 @@ def stacks(path: Path = PATH) -> tuple[Stack, ...]:
     spec = {"stack": Field("table_map", spec=_STACK)}
     out = []
     for name, s in check(path, doc, spec).values["stack"].items():
+        d = s["decode_overlap"]
+        if d["mode"] == "split" and d["attention_share"] is None:
+            raise ModelInputError(f"{path}: stack {name}: decode_overlap mode 'split' needs "
+                                  "attention_share")
         out.append(Stack(name, s["description"], tuple(s["families"]),
                          {k: s[k]["value"] for k in OVERLAPS}, s["comm_core_fraction"],
-                         {k: s[k]["source"] for k in OVERLAPS}))
+                         {k: s[k]["source"] for k in OVERLAPS},
+                         DecodeOverlap(d["mode"], d["attention_share"], d["source"]),
+                         s["moe_dispatch"]["mode"]))
     return tuple(out)
 
 
+# A family with no published practice here (a measured local device, say): nothing is overlapped
+NO_PRACTICE = Stack("none", "no published software practice: no communication overlap", (),
+                    {k: False for k in OVERLAPS}, 0.0, {},
+                    DecodeOverlap("hooks", None, "no published practice"))
+
+
 def stack_for(family: str) -> Stack:
-    for s in stacks():
-        if family in s.families:
-            return s
-    raise ModelInputError(f"no software practice for chip family {family!r} in {PATH}")
+    return next((s for s in stacks() if family in s.families), NO_PRACTICE)

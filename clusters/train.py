@@ -39,7 +39,7 @@ import numpy as np
 from clusters import flops as F
 from clusters.calibration import FLASH_BWD_OVER_FWD, Calibration, default_calibration
 from clusters.catalog import Chip, System, device_view
-from clusters.collectives import Group, collective
+from clusters.collectives import Group, collective, moe_dispatch
 from clusters.dtypes import bytes_per_element
 from clusters.flops import RECOMPUTE
 from clusters.memory import (USABLE_HBM_FRACTION, MemoryBreakdown, breakdown_at, memory_table,
@@ -75,7 +75,8 @@ class Rates:
 
     def _gemm_s(self, g: F.Gemm, dtype: str) -> float:
         peak = self.chip.peak(dtype)
-        eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count)
+        eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count, peak,
+                                  chip=self.chip.name)
         in_bytes = bytes_per_element(dtype)
         moved = g.count * ((g.m * g.k + g.k * g.n) * in_bytes + 2 * g.m * g.n)
         return max(g.flops / (peak * eff),
@@ -85,11 +86,13 @@ class Rates:
         """Fused attention of `flops` (forward), its efficiency read at the size of one kernel
         call (`call_flops`, default all of it: one call)."""
         peak = self.chip.peak("bf16")
-        eff = self.cal.efficiency("attention", self.chip.family, "bf16", call_flops or flops)
+        eff = self.cal.efficiency("attention", self.chip.family, "bf16", call_flops or flops,
+                                  peak, chip=self.chip.name)
         return max(flops / (peak * eff), self.mem_s(moved_bytes))
 
     def mem_s(self, moved_bytes: float) -> float:
-        eff = self.cal.efficiency("memory", self.chip.family, self.precision, moved_bytes)
+        eff = self.cal.efficiency("memory", self.chip.family, self.precision, moved_bytes,
+                                  chip=self.chip.name)
         return moved_bytes / (self.chip.hbm_bw_bytes_per_s * eff)
 
 
@@ -110,6 +113,15 @@ class LayerTimes:
     tp_comm: float
     cp_comm: float
     ep_comm: float
+    # what overlapping the TP collectives with the GEMMs adds to them (forward + backward):
+    # the overlapped GEMMs run in chunks (gemm_split_extra_s)
+    gemm_split: float = 0.0
+
+
+def gemm_split_extra_s(gemms: list, tp: int, rates: "Rates") -> float:
+    """Extra GEMM time per micro-batch (forward + backward) when the TP collectives overlap
+    the GEMMs in chunks (clusters.flops.overlap_chunks), over the same GEMMs run whole."""
+    return sum(rates.gemm_s(chunk) - rates.gemm_s(g) for g, chunk in F.overlap_chunks(gemms, tp))
 
 
 def ranks_per_domain(system: System, stride: int, size: int) -> int:
@@ -183,7 +195,10 @@ def elementwise_bytes_per_token(model: Model, plan: Plan, moe_layer: bool) -> fl
 
 
 def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
-                moe_layer: bool) -> LayerTimes:
+                moe_layer: bool, dispatch: str = "per_expert") -> LayerTimes:
+    """One layer's forward on one chip. `dispatch` is how the expert all-to-all sends tokens
+    (clusters.software.DISPATCH_MODES): one copy per routed expert, or "deduplicated" as
+    DeepEP's normal kernels do (ep_dispatch_s)."""
     tp, cp = plan.tp, plan.cp
     tokens = plan.micro_batch * plan.seq_len // cp  # tokens of this chip's sequence shard
     sp = plan.sequence_parallel and tp > 1
@@ -193,6 +208,7 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
     else:
         gemms += F.ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
     gemm = sum(rates.gemm_s(g) for g in gemms)
+    gemm_split = gemm_split_extra_s(gemms, tp, rates) if (tp > 1 and sp) else 0.0
 
     heads = model.n_heads // tp
     if model.mla is not None:
@@ -233,11 +249,35 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
         cp_comm = (cp - 1) * send_s(system, kv_bytes, system.chips_per_domain if crossing else 1)
     ep_comm = 0.0
     if moe_layer and plan.ep > 1:
-        routed = (tokens // tp if sp else tokens) * model.moe.experts_per_token
-        dispatch_bytes = routed * model.hidden_size * bytes_per_element(plan.precision)
-        ep_comm = (comm_s(system, "all_to_all", dispatch_bytes, plan.ep, 1)
-                   + comm_s(system, "all_to_all", 2.0 * routed * model.hidden_size, plan.ep, 1))
-    return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm)
+        sent = tokens // tp if sp else tokens
+        ep_comm = ep_dispatch_s(system, model, sent, plan.ep, bytes_per_element(plan.precision),
+                                dispatch) + ep_dispatch_s(system, model, sent, plan.ep, 2, dispatch)
+    return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm,
+                      gemm_split)
+
+
+def ep_dispatch_s(system: System, model: Model, tokens: float, ep: int, token_bytes: float,
+                  dispatch: str = "per_expert") -> float:
+    """One direction of the expert all-to-all for `tokens` tokens of `token_bytes` per element
+    on each of `ep` consecutive ranks: a plain all-to-all of one copy per routed expert, or
+    DeepEP's deduplicated dispatch (clusters.collectives.moe_dispatch, within the model's
+    node limit) where the experts divide evenly over the ranks."""
+    if ep <= 1 or tokens <= 0:
+        return 0.0
+    moe = model.moe
+    per_token = model.hidden_size * token_bytes
+    if dispatch == "deduplicated" and moe.n_routed_experts % ep == 0:
+        key = (id(system), "moe_dispatch", float(tokens * per_token), ep, moe.n_routed_experts,
+               moe.experts_per_token, moe.max_nodes_per_token)
+        hit = _COMM_MEMO.get(key)
+        if hit is None or hit[0] is not system:
+            group = Group(system, ep, ranks_per_domain(system, 1, ep))
+            t = float(moe_dispatch(tokens * per_token, group, moe.n_routed_experts,
+                                   moe.experts_per_token,
+                                   moe.max_nodes_per_token or None).time_s)
+            hit = _COMM_MEMO[key] = (system, t)
+        return hit[1]
+    return comm_s(system, "all_to_all", tokens * moe.experts_per_token * per_token, ep, 1)
 
 
 def output_layer_s(model: Model, rates: Rates, tokens: int, tp: int) -> tuple[float, float]:
@@ -304,7 +344,7 @@ def layer_parts(lt: dict, tp_comm_overlap, ep_overlap, recompute,
     ep_hidden = (_overlapped(lt["ep_comm"], fwd_compute, slowdown)
                  + _overlapped(lt["ep_comm"], 2 * (gemm + elem) + attn_bwd, slowdown))
     return {
-        "gemm_s": 3 * gemm,
+        "gemm_s": 3 * gemm + np.where(tp_comm_overlap, lt["gemm_split"], 0.0),
         "attention_s": attn + attn_bwd,
         "elementwise_s": 3 * elem,
         "recompute_s": np.where(full, fwd_compute, np.where(selective, attn, 0.0)),
@@ -322,7 +362,7 @@ def layer_parts(lt: dict, tp_comm_overlap, ep_overlap, recompute,
 _LAYER_KEY = ("tp", "cp", "micro_batch", "seq_len", "precision", "sequence_parallel",
               "attention_impl", "dropout")
 _LAYER_FIELDS = ("gemm", "attention", "attention_bwd", "elementwise", "tp_comm", "cp_comm",
-                 "ep_comm")
+                 "ep_comm", "gemm_split")
 
 
 class _RatesByPrecision(dict):
@@ -593,6 +633,8 @@ class TrainResult:
             "model_flops_per_token": self.model_flops_per_token,
             "hardware_flops_per_token": self.hardware_flops_per_token,
             "model_flops_per_s_per_chip": self.model_flops_per_s_per_chip,
+            "causal_model_flops_per_s_per_chip": self.causal_flops_per_token
+            * self.tokens_per_s_per_chip,
             "hardware_flops_per_s_per_chip": self.hardware_flops_per_s_per_chip,
             "peak_flops_per_s": self.peak_flops_per_s,
             "mfu": self.mfu, "mfu_definition": MFU_DEFINITION,

@@ -8,7 +8,9 @@ from a small search over instance size and TP (below). Rules, stated once:
 - Training: bf16 on every system (the 910C has no fp8; like for like), the model's sequence
   length, a global batch of about 4M tokens (as `rackbench project`), the same for all.
 - Serving DeepSeek-R1: 8-bit weights and KV cache, fp8 where the chip has it (NVIDIA), int8
-  on the 910C (CloudMatrix-Infer serves INT8, arXiv 2506.12708); two-batch overlap on; a
+  on the 910C (CloudMatrix-Infer serves INT8, arXiv 2506.12708); two overlapped micro-batches
+  where they are faster than one batch, and one MTP draft (acceptance MTP_ACCEPTANCE) where it
+  raises throughput under the TPOT target, each named in the plan column; a
   serving instance of `inst` chips spreads the routed experts over all of them (EP = inst,
   at most the expert count) and runs attention with TP `tp` (data parallel across TP groups);
   the cluster runs chips/inst identical instances. Decode: the largest batch whose step meets
@@ -52,6 +54,10 @@ GRANULARITY = 8
 CONTEXT = 4096  # decode: tokens in each sequence's KV cache
 PROMPT = 4096  # prefill: prompt length
 DEFAULT_TPOT_S = 0.050
+# Decode may verify one multi-token-prediction draft per step where the model has an MTP module
+# and it raises throughput under the TPOT target: the same acceptance for every contender, the
+# DeepSeek-V3 report's "85%-90%" for the second token (arXiv 2412.19437 sec. 5.4.3), low end.
+MTP_ACCEPTANCE = 0.85
 SERVE_TPS = (1, 4, 8)
 BREAK_EVEN_TOL = 0.005  # bisection stops when the factor is known to this
 
@@ -224,12 +230,15 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
     prec = serve_precision(c.system)
     kv = 2.0 if prec == "bf16" else 1.0
     best, reasons = None, []
-    for inst, tp in layouts or serve_layouts(model, c):
+    drafts = (0, 1) if mode == "decode" and model.mtp_modules else (0,)
+    for (inst, tp), mtp in ((layout, d) for layout in layouts or serve_layouts(model, c)
+                            for d in drafts):
         ep = inst if model.moe else 1
         # with tp 1 every device of a multi-die chip is its own attention-DP rank
         ranks = devices_per_chip(c.system.chip) if tp == 1 else 1
         plan = ServePlan(chips=inst, tp=tp, ep=ep, context=CONTEXT if mode == "decode" else PROMPT,
-                         precision=prec, kv_bytes=kv, overlap=True, ranks_per_chip=ranks)
+                         precision=prec, kv_bytes=kv, overlap=None, ranks_per_chip=ranks,
+                         mtp_tokens=mtp, mtp_acceptance=MTP_ACCEPTANCE if mtp else 0.0)
         try:
             if mode == "decode":
                 r = best_batch_for_tpot(model, c.system, plan, tpot_s, cal)
@@ -248,7 +257,9 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
         return Row(workload, mode, c, False, reason=why)
     r, inst, tp = best
     text = f"inst{inst} tp{tp} ep{r.plan.ep} {prec}" + (
-        f" batch{r.plan.batch_per_chip}/chip" if mode == "decode" else "")
+        f" batch{r.plan.batch_per_chip:g}/chip" if mode == "decode" else "") + (
+        " +overlap" if r.plan.overlap else "") + (
+        f" +mtp{r.plan.mtp_tokens}" if r.plan.mtp_tokens else "")
     return Row(workload, mode, c, True, step_time_s=r.tpot_s if mode == "decode" else r.step_time_s,
                tokens_per_s=r.tokens_per_s_per_chip * c.chips, plan=text)
 

@@ -31,6 +31,8 @@ Top level (all required unless marked optional):
   n_shared_experts      int   always-active shared experts (0 if none)
   expert_ffn_hidden_size int  inner size of one expert's FFN (same activation as the model)
   n_dense_layers        int   leading layers that use a dense FFN of ffn_hidden_size (< n_layers)
+  max_nodes_per_token   int   optional: node-limited routing, a token's experts lie on at most
+                              this many nodes (DeepSeek-V3: 4); 0 or absent = no limit
 
 [mla] (optional; DeepSeek multi-head latent attention; requires n_kv_heads = n_heads):
   q_lora_rank           int   query compression rank (0 = queries not compressed)
@@ -65,6 +67,7 @@ class MoE:
     n_shared_experts: int
     expert_ffn_hidden_size: int
     n_dense_layers: int
+    max_nodes_per_token: int = 0  # node-limited routing (0: any node)
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,8 @@ _TOP = {
 }
 _MOE = {"n_routed_experts": _int(1e6), "experts_per_token": _int(1e6),
         "n_shared_experts": _int(1e6, zero_ok=True), "expert_ffn_hidden_size": _int(),
-        "n_dense_layers": _int(_MAX_LAYERS, zero_ok=True)}
+        "n_dense_layers": _int(_MAX_LAYERS, zero_ok=True),
+        "max_nodes_per_token": _int(1e6, zero_ok=True, required=False)}
 _MLA = {"q_lora_rank": _int(zero_ok=True), "kv_lora_rank": _int(), "qk_nope_head_dim": _int(),
         "qk_rope_head_dim": _int(), "v_head_dim": _int()}
 _MTP = {"n_modules": _int(1000, zero_ok=True)}
@@ -174,7 +178,7 @@ def model_from_dict(doc: dict, where: str) -> Model:
         if moe["n_dense_layers"] >= values["n_layers"]:
             raise ModelInputError(f"{where}: key 'moe.n_dense_layers' ({moe['n_dense_layers']}) "
                                   f"must be less than n_layers ({values['n_layers']})")
-        moe = MoE(**moe)
+        moe = MoE(**{k: v for k, v in moe.items() if v is not None})
     mla = values.pop("mla")
     if mla is not None:
         if values["n_kv_heads"] != values["n_heads"]:

@@ -35,6 +35,7 @@ COMMANDS = (
     ("report", "write a self-contained HTML report (and Markdown) of a result set"),
     ("project", "project training or inference of a model onto a system"),
     ("versus", "CloudMatrix 384 against GB200 NVL72 and H100/H800/H20 clusters"),
+    ("validate", "project every published measurement and print the errors per row and mode"),
 )
 
 

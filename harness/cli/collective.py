@@ -76,7 +76,9 @@ def _plot(path: str, result, title: str) -> None:
         plt.close(fig)
 
 
-def run(args) -> int:
+def compute(args) -> dict:
+    """The collective `args` ask for: the group and one row per size (what --format json
+    prints)."""
     if args.op not in OPS:
         raise UserError(f"--op {args.op!r}: valid: {', '.join(OPS)}")
     if args.algorithm is not None and args.algorithm not in ALGORITHMS:
@@ -90,15 +92,23 @@ def run(args) -> int:
     system = load_system(args.system)
     group = Group(system, args.ranks, args.ranks_per_domain)
     result = collective(args.op, sizes, group, args.algorithm)
-    rows = [_row(result, i) for i in range(len(sizes))]
-    context = {"system": system.name, "op": args.op, "ranks": group.ranks,
-               "ranks_per_domain": group.ranks_per_domain, "domains": group.domains}
-    title = (f"{args.op} on {group.ranks} ranks of {system.name} "
-             f"({group.ranks_per_domain} per domain, {group.domains} domain{'s' if group.domains > 1 else ''})")
+    return {"system": system.name, "op": args.op, "ranks": group.ranks,
+            "ranks_per_domain": group.ranks_per_domain, "domains": group.domains,
+            "results": [_row(result, i) for i in range(len(sizes))], "_result": result}
+
+
+def run(args) -> int:
+    doc = compute(args)
+    result, rows = doc.pop("_result"), doc["results"]
+    title = (f"{doc['op']} on {doc['ranks']} ranks of {doc['system']} "
+             f"({doc['ranks_per_domain']} per domain, {doc['domains']} "
+             f"domain{'s' if doc['domains'] > 1 else ''})")
     if args.plot:
         _plot(args.plot, result, title)
     if args.format == "json":
-        print(json.dumps({**context, **rows[0]} if not sweep else {**context, "results": rows}, indent=1))
+        single = not (args.sweep or args.plot is not None)
+        context = {k: v for k, v in doc.items() if k != "results"}
+        print(json.dumps({**context, **rows[0]} if single else doc, indent=1))
         return 0
     print(title)
     print(table(["bytes", "time", "algbw", "busbw", "algorithm"],

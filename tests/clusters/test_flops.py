@@ -100,3 +100,17 @@ def test_layer_gemms_deepseek_v3():
     assert shapes["expert_up"] == (4096 * 8 // 256, 2 * 2048, 7168)  # balanced routing
     assert shapes["expert_down"] == (4096 * 8 // 256, 7168, 2048)
     assert shapes["ffn_up"] == (4096, 2 * 18432, 7168)  # the three dense layers
+
+
+def test_tp_overlap_chunks_follow_transformer_engines_defaults():
+    """Ring exchange splits the column-parallel forward GEMMs and the row-parallel dgrads in tp
+    chunks, the pipeline method the row-parallel forward GEMMs in 4 (TE initialize_ub)."""
+    shapes = {g.name: (g.m, g.n, g.k) for g in F.layer_gemms(load_model("llama3-70b"), 4096, 8)}
+    assert shapes["qkv_split8"] == (512, (64 + 16) * 128 // 8, 8192)
+    assert shapes["ffn_up_split8"] == (512, 2 * 28672 // 8, 8192)
+    assert shapes["attn_out_split4"] == (1024, 8192, 64 * 128 // 8)
+    assert shapes["attn_out_split8"] == (512, 8192, 64 * 128 // 8)
+    assert shapes["ffn_down_split4"] == (1024, 8192, 28672 // 8)
+    assert not any("split" in g.name for g in F.layer_gemms(load_model("llama3-70b"), 4096, 1))
+    pairs = F.overlap_chunks(F.attention_gemms(load_model("llama3-70b"), 4096, 8), 8)
+    assert all(whole.flops == pytest.approx(chunk.flops) for whole, chunk in pairs)

@@ -1,8 +1,6 @@
-"""Serving model: published inference rows (25%), KV-cache limit, TPOT target, invariants."""
+"""Serving model: KV-cache limit, TPOT target, invariants and mechanisms. The published serving
+rows run through `rackbench validate` (tests/harness/test_validate.py)."""
 
-from clusters.validation import PUBLISHED_CSV
-
-import pandas as pd
 import pytest
 
 from clusters import flops as F
@@ -12,70 +10,8 @@ from clusters.inference import (ServePlan, best_batch_for_tpot, decode, kv_bytes
 from clusters.workloads import load_model
 from clusters.errors import ModelInputError
 
-CSV = PUBLISHED_CSV
-TOLERANCE = 0.25
 DSV3, R1, L70 = (load_model(n) for n in ("deepseek-v3", "deepseek-r1", "llama3-70b"))
 H100, H200 = load_system("hgx-h100"), load_system("hgx-h200")
-
-# Published plans (fp8 weights and KV cache as served by SGLang / TensorRT-LLM). What the row
-# does not state takes the default: no two-batch overlap unless the row names it.
-ROWS = {
-    # 4 nodes, EP32 with attention DP; 16,384 tokens per device = 4 prompts of 4K; TBO on.
-    "I-SGL-H100-PREFILL": (prefill, DSV3, H100, ServePlan(
-        chips=32, ep=32, batch_per_chip=4, context=4096, precision="fp8", kv_bytes=1,
-        overlap=True), 8),
-    # 9 nodes, EP72 (redundant experts fill 256/72), 256 sequences per GPU at ~2K context.
-    "I-SGL-H100-DECODE": (decode, DSV3, H100, ServePlan(
-        chips=72, ep=72, batch_per_chip=256, context=2048, precision="fp8", kv_bytes=1), 8),
-    # one node, TP8 EP8 with attention DP: tp=1 for attention; 1024/8 = 128 sequences per GPU,
-    # mid-generation context ISL 1K + half of OSL 2K. The blog's H200 max-throughput config
-    # sets no kv_cache_dtype (only its B200 R1-0528 run enables an fp8 KV cache): bf16 cache.
-    # trtllm-bench serves aggregated: max_num_tokens 1151 = one 1K prompt + 127 decode tokens
-    # per rank per iteration, so prompts are prefilled in flight (input_len / output_len).
-    "I-TRT-H200-DECODE": (decode, R1, H200, ServePlan(
-        chips=8, ep=8, batch_per_chip=128, context=2048, precision="fp8", kv_bytes=2,
-        input_len=1024, output_len=2048), 1),
-}
-# Rows the model misses today, with what we believe is missing. strict: a fix makes them fail.
-KNOWN_GAPS: dict[str, str] = {
-    "I-TRT-H200-MINLAT": "one sequence on a TP8 instance: ServePlan counts batch_per_chip * tp "
-                         "sequences per TP group, so a batch smaller than the group cannot be "
-                         "typed, and the MTP acceptance of the blog's 3 draft tokens is not "
-                         "sourced here",
-    "I-TRT-B200-FP4": "NVFP4 weights: the catalog has no fp4 peak and the serving model no fp4 "
-                      "precision",
-}
-
-
-def _rows():
-    if not CSV.is_file():
-        return []
-    df = pd.read_csv(CSV)
-    rows = df[df["kind"].isin(["prefill", "decode"])]
-    return [pytest.param(r, id=r["id"], marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[r["id"]])]
-                         if r["id"] in KNOWN_GAPS else []) for _, r in rows.iterrows()]
-
-
-def _project(row):
-    if row["id"] not in ROWS:
-        raise NotImplementedError(KNOWN_GAPS[row["id"]])
-    fn, model, system, plan, per = ROWS[row["id"]]
-    r = fn(model, system, plan)
-    return r, r.tokens_per_s_per_chip * per
-
-
-def test_every_inference_row_has_a_plan():
-    if not CSV.is_file():
-        pytest.skip("published.csv not present")
-    df = pd.read_csv(CSV)
-    assert set(df[df["kind"].isin(["prefill", "decode"])]["id"]) == set(ROWS) | set(KNOWN_GAPS)
-
-
-@pytest.mark.parametrize("row", _rows())
-def test_inference_row_within_tolerance(row):
-    r, value = _project(row)
-    assert r.feasible
-    assert value == pytest.approx(row["value"], rel=TOLERANCE)
 
 
 def test_kv_cache_closed_form_and_limit():
@@ -221,3 +157,64 @@ def test_flops_moe_gemms_rejects_ep_beyond_experts():
         F.moe_gemms(R1, 4096, 1, 384)
 
 
+
+
+# ---- serving mechanisms (each fails on the old behaviour)
+
+H20 = load_system("hgx-h20")
+
+
+def test_fp8_attention_runs_on_the_fp8_peak_at_its_measured_share():
+    """FlashMLA-FP8 on an fp8 cache: the attention part shrinks by 2 x 0.818 (FA3's fp8 share
+    of its peak against bf16's), and it needs an fp8 cache and fp8 tensor cores."""
+    from dataclasses import replace
+    from clusters.calibration import default_calibration
+    plan = ServePlan(chips=16, ep=16, batch_per_chip=48, context=4864, precision="fp8",
+                     kv_bytes=1)
+    bf16 = decode(R1, H20, plan).breakdown_s["attention_s"]
+    fp8 = decode(R1, H20, replace(plan, attention_precision="fp8")).breakdown_s["attention_s"]
+    ratio = default_calibration().ratio("fp8_over_bf16_attention")
+    assert ratio == pytest.approx((1008 / 1979) / (616 / 989), rel=2e-3)
+    assert bf16 / fp8 == pytest.approx(2 * ratio, rel=0.05)
+    with pytest.raises(ModelInputError, match="fp8 KV cache"):
+        decode(R1, H20, replace(plan, kv_bytes=2, attention_precision="fp8"))
+    with pytest.raises(ModelInputError, match="attention_precision"):
+        decode(R1, H20, replace(plan, attention_precision="int4"))
+
+
+def test_overlap_none_takes_the_faster_and_says_which():
+    """At 4 sequences per die two micro-batches stream the weights twice: the serial step wins;
+    at 96 per NPU pipelining does. overlap=None picks per batch and records the choice."""
+    from dataclasses import replace
+    cm = load_system("cloudmatrix-384")
+    base = ServePlan(chips=160, ep=160, context=4224, precision="int8", kv_bytes=2,
+                     ranks_per_chip=2, mtp_tokens=1, mtp_acceptance=0.7)
+    for batch in (8, 96):
+        plan = replace(base, batch_per_chip=batch)
+        on, off = (decode(R1, cm, replace(plan, overlap=o)) for o in (True, False))
+        auto = decode(R1, cm, replace(plan, overlap=None))
+        best = min(on, off, key=lambda r: r.step_time_s)
+        assert auto.step_time_s == pytest.approx(best.step_time_s)
+        assert auto.plan.overlap is best.plan.overlap
+    assert decode(R1, cm, replace(base, batch_per_chip=8, overlap=None)).plan.overlap is False
+
+
+def test_prefill_dispatch_is_deduplicated_on_deepep_stacks():
+    """DeepEP's normal kernels send a token once per destination node (DeepSeek-V3 routes each
+    token to at most 4) and GPU: on 4 H100 nodes the expert all-to-all of prefill costs less
+    than a per-expert all-to-all; the CANN stack keeps the plain one."""
+    from dataclasses import replace
+    from clusters.train import ep_dispatch_s
+    plan = ServePlan(chips=32, ep=32, batch_per_chip=4, context=4096, precision="fp8",
+                     kv_bytes=1, overlap=False)
+    tokens = 4 * 4096
+    dedup = ep_dispatch_s(H100, DSV3, tokens, 32, 1, "deduplicated")
+    plain = ep_dispatch_s(H100, DSV3, tokens, 32, 1, "per_expert")
+    assert dedup < 0.6 * plain
+    unlimited = replace(DSV3, moe=replace(DSV3.moe, max_nodes_per_token=0))
+    # over 8 nodes the 4-node limit binds
+    assert ep_dispatch_s(H100, unlimited, tokens, 64, 1, "deduplicated") > \
+        1.2 * ep_dispatch_s(H100, DSV3, tokens, 64, 1, "deduplicated")
+    r = prefill(DSV3, H100, plan)
+    assert r.breakdown_s["ep_comm_s"] == pytest.approx(
+        DSV3.n_moe_layers * (dedup + ep_dispatch_s(H100, DSV3, tokens, 32, 2, "deduplicated")))

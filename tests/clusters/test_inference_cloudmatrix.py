@@ -23,10 +23,9 @@ Prefill: instances of 16 NPUs (32 dies), EP32, 4K prompts, 16,384 tokens per NPU
 per NPU with perfect EPLB (5,655 with its default EPLB), microbatch pipelining on (+23-31%).
 Its ablations: decode microbatch pipelining +5.8% / +9.4% / +6.9% at batch 64 / 96 / 128.
 
-Decode is checked with the model's step without two-batch overlap: the paper measures only a
-5.8-9.4% gain from decode pipelining on CloudMatrix (both microbatch streams share the die's
-cube and vector cores, 16+32 against 8+16), while the model's overlap hides all of the expert
-all-to-all (+20% and more); that case is a strict xfail below.
+Decode is checked both without and with microbatch pipelining (clusters.inference's "split"
+stream model: the attention stream on 16+32 of a die's cube and vector cores, the MoE stream on
+8+16, sharing the memory bandwidth); the sign of the pipelining gain is a strict xfail below.
 """
 from dataclasses import replace
 
@@ -52,12 +51,18 @@ PREFILL = ServePlan(chips=16, ep=16, batch_per_chip=4, context=4096, precision="
 # (prompt, output, batch per NPU, TPOT s, tokens/s per NPU); the cache holds the prompt and, on
 # average, half the output
 SLO_TABLE = [(1024, 1024, 128, 0.0468, 2733), (2048, 256, 112, 0.0474, 2360),
-             (4096, 256, 96, 0.0494, 1943), (4096, 256, 24, 0.0246, 974),
+             (4096, 256, 96, 0.0494, 1943),
+             pytest.param(4096, 256, 24, 0.0246, 974, marks=pytest.mark.xfail(strict=True, reason=(
+                 "the paper's TPOT rises 9.7 ms from batch 8 to 24 and 24.8 ms from 24 to 96; "
+                 "the model's, memory-bound at small batch, rises 4.8 and 26 ms: it reads "
+                 "19.1 ms at batch 24 (+29% tokens/s) without pipelining and 28.7 ms with it, "
+                 "and the paper does not say which ran at this point"))),
              (4096, 256, 8, 0.0149, 538)]
 
 
 def _ids(rows):
-    return [f"{p}+{o}-batch{b}" for p, o, b, _, _ in rows]
+    return [f"{p}+{o}-batch{b}" for p, o, b, _, _ in
+            (r.values if hasattr(r, "values") else r for r in rows)]
 
 
 @pytest.mark.parametrize("prompt, output, batch, tpot_s, tokens_per_s", SLO_TABLE,
@@ -73,8 +78,13 @@ def test_decode_at_the_papers_batches(prompt, output, batch, tpot_s, tokens_per_
     assert r.tpot_s == pytest.approx(tpot_s, rel=TOLERANCE)
 
 
-@pytest.mark.parametrize("slo_s, tokens_per_s", [(0.050, 1943), (0.015, 538)],
-                         ids=["tpot50ms", "tpot15ms"])
+@pytest.mark.parametrize("slo_s, tokens_per_s", [
+    (0.050, 1943),
+    pytest.param(0.015, 538, marks=pytest.mark.xfail(strict=True, reason=(
+        "at the paper's batch 8 the model reads within 5% (rackbench validate, I-CMI-DECODE-"
+        "15MS), but its small-batch steps grow more slowly with batch than the paper's (see "
+        "batch 24), so under 15 ms it fits batch 10: +26%")))],
+    ids=["tpot50ms", "tpot15ms"])
 def test_decode_headline_under_the_tpot_slo(slo_s, tokens_per_s):
     """The abstract's figures: the largest batch whose TPOT meets the SLO (4K KV cache)."""
     r = best_batch_for_tpot(R1, CM, DECODE, slo_s)
@@ -85,30 +95,38 @@ def test_decode_headline_under_the_tpot_slo(slo_s, tokens_per_s):
     assert r.tokens_per_s_per_chip == pytest.approx(tokens_per_s, rel=TOLERANCE)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "two-batch overlap hides all of the expert all-to-all behind compute (+20% at batch 96, "
-    "+41% at the 50 ms SLO), but CloudMatrix-Infer's decode pipelining splits each die's cores "
-    "between the attention stream (16 cube + 32 vector cores) and the MoE stream (8 + 16), and "
-    "the paper measures +5.8-9.4% from it: the overlap model has no notion of streams sharing "
-    "cores"))
-def test_decode_with_microbatch_pipelining_as_two_batch_overlap():
+def test_decode_with_microbatch_pipelining():
+    """The paper's decode runs with microbatch pipelining (two streams on fixed core shares):
+    at the 50 ms SLO the model lands on its 1,943 tokens/s per NPU."""
     r = best_batch_for_tpot(R1, CM, replace(DECODE, overlap=True), 0.050)
+    print(f"\ndecode with pipelining at 50 ms: batch {r.plan.batch_per_chip}, "
+          f"{r.tokens_per_s_per_chip:.0f} tokens/s per NPU (paper 1,943)")
     assert r.tokens_per_s_per_chip == pytest.approx(1943, rel=TOLERANCE)
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "prefill projects 8,810 tokens/s per NPU against the paper's 6,688 (+32%); the model's "
-    "overlap gain (+28%) matches the paper's pipelining ablation (+23-31%), so the excess is "
-    "compute: the 910C INT8 GEMM entry (77-83%, an operator microbenchmark like the MAMF "
-    "entries) is not scaled to the sustained clock as the burst NVIDIA entries are (with "
-    "burst = true: 8,075, +21%; tests/clusters/test_calibration.py pins the entry at 0.80), "
-    "and the SP-TP-SP attention (an all-gather and an all-to-all per "
-    "layer over the instance's 32 dies) is not modelled"))
+    "the paper measures +5.8/+9.4/+6.9% from decode microbatch pipelining at batch 64/96/128; "
+    "the stream model gives -14/-7/-4%: its MLA decode is compute-bound (2 query rows per "
+    "sequence with MTP, ~480 FLOP per KV byte against the 910C's ~235 ridge), so the attention "
+    "stream on 16 of 24 cube cores runs 1.5x slower; the paper's gain implies its attention "
+    "stream was not compute-bound on that share, which no published breakdown lets us check"))
+def test_decode_pipelining_gains_what_the_paper_measures():
+    for batch in (64, 96, 128):
+        plain = decode(R1, CM, replace(DECODE, batch_per_chip=batch))
+        piped = decode(R1, CM, replace(DECODE, batch_per_chip=batch, overlap=True))
+        gain = piped.tokens_per_s_per_chip / plain.tokens_per_s_per_chip - 1
+        assert 0.0 < gain < 0.15, (batch, gain)
+
+
 def test_prefill_per_npu():
+    """6,688 tokens/s per NPU (perfect EPLB) with microbatch pipelining, whose core share the
+    model charges: the MoE stream's 8 of 24 cube cores slow the compute it hides behind."""
     r = prefill(R1, CM, PREFILL)
     print(f"\nprefill: {r.tokens_per_s_per_chip:.0f} tokens/s per NPU (paper 6,688)")
     assert r.feasible
     assert r.tokens_per_s_per_chip == pytest.approx(6688, rel=TOLERANCE)
+    plain = prefill(R1, CM, replace(PREFILL, overlap=False))
+    assert 1.0 < r.tokens_per_s_per_chip / plain.tokens_per_s_per_chip < 1.31
 
 
 # ---------------------------------------------------------------- the mechanisms

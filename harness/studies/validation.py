@@ -1,0 +1,156 @@
+"""The model against published measurements: every row of clusters/data/validation/published.csv
+run through the `rackbench` command line of its published setup (setups.toml next to it), the
+same parser and code `rackbench project` and `rackbench collective` run, and compared with the
+published figure on the metric and FLOP convention its source uses."""
+from __future__ import annotations
+
+import importlib
+import math
+import shlex
+import statistics
+from dataclasses import asdict, dataclass
+
+from clusters.tomldata import Field, check, read_toml
+from clusters.validation import PUBLISHED_CSV, published_rows
+from harness import cli
+from harness.errors import UserError
+
+SETUPS = PUBLISHED_CSV.parent / "setups.toml"
+MODES = ("train", "prefill", "decode", "collective")
+# Targets (README): per mode the median |error| at most 10%, every row at most 25%
+MEDIAN_TARGET, ROW_TARGET = 0.10, 0.25
+UNITS = {"TFLOP/s": 1e12, "GB/s": 1e9, "tokens/s": 1.0}
+_SETUP = {"args": Field("str"), "flops": Field("str", required=False, choices=("full", "causal")),
+          "scale": Field("float", required=False, hi=1e6), "gap": Field("str", required=False),
+          "substitute": Field("str", required=False), "note": Field("str", required=False)}
+
+
+def _metric(row: dict, setup: dict, doc: dict) -> float:
+    """The published metric, in base units, from a command's JSON document."""
+    name = row["metric"]
+    if "results" in doc:  # rackbench collective
+        r = doc["results"][0]
+        key = "algbw_bytes_per_s" if name == "bandwidth" else "busbw_bytes_per_s"
+        return r[key]
+    if name == "model_tflops_per_chip":
+        if setup["flops"] is None:
+            raise UserError(f"{SETUPS}: {row['id']} needs key 'flops' (full or causal)")
+        return doc["model_flops_per_s_per_chip" if setup["flops"] == "full"
+                   else "causal_model_flops_per_s_per_chip"]
+    if name == "hardware_tflops_per_chip":
+        return doc["hardware_flops_per_s_per_chip"]
+    if name == "output_tokens_per_s_per_user":
+        return 1.0 / doc["tpot_s"]
+    if name == "output_tokens_per_s_total":
+        return doc["output_tokens_per_s_per_chip"] * doc["chips"]
+    if name in ("input_tokens_per_s_per_node", "input_tokens_per_s_per_chip"):
+        return doc["input_tokens_per_s_per_chip"]
+    if name in ("output_tokens_per_s_per_node", "output_tokens_per_s_per_chip"):
+        return doc["output_tokens_per_s_per_chip"]
+    if name == "tokens_per_s_per_chip":
+        return doc["tokens_per_s_per_chip"]
+    raise UserError(f"{PUBLISHED_CSV}: row {row['id']}: no rule for metric {name!r}")
+
+
+@dataclass(frozen=True)
+class RowResult:
+    id: str
+    mode: str
+    metric: str
+    unit: str
+    published: float
+    projected: float | None
+    error: float | None  # projected / published - 1
+    gap: str | None  # a known gap: why the model cannot reproduce the row yet
+    args: str
+    source: str
+    feasible: bool = True  # the published setup fits in memory
+    substitute: str | None = None  # what the setup types in place of a published setting
+
+    @property
+    def within(self) -> bool:
+        return self.error is not None and abs(self.error) <= ROW_TARGET
+
+    @property
+    def reproduced(self) -> bool:
+        """Projected as published (no substitute), fits, and within the row target."""
+        return self.substitute is None and self.feasible and self.within
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def setups() -> dict:
+    doc = read_toml(SETUPS, "validation setups")
+    if not isinstance(doc, dict):
+        raise UserError(f"{SETUPS}: not a table of rows")
+    return {rid: check(SETUPS, t, _SETUP, rid).values for rid, t in doc.items()}
+
+
+def run_row(row: dict, setup: dict) -> RowResult:
+    """One published row through the command line of its setup."""
+    argv = shlex.split(setup["args"])
+    parser = cli.build_parser(argv[:1])
+    args = parser.parse_args(argv + ["--format", "json"])
+    module = importlib.import_module(cli.module_name(args.command))
+    projected, gap, feasible = None, setup["gap"], True
+    if setup["substitute"] is not None and gap is None:
+        raise UserError(f"{SETUPS}: {row['id']} has a substitute but no gap saying why")
+    try:
+        doc = module.compute(args)
+        projected = _metric(row, setup, doc) * (setup["scale"] or 1.0) / UNITS[row["unit"]]
+        feasible = doc.get("feasible", True) is not False
+        if gap is None and not feasible:
+            gap = f"the published setup does not fit in memory: {doc.get('infeasible_reason')}"
+    except cli.INPUT_ERRORS as exc:
+        if gap is None:
+            raise UserError(f"{row['id']}: {setup['args']}: {exc}") from None
+    published = float(row["value"])
+    error = None if projected is None else projected / published - 1.0
+    mode = row["kind"]
+    return RowResult(row["id"], mode, row["metric"], row["unit"], published, projected, error,
+                     gap, setup["args"], row["source"], feasible, setup["substitute"])
+
+
+def validate(mode: str | None = None) -> list[RowResult]:
+    """Every published row (of one mode: train, prefill, decode or collective)."""
+    if mode is not None and mode not in MODES:
+        raise UserError(f"unknown validation mode {mode!r} (choose from {', '.join(MODES)})")
+    plans = setups()
+    rows = [r for r in published_rows() if mode is None or r["kind"] == mode]
+    missing = [r["id"] for r in rows if r["id"] not in plans]
+    if missing:
+        raise UserError(f"{SETUPS}: no setup for {', '.join(missing)}")
+    return [run_row(r, plans[r["id"]]) for r in rows]
+
+
+@dataclass(frozen=True)
+class ModeSummary:
+    mode: str
+    rows: int  # rows compared (known gaps excluded)
+    gaps: int
+    median_abs_error: float
+    max_abs_error: float
+    within_row_target: int
+    # over every row with a projection, known gaps included
+    projected: int
+    median_abs_error_all: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(results: list[RowResult]) -> list[ModeSummary]:
+    out = []
+    for mode in MODES:
+        these = [r for r in results if r.mode == mode]
+        if not these:
+            continue
+        errs = [abs(r.error) for r in these if r.gap is None]
+        every = [abs(r.error) for r in these if r.error is not None]
+        out.append(ModeSummary(mode, len(errs), sum(r.gap is not None for r in these),
+                               statistics.median(errs) if errs else math.nan,
+                               max(errs) if errs else math.nan,
+                               sum(e <= ROW_TARGET for e in errs), len(every),
+                               statistics.median(every) if every else math.nan))
+    return out

@@ -1,0 +1,141 @@
+"""The model against every published row the repository keeps, through `rackbench validate`'s own
+function (harness.studies.validation.validate), i.e. the command line of each row's published
+setup as `rackbench project` / `collective` parse and run it.
+
+A row is reproduced when it is projected as published (no substituted setting), its setup fits
+in memory, and the projection is within ROW_TARGET of the figure. A row with a known gap (a
+mechanism the model lacks, named in setups.toml, or a published setup the memory model says
+does not fit) is a strict expected failure: if the model starts reproducing it, the test fails
+until the gap is removed from setups.toml.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from harness.studies.validation import (MEDIAN_TARGET, MODES, ROW_TARGET, RowResult,
+                                        published_rows, setups, summarize, validate)
+
+RESULTS: list[RowResult] = validate()
+
+
+@pytest.fixture
+def run_cli(cli, capsys):
+    """`rackbench ARGS`: (exit code, stdout, stderr)."""
+    def run(*argv):
+        try:
+            code = cli(list(argv))
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run
+BY_ID = {r.id: r for r in RESULTS}
+
+
+def _params():
+    return [pytest.param(r, id=r.id, marks=[pytest.mark.xfail(strict=True, reason=r.gap)]
+                         if r.gap else []) for r in RESULTS]
+
+
+@pytest.mark.parametrize("row", _params())
+def test_row_is_reproduced(row: RowResult):
+    assert row.projected is not None, f"{row.id}: no projection ({row.args})"
+    assert row.feasible, f"{row.id}: the published setup does not fit in memory"
+    assert row.substitute is None, f"{row.id}: setup substitutes {row.substitute}"
+    assert abs(row.error) <= ROW_TARGET, (
+        f"{row.id}: projected {row.projected:.4g} against published {row.published:.4g} "
+        f"{row.unit} ({row.error:+.1%})")
+
+
+# The prefill rows left after the known gaps read +18%: two-batch overlap is credited with more
+# than the published ablations measure (see the gaps of I-SGL-H100-PREFILL-2K and
+# I-RTP-H800-PREFILL), and the CloudMatrix prefill reads +5% even without its pipelining.
+MEDIAN_GAPS = {"prefill": "the two reproduced prefill rows read +18% and +19%: overlapped "
+                          "prefill is credited more than SGLang's and CloudMatrix-Infer's "
+                          "ablations measure"}
+
+
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=[pytest.mark.xfail(
+    strict=True, reason=MEDIAN_GAPS[m])] if m in MEDIAN_GAPS else []) for m in MODES])
+def test_median_error_per_mode(mode):
+    summary = {s.mode: s for s in summarize(RESULTS)}[mode]
+    assert summary.rows >= 2, f"{mode}: fewer than two rows without a known gap"
+    assert summary.median_abs_error <= MEDIAN_TARGET, (
+        f"{mode}: median |error| {summary.median_abs_error:.1%} over {summary.rows} rows")
+
+
+def test_at_least_forty_rows_each_with_a_source_and_a_setup():
+    rows = published_rows()
+    assert len(rows) >= 40
+    assert all(r["source"].strip() for r in rows)
+    assert {r["id"] for r in rows} == set(setups())
+    assert {r.mode for r in RESULTS} == set(MODES)
+
+
+def test_gaps_say_why_and_substitutes_are_gaps():
+    for r in RESULTS:
+        if r.substitute is not None:
+            assert r.gap, r.id
+        if r.gap:
+            assert len(r.gap) > 30, f"{r.id}: a gap needs its reason, got {r.gap!r}"
+
+
+def test_error_is_signed_projected_over_published():
+    for r in RESULTS:
+        if r.projected is not None:
+            assert r.error == pytest.approx(r.projected / r.published - 1)
+    over = [r for r in RESULTS if r.error is not None and r.error > 0]
+    under = [r for r in RESULTS if r.error is not None and r.error < 0]
+    assert over and under  # both signs occur: the error is not an absolute value
+
+
+def test_summary_counts_and_medians():
+    summary = {s.mode: s for s in summarize(RESULTS)}
+    for mode, s in summary.items():
+        these = [r for r in RESULTS if r.mode == mode]
+        clean = [abs(r.error) for r in these if r.gap is None]
+        assert s.rows == len(clean) and s.gaps == sum(r.gap is not None for r in these)
+        assert s.max_abs_error == pytest.approx(max(clean))
+        assert s.within_row_target == sum(e <= ROW_TARGET for e in clean)
+        assert s.projected == sum(r.error is not None for r in these)
+        assert not math.isnan(s.median_abs_error_all)
+
+
+def test_cli_json_has_the_documented_fields(run_cli):
+    code, out, _ = run_cli("validate", "--mode", "collective", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    assert {"id", "mode", "metric", "published", "projected", "error"} <= set(doc["rows"][0])
+    assert {r["mode"] for r in doc["rows"]} == {"collective"}
+    ids = {r["id"] for r in doc["rows"]}
+    assert ids == {r.id for r in RESULTS if r.mode == "collective"}
+    for r in doc["rows"]:
+        assert r["error"] == pytest.approx(BY_ID[r["id"]].error)
+    assert [s["mode"] for s in doc["summary"]] == ["collective"]
+
+
+def test_cli_table_prints_rows_and_per_mode_statistics(run_cli):
+    code, out, _ = run_cli("validate", "--mode", "decode")
+    assert code == 0
+    assert "I-CMI-DECODE-50MS" in out and "T-LLAMA3-8K" not in out
+    assert "decode:" in out and "median |error|" in out
+
+
+def test_unknown_mode_is_one_line(run_cli):
+    code, _, err = run_cli("validate", "--mode", "serve")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_a_changed_published_figure_moves_the_error(monkeypatch):
+    """The error is computed from the published figure, not stored: plant a wrong value."""
+    import harness.studies.validation as v
+    rows = published_rows()
+    target = next(r for r in rows if r["id"] == "I-CMI-DECODE-50MS")
+    planted = [dict(r, value=str(float(r["value"]) * 2)) if r is target else r for r in rows]
+    monkeypatch.setattr(v, "published_rows", lambda: planted)
+    r = {x.id: x for x in v.validate("decode")}["I-CMI-DECODE-50MS"]
+    assert r.error == pytest.approx((1 + BY_ID[r.id].error) / 2 - 1)
+    assert not r.reproduced
