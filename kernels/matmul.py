@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.base import DTYPES, TOLERANCE, Case, itemsize, random_array, relative_error
+from kernels.base import DTYPES, ROUNDING_EXCESS_METRIC, TOLERANCE, Case, itemsize, random_array, rounding_excess
 
 OUT_DTYPE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "bf16"}
 
@@ -46,13 +46,13 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(k, n)).astype(int))
 
 
-def _check(args, out):
+def _check(args, out, dtype: str):
     a, b = args
     rows, cols = _spread(a.shape[0], CHECK_ROWS), _spread(b.shape[1], CHECK_COLS)
     a64 = np.asarray(a[rows].astype(jnp.float32), dtype=np.float64)
     b64 = np.asarray(b[:, cols].astype(jnp.float32), dtype=np.float64)
     got = np.asarray(out[rows][:, cols].astype(jnp.float32))
-    return relative_error(got, a64 @ b64)
+    return rounding_excess(got, a64 @ b64, OUT_DTYPE[dtype])
 
 
 def _skip(dtype: str):
@@ -81,7 +81,7 @@ def matmul_case(m: int, n: int, k: int, dtype: str, label: str | None = None, gr
         return _fn(dtype), (random_array(ka, (m, k), dtype), random_array(kb, (k, n), dtype))
 
     def check(args, out):
-        return _check(args, out), tol
+        return _check(args, out, dtype), tol, ROUNDING_EXCESS_METRIC + ", float64 reference on sampled rows and columns"
 
     params = {"m": m, "n": n, "k": k, "dtype": dtype}
     if label:
