@@ -32,6 +32,14 @@ def test_fp8_matmul_runs_where_supported():
         assert res.status == "skipped"
     else:
         assert res.status == "ok", res.reason
+        # what XLA made of it: one cuBLASLt fp8 call with the named fp32 accumulation, and no
+        # transpose or copy of B beside it in the timed program
+        case = matmul_case(4096, 4096, 4096, "fp8")
+        fn, args = case.make(jax.random.key(0))
+        hlo = jax.jit(fn).lower(*args).compile().as_text()
+        assert "cublas$lt$matmul$f8" in hlo, hlo[:2000]
+        assert "ALG_DOT_ANY_F8_ANY_F8_F32" in hlo and "FAST_ACCUM" not in hlo
+        assert " transpose(" not in hlo and " copy(" not in hlo, hlo[:4000]
 
 
 def test_gpu_only_cases_skip_with_a_reason_on_cpu():
