@@ -19,7 +19,12 @@ def run(args) -> int:
     sw, host = env["software"], env["host"]
     print(f"platform: {dev['platform']}  kind: {dev['kind']}  count: {dev['count']} "
           f"(processes: {dev['process_count']})")
-    print(f"device memory: {si(dev['memory_bytes'], 'B')}  compute capability: {dev['compute_capability'] or '-'}")
+    if dev["platform"] == "cpu":
+        print(f"device memory: {si(dev['memory_bytes'], 'B')} (host memory)")
+    else:
+        print(f"device memory: {si(dev.get('hbm_bytes'), 'B')} ({dev.get('hbm_bytes_source')}); "
+              f"JAX's allocator pool: {si(dev['memory_bytes'], 'B')}")
+    print(f"compute capability: {dev['compute_capability'] or '-'}")
     print(f"host: {host['hostname']}  cpu: {host['cpu']} x{host['cpu_count']}  memory: {si(host['memory_bytes'], 'B')}")
     print(f"python {sw['python']}  jax {sw['jax']}  jaxlib {sw['jaxlib']}  optax {sw.get('optax')}")
     for k in ("cuda_runtime", "cuda_driver", "cudnn", "nvidia_driver"):
