@@ -251,6 +251,8 @@ def device_info() -> dict:
     chip = catalog_chip(info["kind"], info["platform"])
     if chip is not None:
         info["catalog_chip"] = chip.name
+    else:
+        info["catalog_note"] = catalog_note(info["kind"], info["platform"])
     return info
 
 
@@ -261,6 +263,21 @@ def catalog_chip(device_kind: str, platform_name: str):
     from clusters.catalog import match_device_kind
 
     return match_device_kind(device_kind)
+
+
+def catalog_note(device_kind: str, platform_name: str) -> str | None:
+    """Why an accelerator has no catalog chip, in one line; None for a match or a CPU."""
+    if platform_name == "cpu" or catalog_chip(device_kind, platform_name) is not None:
+        return None
+    from clusters.catalog import near_device_kind
+
+    near = near_device_kind(device_kind)
+    parts = "is another part" if len(near) == 1 else "are other parts"
+    why = (f"{' and '.join(f'{c.name} ({c.description})' for c in near)} {parts} of that name, with "
+           "other peaks, power or memory, and the catalog has no sourced figures for this one"
+           if near else "no sourced spec sheet for it is in clusters/data/chips")
+    return (f"{device_kind!r} is not in the catalog: {why}; its ceilings are measured in the run "
+            "(best matmul per dtype, best stream bandwidth)")
 
 
 def catalog_ceilings(chip) -> dict:

@@ -190,6 +190,8 @@ def run_suite(
         "warnings": [],
         "n_cases_planned": len(chosen),
     }
+    if env["device"].get("catalog_note"):
+        meta["warnings"].append(env["device"]["catalog_note"])
     rs = ResultSet(meta=meta, cases=[])
     path = Path(out_path) if out_path else default_path(Path(results_dir), meta)
     ceilings = device_mod.catalog_ceilings(chip) if chip else None

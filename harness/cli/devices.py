@@ -34,7 +34,8 @@ def run(args) -> int:
         peaks = ", ".join(f"{k} {si(v, 'FLOP/s')}" for k, v in chip.peak_flops_per_s.items())
         print(f"catalog chip: {chip.name} ({chip.description}): {peaks}; HBM {si(chip.hbm_bw_bytes_per_s, 'B/s')}")
     else:
-        print("catalog chip: none; ceilings are measured during `rackbench run` (best matmul, best stream bandwidth)")
+        print("catalog chip: none; " + (dev.get("catalog_note") or "ceilings are measured during `rackbench run` "
+                                         "(best matmul, best stream bandwidth)"))
     print(f"results directory name: {env['machine_id']}")
     return 0
 

@@ -85,3 +85,18 @@ def test_projection_uses_the_cards_capacity_not_the_pool():
     # a set from before the driver's figure was recorded: the catalog's capacity, else the pool
     assert local_system(_gpu_meta(memory_bytes=POOL_BYTES, catalog_chip="h200"), "bf16").chip.hbm_bytes == 141e9
     assert local_system(_gpu_meta(memory_bytes=POOL_BYTES), "bf16").chip.hbm_bytes == POOL_BYTES
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("NVIDIA H100 PCIe", "h100 (NVIDIA H100 SXM5 80 GB) and h100-nvl"),
+    ("NVIDIA RTX 6000 Ada Generation", "no sourced spec sheet"),
+])
+def test_a_gpu_outside_the_catalog_is_said_to_be(kind, says):
+    note = device.catalog_note(kind, "gpu")
+    assert note.startswith(f"{kind!r} is not in the catalog") and says in note
+    assert "measured in the run" in note and "\n" not in note
+
+
+def test_catalog_gpus_and_cpus_need_no_note():
+    assert device.catalog_note("NVIDIA H200 NVL", "gpu") is None
+    assert device.catalog_note("cpu", "cpu") is None
