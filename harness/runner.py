@@ -20,7 +20,7 @@ from harness.errors import UserError
 from harness.resultset import CaseResult, ResultSet, default_path, save
 from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN, summarize
 from harness.suites import build_suite
-from harness.timing import TimingConfig, compile_ahead, time_compiled
+from harness.timing import TimingConfig, compile_ahead, device_loop_overhead, loop_overhead_note, time_compiled
 from kernels.base import Case
 
 DEFAULT_SEED = 20261128
@@ -203,6 +203,10 @@ def run_suite(
         if write:
             save(rs, path)
 
+    # what the device loop costs by itself, so the cases it would dominate can be flagged
+    rs.meta["device_loop_overhead"] = device_loop_overhead(cfg)
+    overhead_s = rs.meta["device_loop_overhead"]["per_rep_s"]
+
     interrupted = False
     bar = progress(total=len(chosen)) if progress else None
     try:
@@ -213,9 +217,14 @@ def run_suite(
             result = measure_case(case, dev, seed, cfg)
             # everything the case cost: inputs, compile, check, warm-up, samples
             result.timing["case_wall_s"] = time.perf_counter() - started
+            if result.status == "ok" and result.timing.get("method") == "device-loop":
+                result.timing["loop_overhead_s"] = overhead_s
+                note = loop_overhead_note(result.median_s, overhead_s)
+                if note:
+                    result.timing["notes"].append(note)
             rs.cases.append(result)
             for note in result.timing.get("notes", []):
-                if note.startswith("large spread"):
+                if note.startswith(("large spread", "near the device loop")):
                     rs.meta["warnings"].append(f"{case.name}: {note}")
             store()
             if bar is not None:

@@ -24,6 +24,9 @@ import jax.numpy as jnp
 # The perturbation scale carried between repetitions: small enough never to change a value
 # in practice, but a constant that XLA cannot fold away.
 _CARRY_SCALE = 1e-30
+# A device-loop case whose time per repetition is under this many times the loop's own cost
+# (an empty-work loop, measured once per run) is flagged: the loop is then 20% of it or more.
+LOOP_OVERHEAD_FLAG_RATIO = 5.0
 
 
 @dataclass(frozen=True)
@@ -178,3 +181,33 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         f"excludes dispatch (one dispatched call took {single * 1e6:.1f} us)"
     ]
     return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single, loop_compile, notes)
+
+
+def device_loop_overhead(cfg: TimingConfig) -> dict:
+    """What one repetition of the device loop costs with (almost) no work in it: one float32
+    added to, plus the barrier, the element read and the nudge that every repetition of a real
+    kernel also pays (on a GPU, a few kernel launches). Measured with the same loop and the
+    same sample budget as the cases, once per run."""
+    x = jnp.ones((1,), jnp.float32)
+
+    def empty(v):
+        return v + 1.0
+
+    timing = time_compiled(empty, compile_ahead(empty, (x,)), (x,), cfg, force_method="device-loop")
+    samples = sorted(timing.samples_s)
+    return {
+        "per_rep_s": samples[len(samples) // 2],
+        "samples_s": list(timing.samples_s),
+        "reps_per_sample": timing.reps_per_sample,
+        "kernel": "x + 1 on one float32 element, repeated by the device loop",
+        "flag_ratio": LOOP_OVERHEAD_FLAG_RATIO,
+    }
+
+
+def loop_overhead_note(median_s: float, overhead_s: float | None) -> str | None:
+    """A note for a device-loop case within LOOP_OVERHEAD_FLAG_RATIO of the loop's own cost."""
+    if not overhead_s or median_s >= LOOP_OVERHEAD_FLAG_RATIO * overhead_s:
+        return None
+    return (f"near the device loop's own cost: {median_s * 1e6:.2f} us per call is {median_s / overhead_s:.1f}x "
+            f"the empty loop's {overhead_s * 1e6:.2f} us per repetition (flagged under "
+            f"{LOOP_OVERHEAD_FLAG_RATIO:g}x): an upper bound on the kernel's own time")
