@@ -43,17 +43,22 @@ def attention_bytes(b, t, s, n_heads, n_kv_heads, head_dim, dtype, passes) -> fl
     return float(fwd + (4 * q + 2 * kv) * itemsize(dtype))
 
 
-def reference_attention(q, k, v, causal: bool):
-    """Plain jnp attention in the BTNH layout with grouped-query heads, softmax in fp32."""
+def reference_attention(q, k, v, causal):
+    """Plain jnp attention in the BTNH layout with grouped-query heads, softmax in fp32.
+
+    `causal` is a Python bool (the timed jnp implementation: no mask at all when False) or a
+    traced boolean (the output check's reference: one compiled program serves both masks)."""
     n, kh = q.shape[2], k.shape[2]
     rep = n // kh
     k = jnp.repeat(k, rep, axis=2)
     v = jnp.repeat(v, rep, axis=2)
     scale = 1.0 / np.sqrt(q.shape[-1])
     logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * scale
-    if causal:
+    if causal is not False:
         t, s = q.shape[1], k.shape[1]
         mask = jnp.tril(jnp.ones((t, s), dtype=bool), k=s - t)
+        if causal is not True:
+            mask = mask | ~causal
         logits = jnp.where(mask, logits, -jnp.inf)
     p = jax.nn.softmax(logits, axis=-1)
     return jnp.einsum("bnts,bsnh->btnh", p.astype(v.dtype), v, preferred_element_type=jnp.float32).astype(q.dtype)
@@ -77,17 +82,23 @@ def _with_pass(fwd, passes: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _reference_fn(causal: bool, passes: str):
+def _reference_fn(passes: str):
     """fp32 HIGHEST-precision reference on the same (rounded) inputs, on the device. One jitted
-    function per (causal, pass), so implementations of one shape share its compilation."""
+    function per pass, the mask an argument, so the implementations and both masks of one shape
+    share one compilation (each is seconds on a GPU)."""
 
-    def f(q, k, v, *rest):
+    def f(causal, q, k, v, *rest):
         q32, k32, v32 = (x.astype(jnp.float32) for x in (q, k, v))
         with jax.default_matmul_precision("highest"):
             g = _with_pass(lambda a, b, c: reference_attention(a, b, c, causal), passes)
             return g(q32, k32, v32, *(r.astype(jnp.float32) for r in rest))
 
     return jax.jit(f)
+
+
+def attention_reference(args, causal: bool, passes: str):
+    """The check's reference for a case's inputs: the output, and for fwd_bwd dQ, dK, dV."""
+    return _reference_fn(passes)(jnp.asarray(causal), *args)
 
 
 def _skip(impl: str, dtype: str):
@@ -128,7 +139,7 @@ def attention_case(b, t, n_heads, n_kv_heads, head_dim, causal, passes, impl, dt
         return fn, tuple(args)
 
     def check(args, out):
-        ref = _reference_fn(causal, passes)(*args)
+        ref = attention_reference(args, causal, passes)
         outs = out if isinstance(out, tuple) else (out,)
         refs = ref if isinstance(ref, tuple) else (ref,)
         err = max(rounding_excess(o, r, dtype) for o, r in zip(outs, refs))

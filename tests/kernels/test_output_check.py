@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.attention import _reference_fn, attention_case, reference_attention
+from kernels.attention import attention_case, attention_reference, reference_attention
 from kernels.base import relative_error, rounding_excess
 from kernels.matmul import matmul_case
 from kernels.membw import _rmsnorm_reference, rmsnorm_case
@@ -29,7 +29,7 @@ def test_correct_bf16_attention_passes_at_every_suite_length(t):
     passes with a wide margin."""
     case = attention_case(1, t, 1, 1, 128, True, "fwd", "xla", "bf16")
     fn, args = case.make(jax.random.key(t))
-    ref = _reference_fn(True, "fwd")(*args)
+    ref = attention_reference(args, True, "fwd")
     rounded = ref.astype(jnp.bfloat16)
     err, tol, metric = case.check(args, rounded)
     assert err == 0.0 and "ulp" in metric
@@ -46,7 +46,7 @@ def test_correct_bf16_attention_forward_backward_passes(causal):
     CPU with two heads; kept at 1K here for time."""
     case = attention_case(1, 1024, 2, 1, 128, causal, "fwd_bwd", "xla", "bf16")
     fn, args = case.make(jax.random.key(11))
-    refs = _reference_fn(causal, "fwd_bwd")(*args)
+    refs = attention_reference(args, causal, "fwd_bwd")
     assert case.check(args, tuple(r.astype(jnp.bfloat16) for r in refs))[0] == 0.0
     err, tol, _ = case.check(args, jax.jit(fn)(*args))
     assert err < tol / 5, err
