@@ -43,12 +43,13 @@ class Costs:
 # Medians per group in a default-suite set measured on the 2-core CPU machine
 # (results/vm-cpu-cpu-x8/20261128T162718-c64393e5.json): lower + compile, loop compile, and
 # what a case's wall time holds besides them and its samples (inputs, check helpers: 0.4 s for
-# attention); random inputs at ~20 ns an element (harness/suites.py).
+# attention); random inputs at ~20 ns an element (harness/suites.py); a blocked dispatch and a
+# loop repetition as jax-notes measured them (6.6 us, 0.01 us); the process start assumed.
 CPU_COSTS = Costs(
-    compile_s=MappingProxyType({"matmul": 0.07, "matmul_model": 0.06, "attention/fwd": 0.25,
-                                "attention/fwd_bwd": 0.45, "membw": 0.11, "train_step": 3.6,
+    compile_s=MappingProxyType({"matmul": 0.07, "matmul_model": 0.06, "attention/fwd": 0.27,
+                                "attention/fwd_bwd": 0.56, "membw": 0.11, "train_step": 3.6,
                                 "collective": 0.05}),
-    loop_compile_s=0.35, small_compile_s=0.4, dispatch_s=10e-6, loop_rep_s=0.1e-6, process_start_s=3.0,
+    loop_compile_s=0.35, small_compile_s=0.4, dispatch_s=6.6e-6, loop_rep_s=0.01e-6, process_start_s=3.0,
     cache_hit_s=0.05, input_element_s=20e-9, source="measured on the 2-core CPU (results/vm-cpu-cpu-x8/20261128T162718-c64393e5.json)")
 
 # Assumptions, not measurements: no GPU has run this code. XLA:GPU autotunes each GEMM (cuBLAS
@@ -83,6 +84,12 @@ class Ceilings:
         peaks = {k: float(v) for k, v in (ceilings.get("peak_flops_per_s") or {}).items() if v}
         bw = ceilings.get("peak_bw_bytes_per_s")
         return cls(MappingProxyType(peaks), float(bw), str(ceilings.get("source"))) if peaks and bw else None
+
+    @classmethod
+    def best(cls, chip, platform: str, measured: Mapping | None = None) -> "Ceilings":
+        """The catalog chip's, else those a set measured (its meta["ceilings"]), else a guess."""
+        return (cls.from_chip(chip) if chip else None) or (cls.from_meta(measured) if measured else None) \
+            or cls.guess(platform)
 
     @classmethod
     def guess(cls, platform: str) -> "Ceilings":

@@ -26,6 +26,7 @@ from harness.timing import TimingConfig, compile_ahead, device_loop_overhead, lo
 from kernels.base import Case
 
 DEFAULT_SEED = 20261128
+_BUDGET_STOP = "stopped by the time budget"
 
 
 def case_key(seed: int, name: str):
@@ -223,8 +224,9 @@ def run_suite(
         meta["warnings"].append(env["device"]["catalog_note"])
     if previous is not None:
         # the set keeps its first call's identity; what changed since is in its stages
+        # (a budget's stop is the state of the last call, not history: the next call replaces it)
         meta = {**previous.meta, "complete": False, "interrupted": False, "n_cases_planned": len(scope),
-                "warnings": list(previous.meta.get("warnings", []))}
+                "warnings": [w for w in previous.meta.get("warnings", []) if not w.startswith(_BUDGET_STOP)]}
         if previous.meta.get("git", {}).get("commit") != env["git"]["commit"]:
             meta["warnings"].append(f"resumed at commit {env['git']['commit']}; the set was begun at "
                                     f"{previous.meta.get('git', {}).get('commit')}")
@@ -285,7 +287,7 @@ def run_suite(
     names = {c.name for c in rs.cases}
     left = [c.name for c in scope if c.name not in names]
     if stopped_at is not None:
-        rs.meta["warnings"].append(f"stopped by the time budget ({budget_s:g} s) after {stopped_at} of "
+        rs.meta["warnings"].append(f"{_BUDGET_STOP} ({budget_s:g} s) after {stopped_at} of "
                                    f"{len(chosen)} cases; {len(left)} of the suite left (run again with --resume)")
     rs.meta["complete"] = not interrupted and not left
     rs.meta.setdefault("stages", []).append({
@@ -299,10 +301,8 @@ def run_suite(
 
 
 def _estimates(cases: list[Case], dev, chip, previous, cfg: TimingConfig) -> list:
-    """harness.estimate's figures for `cases` on this device: the catalog's ceilings, else
-    those a set being resumed measured, else a guess for the platform."""
-    ceilings = (Ceilings.from_chip(chip) if chip else None) or \
-        (Ceilings.from_meta(previous.meta.get("ceilings") or {}) if previous else None) or Ceilings.guess(dev.platform)
+    """harness.estimate's figures for `cases` on this device."""
+    ceilings = Ceilings.best(chip, dev.platform, previous.meta.get("ceilings") if previous else None)
     return estimate_cases(cases, dev, ceilings, cfg, costs_for(dev.platform))
 
 

@@ -45,8 +45,7 @@ def run(args) -> int:
     device, platform, count, chip, label = _target(args)
     begun = load(args.out_file) if args.out_file and Path(args.out_file).exists() else None
     prior = load(args.prior) if args.prior else None
-    ceilings = (Ceilings.from_chip(chip) if chip else None) or \
-        (Ceilings.from_meta(begun.meta.get("ceilings") or {}) if begun else None) or Ceilings.guess(platform)
+    ceilings = Ceilings.best(chip, platform, begun.meta.get("ceilings") if begun else None)
     costs = costs_for(platform)
     plans = plan_reference(build_suite(args.suite, platform, device_count=count), device, ceilings,
                            default_timing(args.suite, platform), costs, args.budget_s,
