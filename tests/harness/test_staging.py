@@ -14,9 +14,9 @@ import pytest
 from clusters.catalog import load_chip
 from harness import cli
 from harness.estimate import GPU_COSTS, Ceilings
-from harness.runner import default_timing
+from harness.runner import default_timing, select
 from harness.staging import RUN_START_MARGIN_S, STAGE_BUDGET_S, plan_reference
-from harness.suites import VENDOR_CASES, VENDOR_FILTER, build_suite, gpu_test_cases, select_names
+from harness.suites import VENDOR_CASES, VENDOR_FILTER, build_suite, gpu_test_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = SimpleNamespace(platform="gpu", compute_capability="9.0")
@@ -60,7 +60,7 @@ def test_the_gpu_tests_measure_suite_cases_from_the_compilation_cache():
 
 
 def test_the_vendor_filter_picks_exactly_the_vendor_cases():
-    assert select_names([c.name for c in SUITE], VENDOR_FILTER) == list(VENDOR_CASES)
+    assert [c.name for c in select(SUITE, VENDOR_FILTER)] == list(VENDOR_CASES)
     assert VENDOR_CASES == ("matmul/bf16/8192x8192x8192", "attention/cudnn/fwd/bf16/causal/b1-t8192-h32-kv32-d128")
 
 
