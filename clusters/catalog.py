@@ -306,3 +306,16 @@ def match_device_kind(device_kind: str) -> Chip | None:
         if any(re.search(p, device_kind) for p in chip.device_kind_patterns):
             return chip
     return None
+
+
+def near_device_kind(device_kind: str) -> list[Chip]:
+    """Catalog chips whose name (up to its first '-') is a word of a device_kind that none of
+    them matches: other parts of the same name, e.g. the SXM h100 for "NVIDIA H100 PCIe",
+    whose peaks, power and memory are not this part's."""
+    if match_device_kind(device_kind) is not None:
+        return []
+    near = []
+    for name in list_chips():
+        if re.search(rf"\b{re.escape(name.split('-')[0])}\b", device_kind, re.IGNORECASE):
+            near.append(load_chip(name))
+    return near

@@ -5,6 +5,7 @@ known chip; otherwise (any CPU) they are measured in the run and the result set 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -85,6 +86,83 @@ def git_info(repo: Path | None = None) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def _nvidia_smi_gpus() -> list[dict]:
+    """Every GPU the driver lists, through nvidia-smi: name, driver version, total memory.
+    Asked once per process: the answer does not change and each call costs a subprocess."""
+    smi = _run(["nvidia-smi", "--query-gpu=index,uuid,name,driver_version,memory.total",
+                "--format=csv,noheader,nounits"])
+    gpus = []
+    for line in (smi or "").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 5:
+            continue
+        try:
+            total = int(float(parts[4]) * 2**20)  # reported in MiB
+        except ValueError:
+            total = None
+        gpus.append({"index": parts[0], "uuid": parts[1], "name": parts[2], "driver": parts[3],
+                     "total_bytes": total})
+    return gpus
+
+
+def _nvml_gpus() -> list[dict]:
+    """The same through NVML (nvidia-ml-py's pynvml), which needs no subprocess."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no GPU: NVML raises its own error types
+        return []
+    gpus = []
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name, uuid = pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetUUID(h)
+            gpus.append({"index": str(i), "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
+                         "name": name.decode() if isinstance(name, bytes) else name,
+                         "total_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total)})
+    except Exception:  # noqa: BLE001
+        return []
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+    return gpus
+
+
+def _first_visible(gpus: list[dict], environ) -> dict | None:
+    """The GPU that is this process's first CUDA device (JAX's device 0): the first entry of
+    CUDA_VISIBLE_DEVICES (an index or a UUID prefix) if set, else the driver's first GPU. (The
+    driver numbers GPUs in PCI order, CUDA fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID; on
+    a machine of identical GPUs the capacity is the same either way.)"""
+    visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not gpus:
+        return None
+    if not visible:
+        return gpus[0]
+    first = visible[0]
+    for g in gpus:
+        if g["index"] == first or (g.get("uuid") and g["uuid"].startswith(first)):
+            return g
+    return None
+
+
+def driver_memory(environ=os.environ) -> dict | None:
+    """Total memory of this process's first GPU as the driver reports it (NVML, else
+    nvidia-smi): {"hbm_bytes", "hbm_bytes_source", "driver_name"}, or None without one. JAX's
+    memory_stats only knows its allocator's pool (75% of it by default)."""
+    for source, listing in (("nvml", _nvml_gpus), ("nvidia-smi", _nvidia_smi_gpus)):
+        gpu = _first_visible(listing(), environ)
+        if gpu and gpu.get("total_bytes"):
+            return {"hbm_bytes": gpu["total_bytes"], "hbm_bytes_source": f"{source}: total memory of "
+                    f"GPU {gpu['index']} ({gpu['name']})", "driver_name": gpu["name"]}
+    return None
+
+
 def _cuda_versions() -> dict:
     """CUDA runtime/driver/cuDNN versions through jax's private hook; absent without the plugin."""
     out: dict = {}
@@ -103,11 +181,9 @@ def _cuda_versions() -> dict:
                 out[key] = getattr(cuda_versions, fn)()
             except Exception:  # noqa: BLE001
                 pass
-    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
-    if smi:
-        parts = [p.strip() for p in smi.splitlines()[0].split(",")]
-        if len(parts) >= 2:
-            out["nvidia_driver"] = parts[1]
+    gpus = _nvidia_smi_gpus()
+    if gpus:
+        out["nvidia_driver"] = gpus[0]["driver"]
     return out
 
 
@@ -138,6 +214,9 @@ def software_info() -> dict:
 
 
 def _device_memory_bytes(dev) -> int | None:
+    """What JAX's allocator may use (memory_stats bytes_limit): on a GPU a pool of 75% of the
+    memory by default (XLA_PYTHON_CLIENT_MEM_FRACTION), not the card's capacity; a CPU's is
+    the host's memory."""
     try:
         stats = dev.memory_stats()
     except Exception:  # noqa: BLE001 - backends without memory stats raise or return None
@@ -161,12 +240,19 @@ def device_info() -> dict:
         "local_count": jax.local_device_count(),
         "process_count": jax.process_count(),
         "memory_bytes": _device_memory_bytes(d0),
+        "memory_bytes_source": "host memory" if d0.platform == "cpu" else
+        "jax memory_stats bytes_limit: the allocator's pool, not the device's capacity",
+        "hbm_bytes": None,
         "compute_capability": getattr(d0, "compute_capability", None),
         "catalog_chip": None,
     }
+    if d0.platform == "gpu":
+        info.update(driver_memory() or {"hbm_bytes_source": "no NVML or nvidia-smi answer"})
     chip = catalog_chip(info["kind"], info["platform"])
     if chip is not None:
         info["catalog_chip"] = chip.name
+    else:
+        info["catalog_note"] = catalog_note(info["kind"], info["platform"])
     return info
 
 
@@ -177,6 +263,21 @@ def catalog_chip(device_kind: str, platform_name: str):
     from clusters.catalog import match_device_kind
 
     return match_device_kind(device_kind)
+
+
+def catalog_note(device_kind: str, platform_name: str) -> str | None:
+    """Why an accelerator has no catalog chip, in one line; None for a match or a CPU."""
+    if platform_name == "cpu" or catalog_chip(device_kind, platform_name) is not None:
+        return None
+    from clusters.catalog import near_device_kind
+
+    near = near_device_kind(device_kind)
+    parts = "is another part" if len(near) == 1 else "are other parts"
+    why = (f"{' and '.join(f'{c.name} ({c.description})' for c in near)} {parts} of that name, with "
+           "other peaks, power or memory, and the catalog has no sourced figures for this one"
+           if near else "no sourced spec sheet for it is in clusters/data/chips")
+    return (f"{device_kind!r} is not in the catalog: {why}; its ceilings are measured in the run "
+            "(best matmul per dtype, best stream bandwidth)")
 
 
 def catalog_ceilings(chip) -> dict:

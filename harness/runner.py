@@ -17,13 +17,16 @@ import numpy as np
 from harness import device as device_mod
 from harness import distributed
 from harness.errors import UserError
-from harness.resultset import CaseResult, ResultSet, default_path, save
+from harness.estimate import Ceilings, costs_for, estimate_cases, fit_budget
+from harness.format import duration
+from harness.resultset import CaseResult, ResultSet, default_path, load, save
 from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN, summarize
 from harness.suites import build_suite
-from harness.timing import TimingConfig, compile_ahead, time_compiled
+from harness.timing import TimingConfig, compile_ahead, device_loop_overhead, loop_overhead_note, time_compiled
 from kernels.base import Case
 
 DEFAULT_SEED = 20261128
+_BUDGET_STOP = "stopped by the time budget"
 
 
 def case_key(seed: int, name: str):
@@ -161,6 +164,17 @@ def select(cases: list[Case], pattern: str | None) -> list[Case]:
     return chosen
 
 
+def _resumable(path: Path, suite: str, seed: int, env: dict) -> ResultSet:
+    """The set at `path` to continue: the same suite, seed and machine, or a UserError."""
+    rs = load(path)
+    meta = rs.meta
+    for what, have, want in (("suite", meta.get("suite"), suite), ("seed", meta.get("seed"), seed),
+                             ("machine fingerprint", meta.get("fingerprint_id"), env["fingerprint_id"])):
+        if have != want:
+            raise UserError(f"{path}: cannot resume: its {what} is {have!r}, this run's is {want!r}")
+    return rs
+
+
 def run_suite(
     suite: str = "default",
     pattern: str | None = None,
@@ -171,28 +185,59 @@ def run_suite(
     cases: list[Case] | None = None,
     progress: Callable | None = None,
     write: bool = True,
+    budget_s: float | None = None,
+    resume: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> RunOutcome:
-    """Measure a suite and store it. `cases` overrides the suite's table (tests use it)."""
+    """Measure a suite and store it. `cases` overrides the suite's table (tests use it).
+
+    `resume`: continue the set at `out_path` if there is one (same suite, seed and machine):
+    its cases are kept and not measured again; the set then covers the whole suite, and
+    `pattern` only picks what this call measures. `budget_s`: measure cases in order while the
+    estimate of the next one (harness.estimate) still fits the seconds left, then stop; the set
+    is complete once every case of the suite is in it. `announce` gets the plan, one line,
+    before anything is measured."""
     env = device_mod.environment()
     dev = jax.local_devices()[0]  # per-device cases run on this process's first device
-    chosen = select(cases if cases is not None else build_suite(suite, dev.platform), pattern)
+    scope = cases if cases is not None else build_suite(suite, dev.platform)
     cfg = cfg or default_timing(suite, dev.platform)
     chip = device_mod.catalog_chip(env["device"]["kind"], dev.platform)
+    previous = _resumable(Path(out_path), suite, seed, env) if resume and out_path and Path(out_path).exists() else None
+    if resume:
+        done = {c.name for c in previous.cases} if previous else set()
+        chosen = [c for c in (select(scope, pattern) if pattern else scope) if c.name not in done]
+    else:
+        scope = chosen = select(scope, pattern)
     meta = {
         **env,
         "seed": seed,
         "suite": suite,
-        "filter": pattern,
+        "filter": None if resume else pattern,
         "argv": sys.argv,
         "timing_config": cfg.__dict__,
         "complete": False,
         "interrupted": False,
         "warnings": [],
-        "n_cases_planned": len(chosen),
+        "n_cases_planned": len(scope),
     }
-    rs = ResultSet(meta=meta, cases=[])
+    if env["device"].get("catalog_note"):
+        meta["warnings"].append(env["device"]["catalog_note"])
+    if previous is not None:
+        # the set keeps its first call's identity; what changed since is in its stages
+        # (a budget's stop is the state of the last call, not history: the next call replaces it)
+        meta = {**previous.meta, "complete": False, "interrupted": False, "n_cases_planned": len(scope),
+                "warnings": [w for w in previous.meta.get("warnings", []) if not w.startswith(_BUDGET_STOP)]}
+        if previous.meta.get("git", {}).get("commit") != env["git"]["commit"]:
+            meta["warnings"].append(f"resumed at commit {env['git']['commit']}; the set was begun at "
+                                    f"{previous.meta.get('git', {}).get('commit')}")
+    rs = ResultSet(meta=meta, cases=list(previous.cases) if previous else [])
+    n_before = len(rs.cases)
     path = Path(out_path) if out_path else default_path(Path(results_dir), meta)
     ceilings = device_mod.catalog_ceilings(chip) if chip else None
+    estimates = _estimates(chosen, dev, chip, previous, cfg) if budget_s is not None or announce else None
+    planned = fit_budget(estimates, budget_s) if budget_s is not None else len(chosen)
+    if announce:
+        announce(plan_line(estimates, planned, budget_s, len(scope) - len(chosen)))
 
     def store() -> None:
         used = ceilings or measured_ceilings(rs.cases)
@@ -201,19 +246,33 @@ def run_suite(
         if write:
             save(rs, path)
 
+    call_started = time.perf_counter()  # the budget counts from here
+    # what the device loop costs by itself, so the cases it would dominate can be flagged
+    rs.meta["device_loop_overhead"] = device_loop_overhead(cfg)
+    overhead_s = rs.meta["device_loop_overhead"]["per_rep_s"]
+
     interrupted = False
+    stopped_at = None
     bar = progress(total=len(chosen)) if progress else None
     try:
-        for case in chosen:
+        for i, case in enumerate(chosen):
+            if budget_s is not None and i and time.perf_counter() - call_started + estimates[i].total_s > budget_s:
+                stopped_at = i  # the next case would not fit the seconds left
+                break
             if bar is not None:
                 bar.set_postfix_str(case.name[-48:])
             started = time.perf_counter()
             result = measure_case(case, dev, seed, cfg)
             # everything the case cost: inputs, compile, check, warm-up, samples
             result.timing["case_wall_s"] = time.perf_counter() - started
+            if result.status == "ok" and result.timing.get("method") == "device-loop":
+                result.timing["loop_overhead_s"] = overhead_s
+                note = loop_overhead_note(result.median_s, overhead_s)
+                if note:
+                    result.timing["notes"].append(note)
             rs.cases.append(result)
             for note in result.timing.get("notes", []):
-                if note.startswith("large spread"):
+                if note.startswith(("large spread", "near the device loop")):
                     rs.meta["warnings"].append(f"{case.name}: {note}")
             store()
             if bar is not None:
@@ -221,13 +280,41 @@ def run_suite(
     except KeyboardInterrupt:
         interrupted = True
         rs.meta["interrupted"] = True
-        rs.meta["warnings"].append(f"interrupted after {len(rs.cases)} of {len(chosen)} cases")
+        rs.meta["warnings"].append(f"interrupted after {len(rs.cases) - n_before} of {len(chosen)} cases")
     finally:
         if bar is not None:
             bar.close()
-    rs.meta["complete"] = not interrupted
+    names = {c.name for c in rs.cases}
+    left = [c.name for c in scope if c.name not in names]
+    if stopped_at is not None:
+        rs.meta["warnings"].append(f"{_BUDGET_STOP} ({budget_s:g} s) after {stopped_at} of "
+                                   f"{len(chosen)} cases; {len(left)} of the suite left (run again with --resume)")
+    rs.meta["complete"] = not interrupted and not left
+    rs.meta.setdefault("stages", []).append({
+        "started_utc": env["created_utc"], "commit": env["git"]["commit"], "filter": pattern,
+        "budget_s": budget_s, "estimate_s": sum(e.total_s for e in estimates[:planned]) if estimates else None,
+        "wall_s": time.perf_counter() - call_started, "cases_measured": len(rs.cases) - n_before,
+        "cases_left": len(left), "device_loop_overhead_s": overhead_s,
+    })
     store()
     return RunOutcome(rs, path, interrupted)
+
+
+def _estimates(cases: list[Case], dev, chip, previous, cfg: TimingConfig) -> list:
+    """harness.estimate's figures for `cases` on this device."""
+    ceilings = Ceilings.best(chip, dev.platform, previous.meta.get("ceilings") if previous else None)
+    return estimate_cases(cases, dev, ceilings, cfg, costs_for(dev.platform))
+
+
+def plan_line(estimates: list, planned: int, budget_s: float | None, done: int) -> str:
+    """One line: what this call will measure and how long that should take."""
+    mine = estimates[:planned]
+    total = sum(e.total_s for e in mine)
+    parts = ", ".join(f"{k} {duration(sum(getattr(e, k + '_s') for e in mine))}" for k in ("compile", "run", "check"))
+    budget = f" of a {duration(budget_s)} budget" if budget_s is not None else ""
+    kept = f"; {done} already in the set" if done else ""
+    return (f"plan: {planned} of {len(estimates)} cases to measure in this call, estimated {duration(total)}{budget} "
+            f"({parts}); {len(estimates) - planned} left after it{kept}")
 
 
 def default_timing(suite: str, platform: str) -> TimingConfig:

@@ -24,6 +24,11 @@ import jax.numpy as jnp
 # The perturbation scale carried between repetitions: small enough never to change a value
 # in practice, but a constant that XLA cannot fold away.
 _CARRY_SCALE = 1e-30
+# A device-loop case whose time per repetition is under this many times the loop's own cost
+# (an empty-work loop, measured once per run) is flagged: the loop is then 20% of it or more.
+LOOP_OVERHEAD_FLAG_RATIO = 5.0
+# A device-loop probe that lasts this fraction of min_time is long enough to time with.
+PROBE_KEPT_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,18 @@ def _device_loop_sample(looped: Callable, args: tuple, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def probe_trip_count(single_call_s: float, cfg: TimingConfig) -> int:
+    return max(2, min(cfg.max_reps, math.ceil(cfg.min_time_s / max(single_call_s, 1e-12))))
+
+
+def final_trip_count(probe_reps: int, per_rep_s: float, cfg: TimingConfig) -> int:
+    """The probe's own trip count if its repetitions last PROBE_KEPT_FRACTION of min_time,
+    else enough repetitions for min_time."""
+    if probe_reps * per_rep_s >= PROBE_KEPT_FRACTION * cfg.min_time_s:
+        return probe_reps
+    return max(probe_reps, min(cfg.max_reps, math.ceil(cfg.min_time_s / max(per_rep_s, 1e-12))))
+
+
 def sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
     fit = int(cfg.max_case_time_s // max(per_sample_s, 1e-9))
     return max(cfg.min_samples, min(cfg.samples, fit))
@@ -157,14 +174,17 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         samples = [_host_loop_sample(call, args, reps) for _ in range(n)]
         return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single)
 
-    # device-loop: probe with a modest trip count, then size the real one from its result
-    probe_reps = max(2, min(64, math.ceil(cfg.min_time_s / single)))
+    # device-loop: a probe whose trip count the single call suggests (that call includes the
+    # dispatch, so the probe lasts at most about min_time); it is kept as the timed program when
+    # it lasts at least PROBE_KEPT_FRACTION of min_time, which spares a second loop compile for
+    # every kernel much longer than the dispatch; otherwise the real trip count is sized from it
+    probe_reps = probe_trip_count(single, cfg)
     t0 = time.perf_counter()
     probe = compile_ahead(repeat_on_device(fn, probe_reps), args).fn
     loop_compile = time.perf_counter() - t0
     _block(probe(*args))
     per_rep = _best_single_call(probe, args, tries=2) / probe_reps
-    reps = max(probe_reps, min(cfg.max_reps, math.ceil(cfg.min_time_s / max(per_rep, 1e-12))))
+    reps = final_trip_count(probe_reps, per_rep, cfg)
     looped = probe
     if reps != probe_reps:
         t0 = time.perf_counter()
@@ -178,3 +198,33 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         f"excludes dispatch (one dispatched call took {single * 1e6:.1f} us)"
     ]
     return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single, loop_compile, notes)
+
+
+def device_loop_overhead(cfg: TimingConfig) -> dict:
+    """What one repetition of the device loop costs with (almost) no work in it: one float32
+    added to, plus the barrier, the element read and the nudge that every repetition of a real
+    kernel also pays (on a GPU, a few kernel launches). Measured with the same loop and the
+    same sample budget as the cases, once per run."""
+    x = jnp.ones((1,), jnp.float32)
+
+    def empty(v):
+        return v + 1.0
+
+    timing = time_compiled(empty, compile_ahead(empty, (x,)), (x,), cfg, force_method="device-loop")
+    samples = sorted(timing.samples_s)
+    return {
+        "per_rep_s": samples[len(samples) // 2],
+        "samples_s": list(timing.samples_s),
+        "reps_per_sample": timing.reps_per_sample,
+        "kernel": "x + 1 on one float32 element, repeated by the device loop",
+        "flag_ratio": LOOP_OVERHEAD_FLAG_RATIO,
+    }
+
+
+def loop_overhead_note(median_s: float, overhead_s: float | None) -> str | None:
+    """A note for a device-loop case within LOOP_OVERHEAD_FLAG_RATIO of the loop's own cost."""
+    if not overhead_s or median_s >= LOOP_OVERHEAD_FLAG_RATIO * overhead_s:
+        return None
+    return (f"near the device loop's own cost: {median_s * 1e6:.2f} us per call is {median_s / overhead_s:.1f}x "
+            f"the empty loop's {overhead_s * 1e6:.2f} us per repetition (flagged under "
+            f"{LOOP_OVERHEAD_FLAG_RATIO:g}x): an upper bound on the kernel's own time")

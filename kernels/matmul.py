@@ -3,6 +3,14 @@
 fp32 uses Precision.HIGHEST so it is real fp32 (on NVIDIA the default would be TF32). The
 low-precision cases accumulate in fp32 and write bf16/fp16 (fp8 writes bf16), as training
 frameworks do.
+
+fp8 names its dot algorithm: at default precision XLA turns on cuBLASLt's fast (lower
+precision) fp8 accumulation (`IsFastAccumEnabled` in XLA's stream_executor/cuda/
+cuda_blas_lt.cc: fast when the algorithm is unset and the precision is DEFAULT), so the case asks
+for DotAlgorithmPreset.ANY_F8_ANY_F8_F32: fp32 accumulation, `allow_imprecise_accumulation =
+false`. cuBLASLt's fp8 kernels take B with K contiguous ("TN"); a row-major K x N B would make
+XLA transpose it inside the timed program, so B is generated as N x K (`b_layout` "nk") and
+contracted on its last axis.
 """
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.base import DTYPES, TOLERANCE, Case, itemsize, random_array, relative_error
+from kernels.base import DTYPES, ROUNDING_EXCESS_METRIC, TOLERANCE, Case, itemsize, random_array, rounding_excess
 
 OUT_DTYPE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "bf16"}
 
@@ -31,8 +39,21 @@ def matmul_bytes(m: int, n: int, k: int, dtype: str) -> float:
     return float((m * k + k * n) * itemsize(dtype) + m * n * itemsize(OUT_DTYPE[dtype]))
 
 
+# What the fp8 case asks XLA for, recorded in its params.
+FP8_ALGORITHM = "ANY_F8_ANY_F8_F32"
+FP8_ACCUMULATION = "fp32 (DotAlgorithmPreset.ANY_F8_ANY_F8_F32: no fast accumulation)"
+
+
 def _fn(dtype: str):
     out = DTYPES[OUT_DTYPE[dtype]]
+    if dtype == "fp8":
+        algorithm = getattr(jax.lax.DotAlgorithmPreset, FP8_ALGORITHM)
+
+        def matmul_fp8(a, b_nk):
+            return jax.lax.dot_general(a, b_nk, (((1,), (1,)), ((), ())), precision=algorithm,
+                                       preferred_element_type=out)
+
+        return matmul_fp8
     precision = jax.lax.Precision.HIGHEST if dtype == "fp32" else None
 
     def matmul(a, b):
@@ -46,13 +67,15 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(k, n)).astype(int))
 
 
-def _check(args, out):
+def _check(args, out, dtype: str):
     a, b = args
-    rows, cols = _spread(a.shape[0], CHECK_ROWS), _spread(b.shape[1], CHECK_COLS)
+    nk = dtype == "fp8"  # fp8's B is stored N x K
+    rows, cols = _spread(a.shape[0], CHECK_ROWS), _spread(b.shape[0 if nk else 1], CHECK_COLS)
     a64 = np.asarray(a[rows].astype(jnp.float32), dtype=np.float64)
-    b64 = np.asarray(b[:, cols].astype(jnp.float32), dtype=np.float64)
+    b_cols = b[cols].T if nk else b[:, cols]
+    b64 = np.asarray(b_cols.astype(jnp.float32), dtype=np.float64)
     got = np.asarray(out[rows][:, cols].astype(jnp.float32))
-    return relative_error(got, a64 @ b64)
+    return rounding_excess(got, a64 @ b64, OUT_DTYPE[dtype])
 
 
 def _skip(dtype: str):
@@ -78,12 +101,15 @@ def matmul_case(m: int, n: int, k: int, dtype: str, label: str | None = None, gr
 
     def make(key):
         ka, kb = jax.random.split(key)
-        return _fn(dtype), (random_array(ka, (m, k), dtype), random_array(kb, (k, n), dtype))
+        b_shape = (n, k) if dtype == "fp8" else (k, n)
+        return _fn(dtype), (random_array(ka, (m, k), dtype), random_array(kb, b_shape, dtype))
 
     def check(args, out):
-        return _check(args, out), tol
+        return _check(args, out, dtype), tol, ROUNDING_EXCESS_METRIC + ", float64 reference on sampled rows and columns"
 
     params = {"m": m, "n": n, "k": k, "dtype": dtype}
+    if dtype == "fp8":
+        params.update(b_layout="nk", accumulation=FP8_ACCUMULATION)
     if label:
         params["shape"] = label
     return Case(

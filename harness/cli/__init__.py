@@ -26,6 +26,7 @@ COMMANDS = (
     ("show", "show a stored result set as a table"),
     ("devices", "show the devices JAX sees and their catalog match"),
     ("vendor-check", "compare a result set with vendor_baselines.py output (same card)"),
+    ("plan", "estimate the staged GPU reference run: each stage's cases and time against its budget"),
     ("catalog", "list chips, systems and fabrics, or show one with its sources"),
     ("collective", "model one collective on a catalog system (time, algbw, busbw)"),
     ("fit-fabric", "fit latency + size/bandwidth to a measured collective sweep"),

@@ -19,7 +19,12 @@ def run(args) -> int:
     sw, host = env["software"], env["host"]
     print(f"platform: {dev['platform']}  kind: {dev['kind']}  count: {dev['count']} "
           f"(processes: {dev['process_count']})")
-    print(f"device memory: {si(dev['memory_bytes'], 'B')}  compute capability: {dev['compute_capability'] or '-'}")
+    if dev["platform"] == "cpu":
+        print(f"device memory: {si(dev['memory_bytes'], 'B')} (host memory)")
+    else:
+        print(f"device memory: {si(dev.get('hbm_bytes'), 'B')} ({dev.get('hbm_bytes_source')}); "
+              f"JAX's allocator pool: {si(dev['memory_bytes'], 'B')}")
+    print(f"compute capability: {dev['compute_capability'] or '-'}")
     print(f"host: {host['hostname']}  cpu: {host['cpu']} x{host['cpu_count']}  memory: {si(host['memory_bytes'], 'B')}")
     print(f"python {sw['python']}  jax {sw['jax']}  jaxlib {sw['jaxlib']}  optax {sw.get('optax')}")
     for k in ("cuda_runtime", "cuda_driver", "cudnn", "nvidia_driver"):
@@ -29,7 +34,8 @@ def run(args) -> int:
         peaks = ", ".join(f"{k} {si(v, 'FLOP/s')}" for k, v in chip.peak_flops_per_s.items())
         print(f"catalog chip: {chip.name} ({chip.description}): {peaks}; HBM {si(chip.hbm_bw_bytes_per_s, 'B/s')}")
     else:
-        print("catalog chip: none; ceilings are measured during `rackbench run` (best matmul, best stream bandwidth)")
+        print("catalog chip: none; " + (dev.get("catalog_note") or "ceilings are measured during `rackbench run` "
+                                         "(best matmul, best stream bandwidth)"))
     print(f"results directory name: {env['machine_id']}")
     return 0
 

@@ -32,6 +32,12 @@ def run(args) -> int:
         dist = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
         raise UserError("--coordinator/--num-processes/--process-id need --distributed")
+    if args.resume and not args.out_file:
+        raise UserError("--resume needs --out-file: the set to continue")
+    if args.budget_s is not None and args.budget_s <= 0:
+        raise UserError(f"--budget-s {args.budget_s}: must be positive")
+    if args.distributed and (args.resume or args.budget_s is not None):
+        raise UserError("--resume and --budget-s are for one process; not with --distributed")
     platform = jax.local_devices()[0].platform
     if asked and platform == "cpu" and jax.local_device_count() != CPU_DEVICES:
         print(f"warning: asked XLA for {CPU_DEVICES} host devices but JAX sees {jax.local_device_count()} "
@@ -46,6 +52,7 @@ def run(args) -> int:
     outcome = run_suite(
         suite=args.suite, pattern=args.filter, results_dir=Path(args.out), cfg=cfg, seed=args.seed,
         out_path=out_file, progress=_progress() if lead else None, write=lead,
+        budget_s=args.budget_s, resume=args.resume, announce=print if lead else None,
     )
     if dist is not None:
         if lead:  # how the processes found each other, next to meta.device.process_count
@@ -60,6 +67,9 @@ def run(args) -> int:
     if not args.quiet:
         print(render(outcome.result_set))
     print(f"stored: {outcome.path}")
+    if not outcome.result_set.meta["complete"] and not outcome.interrupted:
+        left = outcome.result_set.meta["stages"][-1]["cases_left"]
+        print(f"incomplete: {left} cases of the suite left; run again with --resume --out-file {outcome.path}")
     if outcome.interrupted:
         print("interrupted: the result set keeps every case measured before Ctrl-C", file=sys.stderr)
         return 130
@@ -74,6 +84,12 @@ def register(p) -> None:
     p.add_argument("--min-time-s", type=float, help="minimum duration of one sample")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="input PRNG seed (recorded)")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
+    p.add_argument("--budget-s", type=float, metavar="S",
+                   help="stop before a case whose estimate (harness/estimate.py) would not fit the seconds "
+                        "left; the plan is printed first; the set is then incomplete, to --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the set at --out-file (same suite, seed and machine): keep its cases and "
+                        "measure the rest of the suite; --filter picks which of them this call measures")
     p.add_argument("--distributed", action="store_true",
                    help="one process of several (hosts): start jax.distributed from the flags below or from "
                         "the launcher's environment (SLURM, mpirun, JAX_COORDINATOR_ADDRESS); every process "

@@ -57,6 +57,10 @@ def render(rs: ResultSet, status_filter: str | None = None) -> str:
         "timing: host-loop = N dispatched calls then block, per call = total/N; "
         "device-loop = N repetitions inside one compiled program (dispatch excluded)"
     )
+    overhead = m.get("device_loop_overhead") or {}
+    if overhead.get("per_rep_s"):
+        lines.append(f"device loop's own cost: {duration(overhead['per_rep_s'])} per repetition (an empty-work "
+                     f"loop); device-loop cases under {overhead.get('flag_ratio', 5):g}x that are flagged below")
     loop = closing_loop_line(rs)
     if loop:
         lines.append(loop)

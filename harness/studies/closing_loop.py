@@ -109,8 +109,8 @@ def training_slot(dtype: str) -> str:
 def local_system(meta: Mapping, dtype: str, where: str = "result set") -> System:
     """One chip of the device that measured the set, as a one-chip system: peaks per dtype and
     memory bandwidth from meta["ceilings"], family as clusters.calibration labels the set's
-    entries (the catalog chip's family, else the device kind), memory and power from the device
-    or its catalog chip. The slot `training_slot(dtype)` holds the `dtype` peak. It has no
+    entries (the catalog chip's family, else the device kind), memory (the driver's figure, else
+    the catalog's, else JAX's) and power from the device or its catalog chip. The slot `training_slot(dtype)` holds the `dtype` peak. It has no
     fabric: a one-chip plan never communicates."""
     dev = meta.get("device") or {}
     ceil = meta.get("ceilings") or {}
@@ -128,7 +128,9 @@ def local_system(meta: Mapping, dtype: str, where: str = "result set") -> System
     slot = training_slot(dtype)
     peaks[slot] = peaks[dtype]
     source = f"{where} ceilings ({ceil.get('source', 'source not recorded')})"
-    hbm = dev.get("memory_bytes") or (catalog.hbm_bytes if catalog else None) or 1e12
+    # the card's capacity as the driver reported it, else the catalog's; JAX's memory_bytes is
+    # its allocator's pool on a GPU (75% of the card), the host's memory on a CPU
+    hbm = dev.get("hbm_bytes") or (catalog.hbm_bytes if catalog else None) or dev.get("memory_bytes") or 1e12
     chip = Chip(
         name=f"local:{kind}", vendor=catalog.vendor if catalog else str(dev.get("platform", "")),
         family=catalog.family if catalog else kind,

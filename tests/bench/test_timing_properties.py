@@ -86,3 +86,16 @@ def test_flatness_check_catches_a_hoisted_loop():
 
     per_rep = _per_rep_min({r: naive(r) for r in (128, 512)}, args)
     assert per_rep[512] < 0.8 * per_rep[128]
+
+
+def test_an_empty_work_case_is_flagged_and_a_real_one_is_not(tmp_path):
+    """The planted fault: a kernel with no work to speak of times at the loop's own cost and
+    must be flagged; a 256^3 fp32 matmul is hundreds of times the loop's cost and must not be."""
+    from harness.runner import run_suite
+    from kernels.membw import stream_case
+
+    cfg = TimingConfig(min_time_s=0.01, samples=7, min_samples=7, max_case_time_s=1.0)
+    rs = run_suite(suite="quick", cases=[stream_case(4), matmul_case(256, 256, 256, "fp32")], cfg=cfg,
+                   out_path=tmp_path / "s.json").result_set
+    flagged = {c.name: any(n.startswith("near the device loop") for n in c.timing["notes"]) for c in rs.cases}
+    assert flagged == {"membw/stream_add/fp32/16B": True, "matmul/fp32/256x256x256": False}, rs.meta["device_loop_overhead"]

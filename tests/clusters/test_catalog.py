@@ -10,8 +10,8 @@ import pytest
 from clusters import catalog
 from clusters.errors import ModelInputError
 
-REQUIRED_CHIPS = {"ascend-910b2", "ascend-910b3", "ascend-910c", "a100", "a800", "h100", "h800", "h20",
-                  "h200", "b200", "gb200"}
+REQUIRED_CHIPS = {"ascend-910b2", "ascend-910b3", "ascend-910c", "a100", "a800", "h100", "h100-nvl", "h800",
+                  "h20", "h200", "h200-nvl", "b200", "gb200"}
 REQUIRED_SYSTEMS = {"atlas-800t-a2", "cloudmatrix-384", "dgx-a100", "hgx-a800", "hgx-h100", "hgx-h800",
                     "hgx-h20", "hgx-h200", "hgx-b200", "gb200-nvl72"}
 
@@ -109,13 +109,34 @@ def test_unknown_names_list_the_valid_ones():
     ("NVIDIA H20", "h20"),
     ("NVIDIA GH200 480GB", None),
     ("NVIDIA H100 PCIe", None),
-    ("NVIDIA H100 NVL", None),
+    ("NVIDIA H100 NVL", "h100-nvl"),
+    ("NVIDIA H200 NVL", "h200-nvl"),
+    ("NVIDIA A100-PCIE-40GB", None),  # CUDA writes PCIE in capitals here
+    ("NVIDIA A100-SXM4-40GB", "a100"),
     ("cpu", None),
     ("TFRT_CPU_0", None),
 ])
 def test_match_device_kind(kind, expected):
     chip = catalog.match_device_kind(kind)
     assert (chip.name if chip else None) == expected
+
+
+@pytest.mark.parametrize("kind, near", [
+    ("NVIDIA H100 PCIe", ["h100", "h100-nvl"]),
+    ("NVIDIA A100-PCIE-40GB", ["a100"]),
+    ("NVIDIA H200", []),  # matched: nothing is near
+    ("NVIDIA RTX 6000 Ada Generation", []),
+])
+def test_near_device_kind_names_the_other_parts(kind, near):
+    assert [c.name for c in catalog.near_device_kind(kind)] == near
+
+
+def test_nvl_parts_are_their_own_chips():
+    """The NVL cards' dense peaks are the datasheets' sparse figures halved, below the SXM parts'."""
+    for nvl, sxm in (("h200-nvl", "h200"), ("h100-nvl", "h100")):
+        a, b = catalog.load_chip(nvl), catalog.load_chip(sxm)
+        assert a.peak("bf16") == 1671e12 / 2 < b.peak("bf16")
+        assert a.peak("fp8") == 3341e12 / 2 and a.power_w < b.power_w and a.family == b.family
 
 
 def test_cluster_chips():
