@@ -41,6 +41,11 @@ class Entry:
     # size curve measured on one chip over to a faster one (a kernel loses efficiency to fixed
     # per-call costs and wave quantisation by how short it is, not by its FLOPs)
     size_basis: str = "flops"
+    # how far the efficiency may be off, as multipliers (lo, hi) of it, and why: the spread in
+    # the cited measurement, between sources that disagree, or a result set's confidence
+    # interval (clusters.uncertainty samples it)
+    spread: tuple[float, float] | None = None
+    spread_source: str = ""
 
     def at(self, size):
         """The efficiency at `size` (a number or a numpy array): interpolated in log10(size)
@@ -84,6 +89,9 @@ class Calibration:
     # (a calibration measured at the model's own shapes already holds it)
     gemm_size_factor: tuple = ()
     gemm_size_source: str = ""
+    # ranges of the non-entry inputs, as multipliers (lo, hi, source): "sustained:<family>",
+    # "ratio:<name>", "software:<family>:compute|memory"
+    spreads: Mapping[str, tuple[float, float, str]] = field(default_factory=dict)
     # lookups answered so far (not an input: a copy made with dataclasses.replace starts empty)
     _lookups: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -189,12 +197,18 @@ _ENTRY = {
     "points": Field("number_rows", required=False, width=2), "source": Field("str"),
     "burst": Field("bool", required=False),
     "size": Field("str", required=False, choices=("flops", "seconds")),
+    "spread": Field("number_rows", required=False, width=2),
+    "spread_source": Field("str", required=False),
 }
+_SPREAD = {"spread": Field("number_rows", required=False, width=2),
+           "spread_source": Field("str", required=False)}
 _FACTOR = {"compute": Field("float", hi=1.5), "memory": Field("float", hi=1.5),
-           "source": Field("str")}
-_SUSTAINED = {"factor": Field("float", hi=1.0), "source": Field("str")}
+           "source": Field("str"), "compute_spread": Field("number_rows", required=False, width=2),
+           "memory_spread": Field("number_rows", required=False, width=2),
+           "spread_source": Field("str", required=False)}
+_SUSTAINED = {"factor": Field("float", hi=1.0), "source": Field("str"), **_SPREAD}
 _RATIO = {"numerator": Field("float", hi=1e3), "denominator": Field("float", hi=1e3),
-          "source": Field("str")}
+          "source": Field("str"), **_SPREAD}
 _SPEC = {
     "name": Field("str", required=False), "description": Field("str", required=False),
     "entry": Field("table_list", required=False, spec=_ENTRY),
@@ -209,6 +223,20 @@ _SPEC = {
 }
 
 
+def _spread(where: str, raw, source) -> tuple[float, float] | None:
+    """A (lo, hi) multiplier range: [[lo, hi]] in the file (one row of two numbers)."""
+    if raw is None:
+        return None
+    if len(raw) != 1:
+        raise ModelInputError(f"{where}: a spread is one row [[lo, hi]], got {len(raw)} rows")
+    lo, hi = (float(v) for v in raw[0])
+    if not 0 < lo <= 1 <= hi <= 10:
+        raise ModelInputError(f"{where}: spread [{lo:g}, {hi:g}] must bracket 1 (0 < lo <= 1 <= hi)")
+    if not source:
+        raise ModelInputError(f"{where}: a spread needs its spread_source")
+    return lo, hi
+
+
 def _entry(where, e: dict) -> Entry:
     if (e["efficiency"] is None) == (e["points"] is None):
         raise ModelInputError(f"{where}: give key 'efficiency' or 'points' (one of them)")
@@ -220,7 +248,8 @@ def _entry(where, e: dict) -> Entry:
     else:
         sizes, effs = (), (e["efficiency"],)
     return Entry(e["kernel"], e["family"] or "*", e["dtype"] or "*", sizes, effs, e["source"],
-                 bool(e["burst"]), e["size"] or "flops")
+                 bool(e["burst"]), e["size"] or "flops",
+                 _spread(where, e["spread"], e["spread_source"]), e["spread_source"] or "")
 
 
 def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
@@ -235,6 +264,21 @@ def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
     variants = {name: tuple(_entry(f"{path}: variant {name} entry {i + 1}", e)
                             for i, e in enumerate(v["entry"]))
                 for name, v in (doc["variant"] or {}).items()}
+    spreads = {}
+    for fam, f in (doc["sustained_clock"] or {}).items():
+        if f["spread"] is not None:
+            spreads[f"sustained:{fam}"] = (*_spread(f"{path}: sustained_clock.{fam}", f["spread"],
+                                                    f["spread_source"]), f["spread_source"])
+    for name, r in (doc["ratio"] or {}).items():
+        if r["spread"] is not None:
+            spreads[f"ratio:{name}"] = (*_spread(f"{path}: ratio.{name}", r["spread"],
+                                                 r["spread_source"]), r["spread_source"])
+    for fam, f in (doc["software_factor"] or {}).items():
+        for part in ("compute", "memory"):
+            if f[f"{part}_spread"] is not None:
+                spreads[f"software:{fam}:{part}"] = (*_spread(
+                    f"{path}: software_factor.{fam}", f[f"{part}_spread"], f["spread_source"]),
+                    f["spread_source"])
     curve = doc["gemm_size_factor"]
     if curve is not None:
         pts = sorted(curve["points"])
@@ -245,7 +289,8 @@ def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
                        factors, borrow=dict(doc["borrow"] or {}), sustained=sustained,
                        ratios=ratios, variants=variants,
                        gemm_size_factor=curve_points if curve is not None else (),
-                       gemm_size_source=curve["source"] if curve is not None else "")
+                       gemm_size_source=curve["source"] if curve is not None else "",
+                       spreads=spreads)
 
 
 def default_calibration() -> Calibration:

@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from clusters import inference
+from clusters import uncertainty as U
 from clusters.calibration import Calibration
 from clusters.catalog import System
 from clusters.dtypes import bytes_per_element
 from clusters.errors import ModelInputError
-from clusters.plan import Plan, validate_plan
+from clusters.plan import Plan, to_table, validate_plan
 from clusters.search import search
-from clusters.train import train_step
+from clusters.train import evaluate, train_step
 from clusters.workloads import Model
 
 PLAN_DEGREES = ("tp", "pp", "vpp", "dp", "ep", "cp", "micro_batch", "recompute", "zero")
 TRAIN_TOKENS_PER_STEP = 4e6  # the default global batch: about this many tokens a step
+# metrics that get <name>_p10 and <name>_p90 (clusters.uncertainty.add_band_fields)
+TRAIN_RATES = ("tokens_per_s", "tokens_per_s_per_chip", "model_flops_per_s_per_chip",
+               "causal_model_flops_per_s_per_chip", "hardware_flops_per_s_per_chip", "mfu",
+               "mfu_palm", "hfu")
+TRAIN_TIMES = ("step_time_s", "time_to_train_s")
+SERVE_RATES = ("tokens_per_s_per_chip", "output_tokens_per_s_per_chip",
+               "input_tokens_per_s_per_chip")
+SERVE_TIMES = ("step_time_s", "tpot_s", "ttft_s")
+ENERGIES = ("joules_per_token",)
 DEFAULT_TRAIN_TOKENS = 15e12  # time-to-train budget (Llama 3's pre-training corpus)
 
 
@@ -25,12 +37,51 @@ def default_global_batch(seq_len: int) -> int:
     return max(1, 2 ** round(math.log2(TRAIN_TOKENS_PER_STEP / seq_len)))
 
 
+def train_band(model: Model, system: System, plan: Plan, calibration: Calibration) -> U.Band:
+    """The band of one training plan: its input samples (and each input alone at its
+    samples' 10th and 90th percentiles) as rows of one plan table through the cost model."""
+    inputs = U.inputs_for(calibration, system, plan.precision, "train")
+    values = U.sample_matrix(inputs)
+    rows = np.vstack([np.ones((1, len(inputs))), values, U.one_at_a_time(inputs, values)])
+    eff = U.class_multipliers(inputs, rows)
+    step = evaluate(model, system, to_table([plan] * len(rows)), calibration,
+                    eff_scale=eff).step_time_s
+    ratio = step[0] / step[1:]
+    n = len(values)
+    swings = {inp.name: abs(math.log(ratio[n + 2 * j + 1] / ratio[n + 2 * j]))
+              for j, inp in enumerate(inputs)}
+    return U.Band.from_samples(ratio[:n], swings, inputs, U.model_form_for("train"),
+                               eff["power"][1:n + 1])
+
+
+def serve_band(model: Model, system: System, result, calibration: Calibration) -> U.Band:
+    """The band of one serving result's plan (its batch fixed): the scalar serving model run
+    on perturbed copies of the calibration and system, one per sample."""
+    plan = result.plan
+    fn = inference.decode if result.mode == "decode" else inference.prefill
+    inputs = U.inputs_for(calibration, system, plan.precision, result.mode,
+                          plan.attention_precision)
+    values = U.sample_matrix(inputs)
+    rows = np.vstack([values, U.one_at_a_time(inputs, values)])
+    eff = U.class_multipliers(inputs, rows)
+    central = result.tokens_per_s_per_chip
+    ratio = np.empty(len(rows))
+    for i in range(len(rows)):
+        cal, sys_ = U.perturbed(calibration, system, {k: float(v[i]) for k, v in eff.items()})
+        ratio[i] = fn(model, sys_, plan, cal).tokens_per_s_per_chip / central
+    n = len(values)
+    swings = {inp.name: abs(math.log(ratio[n + 2 * j + 1] / ratio[n + 2 * j]))
+              for j, inp in enumerate(inputs)}
+    return U.Band.from_samples(ratio[:n], swings, inputs, U.model_form_for(result.mode),
+                               eff["power"][:n])
+
+
 def project_train(model: Model, system: System, chips: int, calibration: Calibration, *,
                   precision: str = "bf16", global_batch: int | None = None,
                   seq_len: int | None = None, degrees: dict | None = None,
                   software: dict | None = None, top: int = 3,
                   train_tokens: float = DEFAULT_TRAIN_TOKENS,
-                  calibration_variant: str | None = None) -> dict:
+                  calibration_variant: str | None = None, band: bool = True) -> dict:
     """Training: with `degrees` (any of PLAN_DEGREES) that plan, dp filling the chips when not
     given; without, the best `top` plans of the search (alternatives listed). On a chip of
     several devices (the 910C's two dies) the degrees count ranks, one per device."""
@@ -69,6 +120,9 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
         doc["alternatives"] = [{"plan": r.to_dict()["plan"], "step_time_s": r.step_time_s,
                                 "mfu": r.mfu} for r in results[1:]]
     doc["calibration"] = calibration.name
+    if band:  # the band belongs to the plan shown (the search's winner)
+        U.add_band_fields(doc, train_band(model, system, best.plan, calibration), TRAIN_RATES,
+                          TRAIN_TIMES, ENERGIES)
     return doc
 
 
@@ -82,7 +136,7 @@ def project_serve(model: Model, system: System, chips: int, calibration: Calibra
                   mtp_tokens: int = 0, mtp_acceptance: float = 0.0,
                   ranks_per_chip: int | None = None, kv_precision: str | None = None,
                   input_len: int = 0, output_len: int = 0,
-                  prefill_aligned: bool = False) -> dict:
+                  prefill_aligned: bool = False, band: bool = True) -> dict:
     """One serving instance of `chips` chips. Prefill: `batch_per_chip` prompts of seq_len
     tokens per chip. Decode: each sequence caches `context` tokens; the batch is fixed
     (`batch_per_chip`, fractional when a TP group serves fewer sequences than it has chips),
@@ -121,4 +175,7 @@ def project_serve(model: Model, system: System, chips: int, calibration: Calibra
             r = inference.decode(model, system, plan, calibration)
     doc = r.to_dict()
     doc["calibration"] = calibration.name
+    if band:
+        U.add_band_fields(doc, serve_band(model, system, r, calibration), SERVE_RATES,
+                          SERVE_TIMES, ENERGIES)
     return doc

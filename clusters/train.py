@@ -485,12 +485,30 @@ class Evaluation:
             devices_per_chip=devices)
 
 
+def _scale_layer_table(lt: dict, c: dict, cpd: int, eff: dict) -> None:
+    """Divide each part of the layer table by its kernel class's efficiency multiplier per row
+    (clusters.uncertainty): GEMMs by "gemm", attention by "attention", memory-bound work by
+    "memory", each collective by the fabric its group spans."""
+    tp, cp, ep = c["tp"], c["cp"], c["ep"]
+    fabric = {"tp_comm": eff["scale_up"],
+              "cp_comm": np.where(tp * cp > cpd, eff["scale_out"], eff["scale_up"]),
+              "ep_comm": np.where(ep > cpd, eff["scale_out"], eff["scale_up"])}
+    by_field = {"gemm": eff["gemm"], "gemm_split": eff["gemm"], "attention": eff["attention"],
+                "attention_bwd": eff["attention"], "elementwise": eff["memory"], **fabric}
+    for kind in ("dense", "moe"):
+        lt[kind] = {f: lt[kind][f] / by_field[f] for f in _LAYER_FIELDS}
+    lt["logit_gemm_s"] = lt["logit_gemm_s"] / eff["gemm"]
+    lt["logit_mem_s"] = lt["logit_mem_s"] / eff["memory"]
+
+
 def evaluate(model: Model, system: System, plans: dict,
-             calibration: Calibration | None = None) -> Evaluation:
+             calibration: Calibration | None = None, eff_scale: dict | None = None) -> Evaluation:
     """The training step of every plan in `plans` (a plan table, clusters.plan.to_table) on
     `system`: the one implementation of the training cost model. Plans are assumed valid
     (clusters.plan.validate_plan, or clusters.search.enumerate_plans); their degrees count
-    ranks, one per device (a 910C package is two: clusters.catalog.device_view)."""
+    ranks, one per device (a 910C package is two: clusters.catalog.device_view).
+    `eff_scale` (clusters.uncertainty: kernel class -> one multiplier per plan row) scales each
+    row's efficiencies, so a batch of samples of one plan is a table of its copies."""
     cal = calibration or default_calibration()
     package_system, system = system, device_view(system)
     c = plans
@@ -498,8 +516,14 @@ def evaluate(model: Model, system: System, plans: dict,
         "tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero"))
     L = model.n_layers
     rates = _RatesByPrecision(system.chip, cal)
+    ones = np.ones(len(tp))
+    eff = {k: np.asarray(eff_scale[k], dtype=float) if eff_scale and k in eff_scale else ones
+           for k in ("gemm", "attention", "memory", "scale_up", "scale_out", "power")}
+    cpd = system.chips_per_domain
 
     lt = _layer_table(model, system, c, rates)
+    if eff_scale:
+        _scale_layer_table(lt, c, cpd, eff)
     cores = stack_for(system.chip.family).comm_core_fraction
     dense = layer_parts(lt["dense"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores)
     moe = layer_parts(lt["moe"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores)
@@ -526,7 +550,8 @@ def evaluate(model: Model, system: System, plans: dict,
                      lambda k: (send_s(system, k[0], 1 if k[1] else system.chips_per_domain),))
     gather = _group_collective(system, "all_gather", boundary, tp, np.ones_like(tp),
                                where=~c["sequence_parallel"] & (pp > 1))
-    stage["pp_comm_s"] = np.where(pp > 1, 2 * vpp * (send[:, 0] + gather), 0.0)
+    stage["pp_comm_s"] = np.where(pp > 1, 2 * vpp * (send[:, 0] / np.where(
+        same_domain, eff["scale_up"], eff["scale_out"]) + gather / eff["scale_up"]), 0.0)
 
     m = c["global_batch"] // (dp * mb)
     microbatch_s = sum(stage.values())
@@ -540,6 +565,8 @@ def evaluate(model: Model, system: System, plans: dict,
         rs += _group_collective(system, "all_reduce", size, ranks, stride, where=zero == 0)
         rs += _group_collective(system, "reduce_scatter", size, ranks, stride, where=zero >= 1)
         ag += _group_collective(system, "all_gather", size, ranks, stride, where=zero >= 1)
+    dp_fabric = np.where(tp * cp * dp > cpd, eff["scale_out"], eff["scale_up"])
+    rs, ag = rs / dp_fabric, ag / dp_fabric
     compute = stage["gemm_s"] + stage["attention_s"] + stage["elementwise_s"]
     parts["dp_comm_s"] = dp_exposed_s(rs, ag, compute, m, zero, c["dp_overlap"])
     owned = np.where(zero >= 1, nonexpert / dp_ranks + experts / edp, nonexpert + experts)
@@ -547,7 +574,7 @@ def evaluate(model: Model, system: System, plans: dict,
     for code in np.unique(c["precision"]):
         rows = c["precision"] == code
         optimizer[rows] = rates[PRECISIONS[code]].mem_s(OPTIMIZER_BYTES_PER_PARAM * owned[rows])
-    parts["optimizer_s"] = optimizer
+    parts["optimizer_s"] = optimizer / eff["memory"]
 
     return Evaluation(model=model, system=package_system, calibration=cal, plans=c,
                       parts_s={k: parts[k] for k in PARTS},

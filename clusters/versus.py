@@ -37,7 +37,9 @@ import numpy as np
 from clusters.calibration import Calibration, default_calibration
 from clusters.catalog import System, device_view, load_system
 from clusters.inference import ServePlan, best_batch_for_tpot, devices_per_chip, prefill
-from clusters.projection import TRAIN_TOKENS_PER_STEP, default_global_batch
+from clusters import uncertainty as U
+from clusters.projection import (TRAIN_TOKENS_PER_STEP, default_global_batch, serve_band,
+                                 train_band)
 from clusters.search import enumerate_plans, practice, search
 from clusters.train import evaluate
 from clusters.workloads import Model, load_model
@@ -60,6 +62,7 @@ DEFAULT_TPOT_S = 0.050
 MTP_ACCEPTANCE = 0.85
 SERVE_TPS = (1, 4, 8)
 BREAK_EVEN_TOL = 0.005  # bisection stops when the factor is known to this
+SERVE_CANDIDATES = 3  # serving layouts the break-even curve re-evaluates (the leaders)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,11 @@ class Row:
     mfu: float | None = None
     plan: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    band: U.Band | None = None  # of the row's plan (clusters.uncertainty)
+
+    @property
+    def tokens_per_s_band(self) -> tuple[float, float] | None:
+        return None if self.band is None or not self.feasible else self.band.rate(self.tokens_per_s)
 
     @property
     def tokens_per_s_per_chip(self) -> float:
@@ -173,6 +181,11 @@ class Row:
              "power_w": c.power_w, "capex_usd": c.price_usd, "feasible": self.feasible,
              "infeasible_reason": self.reason, "plan": self.plan}
         if self.feasible:
+            band = self.tokens_per_s_band
+            if band is not None:
+                d["tokens_per_s_p10"], d["tokens_per_s_p90"] = band
+                d["sensitivity"] = [{"input": n, "swing": math.expm1(w)}
+                                    for n, w in self.band.top()]
             d.update({
                 "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s,
                 "tokens_per_s_per_chip": self.tokens_per_s_per_chip,
@@ -197,14 +210,16 @@ def _train_plan_text(p) -> str:
             + "".join(f" +{o}" for o in overlaps))
 
 
-def project_train(model: Model, c: Contender, cal: Calibration, workload: str) -> Row:
+def project_train(model: Model, c: Contender, cal: Calibration, workload: str,
+                  bands: bool = True) -> Row:
     seq = model.seq_len
     try:
         (best,), _ = search(model, c.system, c.chips, default_global_batch(seq), seq, "bf16", cal, top=1)
     except ModelInputError as exc:
         return Row(workload, "train", c, False, reason=str(exc))
     return Row(workload, "train", c, True, step_time_s=best.step_time_s,
-               tokens_per_s=best.tokens_per_s, mfu=best.mfu, plan=_train_plan_text(best.plan))
+               tokens_per_s=best.tokens_per_s, mfu=best.mfu, plan=_train_plan_text(best.plan),
+               band=train_band(model, c.system, best.plan, cal) if bands else None)
 
 
 def serve_precision(system: System) -> str:
@@ -225,14 +240,34 @@ def serve_layouts(model: Model, c: Contender) -> list[tuple[int, int]]:
             if n % tp == 0 and tp <= c.system.chips_per_domain and model.n_heads % tp == 0]
 
 
+def serve_candidates(model: Model, c: Contender, mode: str, layouts=None) -> list[tuple]:
+    """(instance chips, tp, MTP drafts) to try: `layouts` as given when they name the drafts,
+    else each layout (default serve_layouts) with and without one draft (decode of a model
+    with an MTP module)."""
+    drafts = (0, 1) if mode == "decode" and model.mtp_modules else (0,)
+    out = []
+    for layout in layouts or serve_layouts(model, c):
+        out += [tuple(layout)] if len(layout) == 3 else [(*layout, d) for d in drafts]
+    return out
+
+
+def serve_ranking(model: Model, c: Contender, cal: Calibration, mode: str, tpot_s: float,
+                  top: int) -> list[tuple]:
+    """The `top` serving candidates by throughput under `cal` (for the break-even curve)."""
+    scored = []
+    for cand in serve_candidates(model, c, mode):
+        row = project_serve(model, c, cal, "", mode, tpot_s, [cand], bands=False)
+        scored.append((row.tokens_per_s if row.feasible else 0.0, cand))
+    scored.sort(key=lambda x: -x[0])
+    return [cand for t, cand in scored[:top] if t > 0] or [cand for _, cand in scored[:top]]
+
+
 def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, mode: str,
-                  tpot_s: float, layouts=None) -> Row:
+                  tpot_s: float, layouts=None, bands: bool = True) -> Row:
     prec = serve_precision(c.system)
     kv = 2.0 if prec == "bf16" else 1.0
     best, reasons = None, []
-    drafts = (0, 1) if mode == "decode" and model.mtp_modules else (0,)
-    for (inst, tp), mtp in ((layout, d) for layout in layouts or serve_layouts(model, c)
-                            for d in drafts):
+    for inst, tp, mtp in serve_candidates(model, c, mode, layouts):
         ep = inst if model.moe else 1
         # with tp 1 every device of a multi-die chip is its own attention-DP rank
         ranks = devices_per_chip(c.system.chip) if tp == 1 else 1
@@ -261,7 +296,8 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
         " +overlap" if r.plan.overlap else "") + (
         f" +mtp{r.plan.mtp_tokens}" if r.plan.mtp_tokens else "")
     return Row(workload, mode, c, True, step_time_s=r.tpot_s if mode == "decode" else r.step_time_s,
-               tokens_per_s=r.tokens_per_s_per_chip * c.chips, plan=text)
+               tokens_per_s=r.tokens_per_s_per_chip * c.chips, plan=text,
+               band=serve_band(model, c.system, r, cal) if bands else None)
 
 
 # ------------------------------------------------------------------------- break-even
@@ -277,18 +313,30 @@ class BreakEven:
     current_memory: float
     gap_at_current: float  # CloudMatrix / rival throughput - 1 under the calibration as is
     gap_at_factor: float | None  # the same at `factor` (~0), or at perfect when it cannot
+    # the factors at which CloudMatrix matches the rival at the 10th and 90th percentile of
+    # their throughput ratio (None: not within reach, MIN_FACTOR: at or below it); None: no band
+    factor_range: tuple | None = None
 
     @property
     def verdict(self) -> str:
         now = (f"today {self.gap_at_current:+.0%} " +
                ("(ahead)" if self.gap_at_current >= 0 else "(behind)"))
         if self.factor is None:
+            reach = "" if self.factor_range is None or self.factor_range[0] is None else \
+                f"; within the band from x{self.factor_range[0]:.2f}"
             return (f"cannot match even at 1.0x or perfect (x{self.perfect_factor:.2f}: its best "
-                    f"kernel at 100% of peak, still {self.gap_at_factor:+.0%}); {now}")
+                    f"kernel at 100% of peak, still {self.gap_at_factor:+.0%}{reach}); {now}")
         if self.factor <= MIN_FACTOR:
-            return f"matches at x{MIN_FACTOR} or less; {now}"
+            return f"matches at x{MIN_FACTOR} or less{self._range()}; {now}"
         beyond = " (beyond CUDA parity)" if self.factor > 1.0 else ""
-        return f"matches at x{self.factor:.3f}{beyond}; {now}"
+        return f"matches at x{self.factor:.2f}{self._range()}{beyond}; {now}"
+
+    def _range(self) -> str:
+        if self.factor_range is None:
+            return ""
+        lo, hi = self.factor_range
+        text = lambda f: "beyond reach" if f is None else f"x{f:.2f}"  # noqa: E731
+        return f" (band {text(lo)}-{text(hi)})"
 
     def to_dict(self) -> dict:
         return {"workload": self.workload, "mode": self.mode, "rival": self.rival.system.name,
@@ -297,6 +345,7 @@ class BreakEven:
                 "current_compute_factor": self.current_compute,
                 "current_memory_factor": self.current_memory,
                 "gap_at_current": self.gap_at_current, "gap_at_factor": self.gap_at_factor,
+                "factor_range": None if self.factor_range is None else list(self.factor_range),
                 "verdict": self.verdict}
 
 
@@ -305,8 +354,9 @@ class ReferenceCurve:
     memoised. Training re-evaluates only candidate plans, the `top` best of the full plan space
     at a low, the calibration's, the CUDA-parity and the perfect factor: the best plan changes
     with the factor, and between those four it is assumed to stay among their leaders (at the
-    calibration's factor this reproduces the full search exactly; tested). Serving re-runs its
-    small layout search."""
+    calibration's factor this reproduces the full search exactly; tested). Serving likewise
+    re-evaluates the SERVE_CANDIDATES best layouts (with their MTP choice) at the calibration's
+    factor."""
 
     def __init__(self, model: Model, c: Contender, cal: Calibration, mode: str,
                  tpot_s: float, top: int = 32):
@@ -369,39 +419,69 @@ class ReferenceCurve:
             ev = evaluate(m, c.system, self._plans, cal)
             t = float(np.where(ev.feasible, ev.step_time_s, np.inf).min())
             return gb * seq / t if math.isfinite(t) else 0.0
-        if self._layouts is None:
-            self._layouts = serve_layouts(m, c)
-        row = project_serve(m, c, cal, "", self.mode, self.tpot_s, self._layouts)
+        if self._layouts is None:  # the leaders at the calibration's own factor
+            self._layouts = serve_ranking(m, c, self.calibration(self.current[0]), self.mode,
+                                          self.tpot_s, SERVE_CANDIDATES)
+        row = project_serve(m, c, cal, "", self.mode, self.tpot_s, self._layouts, bands=False)
         return row.tokens_per_s if row.feasible else 0.0
+
+
+def _bisect(curve: "ReferenceCurve", target: float, tol: float) -> float | None:
+    """The factor at which CloudMatrix reaches `target` tokens/s (throughput grows with the
+    factor): MIN_FACTOR when it already does there, None when not even at perfect. A bracketed
+    secant (Illinois) on log tokens, starting from the closest factors already evaluated,
+    until the bracket is narrower than `tol` or the throughput is within 0.1% above the
+    target; the factor returned always reaches it."""
+    lo, hi = MIN_FACTOR, curve.perfect
+    if curve.tokens_per_s(hi) < target:
+        return None
+    if curve.tokens_per_s(lo) >= target:
+        return lo
+    for f, t in curve._memo.items():  # narrow the bracket with what is already known
+        if lo < f < hi:
+            if t >= target:
+                hi = f
+            else:
+                lo = f
+    g = lambda f: math.log(max(curve.tokens_per_s(f), 1e-300) / target)  # noqa: E731
+    g_lo, g_hi, side = g(lo), g(hi), 0
+    while hi - lo > tol:
+        mid = hi - g_hi * (hi - lo) / (g_hi - g_lo) if g_hi != g_lo else 0.5 * (lo + hi)
+        mid = min(max(mid, lo + 0.1 * tol), hi - 0.1 * tol)
+        g_mid = g(mid)
+        if 0 <= g_mid < 1e-3:  # reaches the target, within 0.1%
+            return mid
+        if g_mid >= 0:
+            hi, g_hi = mid, g_mid
+            if side == 1:
+                g_lo /= 2
+            side = 1
+        else:
+            lo, g_lo = mid, g_mid
+            if side == -1:
+                g_hi /= 2
+            side = -1
+    return hi
 
 
 def break_even(curve: ReferenceCurve, reference: Row, rival: Row,
                tol: float = BREAK_EVEN_TOL) -> BreakEven:
     """Bisect the Ascend software factor for CloudMatrix's throughput to equal the rival's
-    (throughput grows with the factor)."""
+    (throughput grows with the factor); with bands, also to equal the rival's at the 10th and
+    90th percentile of their throughput ratio (U.ratio_band)."""
     cur_c, cur_m = curve.current
     target = rival.tokens_per_s
-
-    def gap(f: float) -> float:
-        return curve.tokens_per_s(f) / target - 1.0
-
-    def result(factor, gap_at):
-        g_now = reference.tokens_per_s / target - 1.0 if reference.feasible else -1.0
-        return BreakEven(rival.workload, rival.mode, rival.contender, factor, curve.perfect,
-                         cur_c, cur_m, g_now, gap_at)
-
-    lo, hi = MIN_FACTOR, curve.perfect
-    if gap(hi) < 0:
-        return result(None, gap(hi))
-    if gap(lo) >= 0:
-        return result(lo, gap(lo))
-    while hi - lo > tol:
-        mid = 0.5 * (lo + hi)
-        if gap(mid) >= 0:
-            hi = mid
-        else:
-            lo = mid
-    return result(hi, gap(hi))
+    factor = _bisect(curve, target, tol)
+    gap_at = curve.tokens_per_s(curve.perfect if factor is None else factor) / target - 1.0
+    g_now = reference.tokens_per_s / target - 1.0 if reference.feasible else -1.0
+    span = None
+    if rival.band is not None and reference.band is not None and reference.feasible:
+        central = rival.tokens_per_s / reference.tokens_per_s
+        lo, hi = U.ratio_band(rival.band, reference.band, central)
+        span = (_bisect(curve, target * lo / central, tol),
+                _bisect(curve, target * hi / central, tol))
+    return BreakEven(rival.workload, rival.mode, rival.contender, factor, curve.perfect,
+                     cur_c, cur_m, g_now, gap_at, span)
 
 
 MIN_FACTOR = 0.02  # below this the break-even is reported as "matches at x0.02 or less"
@@ -429,19 +509,45 @@ class Versus:
             return None
         return row.tokens_per_s / ref.tokens_per_s
 
+    def relative_band(self, row: Row) -> tuple[float, float] | None:
+        """(p10, p90) of relative(row): the two projections' bands paired by sample."""
+        rel = self.relative(row)
+        ref = self.reference_row(row.workload, row.mode)
+        if rel is None or row.band is None or ref.band is None:
+            return None
+        return U.ratio_band(row.band, ref.band, rel)
+
+    def verdict(self, row: Row) -> str:
+        """Whether the row's contender is ahead of or behind CloudMatrix across the band."""
+        if row.contender.basis == "reference":
+            return ""
+        band = self.relative_band(row)
+        if band is None:
+            rel = self.relative(row)
+            return "-" if rel is None else ("ahead" if rel > 1 else "behind")
+        if band[0] > 1:
+            return "ahead"
+        if band[1] < 1:
+            return "behind"
+        return "too close to call"
+
     def to_dict(self) -> dict:
         return {
             "calibration": self.calibration, "calibration_notes": list(self.calibration_notes),
             "tpot_s": self.tpot_s, "train_tokens_per_step": TRAIN_TOKENS_PER_STEP,
             "decode_context_tokens": CONTEXT, "prefill_prompt_tokens": PROMPT,
-            "rows": [{**r.to_dict(), "throughput_vs_reference": self.relative(r)}
+            "rows": [{**r.to_dict(), "throughput_vs_reference": self.relative(r),
+                      **dict(zip(("throughput_vs_reference_p10", "throughput_vs_reference_p90"),
+                                 self.relative_band(r) or (None, None))),
+                      "verdict": self.verdict(r)}
                      for r in self.rows],
             "break_even": [b.to_dict() for b in self.break_evens],
         }
 
 
 def versus(workloads=tuple(WORKLOADS), calibration: Calibration | None = None,
-           tpot_s: float = DEFAULT_TPOT_S, break_evens: bool = True) -> Versus:
+           tpot_s: float = DEFAULT_TPOT_S, break_evens: bool = True,
+           bands: bool = True) -> Versus:
     cal = calibration or default_calibration()
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
@@ -455,8 +561,9 @@ def versus(workloads=tuple(WORKLOADS), calibration: Calibration | None = None,
         w = WORKLOADS[name]
         model = load_model(w.model)
         for mode in w.modes:
-            these = [project_train(model, c, cal, name) if mode == "train"
-                     else project_serve(model, c, cal, name, mode, tpot_s) for c in field_]
+            these = [project_train(model, c, cal, name, bands) if mode == "train"
+                     else project_serve(model, c, cal, name, mode, tpot_s, bands=bands)
+                     for c in field_]
             rows += these
             if not break_evens:
                 continue

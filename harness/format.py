@@ -27,6 +27,31 @@ def si(value: float | None, unit: str, digits: int = 3) -> str:
     return f"{value:.3g} {unit}"
 
 
+def si_range(value: float | None, lo: float | None, hi: float | None, unit: str,
+             digits: int = 3) -> str:
+    """A value with its band in the value's prefix: 7.66, 6.9, 8.4, "s" -> "7.66 s (6.9-8.4)";
+    without a band (lo or hi None) just si(value, unit)."""
+    text = si(value, unit, digits)
+    if _missing(lo) or _missing(hi) or _missing(value) or value == 0:
+        return text
+    scale = next((sc for sc, _ in _PREFIXES if abs(value) >= sc), 1.0)
+    return f"{text} ({_plain(lo / scale)}-{_plain(hi / scale)})"
+
+
+def _plain(x: float) -> str:
+    """Two or three significant figures, never an exponent: 6.9, 13, 1180."""
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    return f"{x:.2g}" if abs(x) < 10 else f"{x:.3g}"
+
+
+def percent_range(x: float | None, lo: float | None, hi: float | None) -> str:
+    """58.2% (52.1-60.3%), or percent(x) without a band."""
+    if _missing(lo) or _missing(hi):
+        return percent(x)
+    return f"{percent(x)} ({100 * lo:.1f}-{100 * hi:.1f}%)"
+
+
 def duration(seconds: float | None) -> str:
     return si(seconds, "s")
 

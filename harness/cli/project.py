@@ -10,7 +10,7 @@ from clusters.projection import PLAN_DEGREES, project_serve, project_train
 from clusters.workloads import load_model
 from harness.cli.common import add_calibration, add_format, positive
 from harness.errors import UserError
-from harness.format import percent, si, table
+from harness.format import percent_range, si_range, percent, si, table
 from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
 
 PLAN_FLAGS = PLAN_DEGREES
@@ -88,6 +88,9 @@ def register(p) -> None:
     p.add_argument("--train-tokens", type=float, default=15e12,
                    help="token budget for time-to-train (default 15e12)")
     p.add_argument("--top", type=int, default=3, help="plans shown when searching")
+    p.add_argument("--band", action=argparse.BooleanOptionalAction, default=True,
+                   help="10th-90th percentile band and the inputs that move it most "
+                        "(default: on)")
     add_calibration(p)
     add_format(p)
     p.set_defaults(func=run)
@@ -114,7 +117,7 @@ def compute(args) -> dict:
             global_batch=args.global_batch, seq_len=args.seq_len,
             degrees={k: getattr(args, k) for k in PLAN_DEGREES}, software=software,
             top=args.top, train_tokens=args.train_tokens,
-            calibration_variant=args.calibration_variant)
+            calibration_variant=args.calibration_variant, band=args.band)
     if args.attention_dp and (args.tp or 1) > 1:
         raise UserError("--attention-dp runs attention data-parallel (tp 1); drop --tp")
     batch = args.batch_per_chip
@@ -135,7 +138,7 @@ def compute(args) -> dict:
         mtp_tokens=args.mtp_tokens, mtp_acceptance=args.mtp_acceptance,
         ranks_per_chip=args.ranks_per_chip, kv_precision=args.kv_precision,
         input_len=args.input_len, output_len=args.output_len,
-        prefill_aligned=args.prefill_aligned)
+        prefill_aligned=args.prefill_aligned, band=args.band)
 
 
 def run(args) -> int:
@@ -147,6 +150,14 @@ def run(args) -> int:
     return 0
 
 
+def _days(doc: dict) -> str:
+    days = doc["time_to_train_s"] / 86400
+    lo, hi = doc.get("time_to_train_s_p10"), doc.get("time_to_train_s_p90")
+    band = "" if lo is None else f" ({lo / 86400:.0f}-{hi / 86400:.0f})" if days >= 10 else \
+        f" ({lo / 86400:.1f}-{hi / 86400:.1f})"
+    return f"{days:.1f} days{band}"
+
+
 def _render(doc: dict) -> str:
     lines = [f"{doc['model']} on {doc['chips']} chips of {doc['system']} ({doc['mode']}), "
              f"calibration: {doc.get('calibration')}"]
@@ -156,25 +167,32 @@ def _render(doc: dict) -> str:
     lines.append("plan: " + " ".join(f"{k}={v}" for k, v in plan.items()))
     if not doc.get("feasible", True):
         lines.append(f"INFEASIBLE: {doc.get('infeasible_reason')}")
+    def ranged(key, unit, scale=1.0):
+        lo, hi = doc.get(f"{key}_p10"), doc.get(f"{key}_p90")
+        return si_range(doc[key] * scale, None if lo is None else lo * scale,
+                        None if hi is None else hi * scale, unit)
+
+    def pct(key):
+        return percent_range(doc[key], doc.get(f"{key}_p10"), doc.get(f"{key}_p90"))
+
     if doc["mode"] == "train":
         step = doc["step_time_s"]
         rows = [[k.removesuffix("_s"), f"{v:.4g} s", percent(v / step)]
                 for k, v in doc["breakdown_s"].items() if v > 0]
-        rows.append(["total step", f"{step:.4g} s", "100%"])
+        rows.append(["total step", ranged("step_time_s", "s"), "100%"])
         lines += ["", table(["part", "time", "share"], rows, "lrr"), ""]
         lines += [
-            f"tokens/s: {si(doc['tokens_per_s_per_chip'], '')} per chip, "
-            f"{si(doc['tokens_per_s'], '')} per cluster",
-            f"model FLOP/s per chip: {si(doc['model_flops_per_s_per_chip'], 'FLOP/s')}; "
-            f"MFU {percent(doc['mfu'])} ({doc['mfu_definition']})",
-            f"hardware FLOP/s per chip: {si(doc['hardware_flops_per_s_per_chip'], 'FLOP/s')}; "
-            f"HFU {percent(doc['hfu'])}",
+            f"tokens/s: {ranged('tokens_per_s_per_chip', '')} per chip, "
+            f"{ranged('tokens_per_s', '')} per cluster",
+            f"model FLOP/s per chip: {ranged('model_flops_per_s_per_chip', 'FLOP/s')}; "
+            f"MFU {pct('mfu')} ({doc['mfu_definition']})",
+            f"hardware FLOP/s per chip: {ranged('hardware_flops_per_s_per_chip', 'FLOP/s')}; "
+            f"HFU {pct('hfu')}",
             f"memory per chip: {doc['memory_bytes_per_chip'] / 1e9:.1f} GB "
             f"(usable {doc['memory']['capacity_bytes'] / 1e9:.1f} GB)",
             f"power: {si(doc['chip_power_w'], 'W')} chips, {si(doc['power_w'], 'W')} systems; "
-            f"{doc['joules_per_token']:.3g} J/token",
-            f"time to train {doc['train_tokens']:.3g} tokens: "
-            f"{doc['time_to_train_s'] / 86400:.1f} days",
+            f"{ranged('joules_per_token', 'J')}/token",
+            f"time to train {doc['train_tokens']:.3g} tokens: " + _days(doc),
         ]
         if doc.get("capex_usd"):
             lines.append(f"capex (pro rata of systems used): ${doc['capex_usd']:,.0f}")
@@ -186,13 +204,23 @@ def _render(doc: dict) -> str:
         step = doc["step_time_s"]
         rows = [[k.removesuffix("_s"), f"{v * 1e3:.4g} ms", percent(v / step)]
                 for k, v in doc["breakdown_s"].items() if v > 0]
-        rows.append(["total step", f"{step * 1e3:.4g} ms", "100%"])
+        rows.append(["total step", ranged("step_time_s", "s"), "100%"])
         lines += ["", table(["part", "time", "share"], rows, "lrr"), ""]
         for k, v in doc.items():
             if k.endswith(("_s", "_per_chip", "_w", "_per_token")) and isinstance(v, float) \
-                    and k != "step_time_s":
-                lines.append(f"{k}: {v:.4g}")
+                    and k != "step_time_s" and not k.endswith(("_p10", "_p90")):
+                unit = "B" if "bytes" in k else {"_s": "s", "_w": "W", "_per_token": "J"}.get(
+                    next((e for e in ("_s", "_w", "_per_token") if k.endswith(e)), ""), "")
+                lines.append(f"{k}: {ranged(k, unit)}")
         lines.append(f"max_batch_per_chip (KV-cache limit): {doc['max_batch_per_chip']}")
+    band = doc.get("band")
+    if band:
+        form = band["model_form"]
+        lines.append("band: 10th-90th percentile, from the calibration's and catalog's input "
+                     "ranges" + (f" and the model's error on {form['rows']} published "
+                                 f"{form['pool']} rows" if form else "")
+                     + "; moved most by: " + ", ".join(
+                         f"{s['input']} ({100 * s['swing']:+.0f}%)" for s in band["sensitivity"]))
     for n in doc.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)

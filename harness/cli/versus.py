@@ -16,8 +16,8 @@ from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
-HEADERS = ["workload", "system", "basis", "chips", "step", "tokens/s", "/chip", "/system",
-           "/kW", "/$M", "MFU", "J/token", "vs CM384", "plan"]
+HEADERS = ["workload", "system", "basis", "chips", "step", "tokens/s (band)", "/chip", "/system",
+           "/kW", "/$M", "MFU", "J/token", "vs CM384 (band)", "verdict", "plan"]
 
 
 def register(p) -> None:
@@ -75,20 +75,25 @@ def rows_for_table(v) -> list[list[str]]:
         c = r.contender
         if not r.feasible:
             out.append([w, c.system.name, c.basis, str(c.chips), "-", "-", "-", "-", "-", "-",
-                        "-", "-", "-", f"infeasible: {(r.reason or '')[:60]}"])
+                        "-", "-", "-", "-", f"infeasible: {(r.reason or '')[:60]}"])
             continue
-        rel = v.relative(r)
-        out.append([w, c.system.name, c.basis, str(c.chips), _step(r), count(r.tokens_per_s),
+        rel, rel_band, tps_band = v.relative(r), v.relative_band(r), r.tokens_per_s_band
+        tps = count(r.tokens_per_s) + ("" if tps_band is None else
+                                       f" ({count(tps_band[0])}-{count(tps_band[1])})")
+        vs = "-" if rel is None else f"{rel:.2f}x" + (
+            "" if rel_band is None or c.basis == "reference"
+            else f" ({rel_band[0]:.2f}-{rel_band[1]:.2f})")
+        out.append([w, c.system.name, c.basis, str(c.chips), _step(r), tps,
                     count(r.tokens_per_s_per_chip), count(r.tokens_per_s_per_system),
                     count(r.tokens_per_s_per_kw), count(r.tokens_per_s_per_million_usd),
                     percent(r.mfu) if r.mfu is not None else "-",
-                    f"{r.joules_per_token:.3g}", "-" if rel is None else f"{rel:.2f}x", r.plan])
+                    f"{r.joules_per_token:.3g}", vs, v.verdict(r) or "-", r.plan])
     return out
 
 
 def render(v, markdown: bool = False) -> str:
     rows = rows_for_table(v)
-    body = markdown_table(HEADERS, rows) if markdown else table(HEADERS, rows, "lllrrrrrrrrrrl")
+    body = markdown_table(HEADERS, rows) if markdown else table(HEADERS, rows, "lllrrrrrrrrrrll")
     lines = [
         f"CloudMatrix 384 head to head; calibration: {v.calibration}",
         f"training: bf16, ~{TRAIN_TOKENS_PER_STEP / 1e6:g}M tokens per step, best plan per system; "
@@ -96,7 +101,10 @@ def render(v, markdown: bool = False) -> str:
         f"{v.tpot_s * 1e3:g} ms with {CONTEXT}-token contexts, prefill of {PROMPT}-token prompts",
         "tokens/s: whole contender; /system: per scale-up system of that kind; /kW: whole-system "
         "power; /$M: per million $ of systems (where the catalog has a price); vs CM384: "
-        "throughput over CloudMatrix 384's on the contender's basis",
+        "throughput over CloudMatrix 384's on the contender's basis; (band): 10th-90th "
+        "percentile (clusters.uncertainty: input ranges and the model's error on published "
+        "rows; a ratio pairs the two projections' samples); verdict: the rival ahead of or "
+        "behind CloudMatrix across the whole band, else too close to call",
         "", body, "", "break-even: the Ascend software factor (compute and memory kernels) "
         "CloudMatrix needs to match each rival (1.0 = as efficient as the NVIDIA kernels it "
         "borrows)"]
@@ -126,21 +134,25 @@ def plot(v, path: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 4.8))
     width = 0.8 / max(1, len(rivals))
     for j, (name, basis) in enumerate(rivals):
-        ys = []
+        ys, err = [], [[], []]
         for g in groups:
             row = next((r for r in v.rows if (r.workload, r.mode) == g
                         and (r.contender.system.name, r.contender.basis) == (name, basis)), None)
             rel = v.relative(row) if row is not None else None
+            band = v.relative_band(row) if rel is not None else None
             ys.append(0.0 if rel is None else rel)
+            err[0].append(0.0 if band is None else rel - band[0])
+            err[1].append(0.0 if band is None else band[1] - rel)
         xs = [i + (j - (len(rivals) - 1) / 2) * width for i in range(len(groups))]
         chips = next(r.contender.chips for r in v.rows
                      if (r.contender.system.name, r.contender.basis) == (name, basis))
-        ax.bar(xs, ys, width, label=f"{name} x{chips} ({basis})")
+        ax.bar(xs, ys, width, yerr=err, capsize=2, error_kw={"lw": 0.8},
+               label=f"{name} x{chips} ({basis})")
     ax.axhline(1.0, color="black", lw=1)
     ax.text(len(groups) - 0.5, 1.02, "CloudMatrix 384 = 1", ha="right", va="bottom", fontsize=8)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{w}\n{m}" for w, m in groups])
-    ax.set_ylabel("throughput / CloudMatrix 384's")
+    ax.set_ylabel("throughput / CloudMatrix 384's (bars: 10th-90th percentile)")
     ax.set_title(f"Head to head (calibration: {v.calibration})", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -59,6 +59,7 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
     entries = []
     ok = df[df["status"] == "ok"] if "status" in df else df
     by_key: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    spread_of: dict[tuple[str, str], list] = {}
     for group, kernel in _GROUP_TO_KERNEL.items():
         rows = ok[ok["group"] == group] if "group" in ok else ok.iloc[0:0]
         if kernel == "attention":
@@ -79,9 +80,14 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
                 eff *= FLASH_FWD_BWD_OVER_FWD / HARNESS_FWD_BWD_OVER_FWD
                 size /= HARNESS_FWD_BWD_OVER_FWD
             by_key.setdefault((kernel, dtype), []).append((size, min(1.0, eff)))
+            spread_of.setdefault((kernel, dtype), []).append(_ci_spread(r))
     for (kernel, dtype), pts in sorted(by_key.items()):
         sizes, effs = pooled(pts)
-        entries.append(Entry(kernel, fam, dtype, sizes, effs, f"measured: result set {name}", burst))
+        spread = _median_spread(spread_of[(kernel, dtype)])
+        entries.append(Entry(kernel, fam, dtype, sizes, effs, f"measured: result set {name}", burst,
+                             spread=spread, spread_source="" if spread is None else (
+                                 f"result set {name}: the 95% confidence intervals of its "
+                                 f"{len(pts)} cases' medians (median bounds)")))
     if not entries:
         raise UserError(f"{name}: result set has no ok matmul, attention or membw cases to "
                         "calibrate from")
@@ -95,6 +101,23 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
     return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
                        measured_on=kind, borrow=borrow, sustained=default.sustained,
                        ratios=default.ratios, variants=default.variants)
+
+
+def _ci_spread(r) -> tuple[float, float] | None:
+    """A case's efficiency range from its median time's 95% CI, as multipliers (efficiency
+    goes as 1/time): (median / CI high, median / CI low)."""
+    med, lo, hi = r.get("median_s"), r.get("ci95_low_s"), r.get("ci95_high_s")
+    if any(v is None or _nan(v) or v <= 0 for v in (med, lo, hi)):
+        return None
+    return min(1.0, float(med) / float(hi)), max(1.0, float(med) / float(lo))
+
+
+def _median_spread(spreads) -> tuple[float, float] | None:
+    have = [x for x in spreads if x is not None]
+    if not have:
+        return None
+    return (min(1.0, float(np.median([a for a, _ in have]))),
+            max(1.0, float(np.median([b for _, b in have]))))
 
 
 # Cases within this many decades of size are pooled into one calibration point.

@@ -10,6 +10,7 @@ import shlex
 import statistics
 from dataclasses import asdict, dataclass
 
+from clusters import uncertainty as U
 from clusters.tomldata import Field, check, read_toml
 from clusters.validation import PUBLISHED_CSV, published_rows
 from harness import cli
@@ -66,6 +67,10 @@ class RowResult:
     source: str
     feasible: bool = True  # the published setup fits in memory
     substitute: str | None = None  # what the setup types in place of a published setting
+    # the projection's input uncertainty (clusters.uncertainty): mean and sd of
+    # log(sampled / central); None for rows without a band (collectives)
+    input_log_mean: float | None = None
+    input_log_sd: float | None = None
 
     @property
     def within(self) -> bool:
@@ -93,13 +98,14 @@ def run_row(row: dict, setup: dict) -> RowResult:
     parser = cli.build_parser(argv[:1])
     args = parser.parse_args(argv + ["--format", "json"])
     module = importlib.import_module(cli.module_name(args.command))
-    projected, gap, feasible = None, setup["gap"], True
+    projected, gap, feasible, band = None, setup["gap"], True, None
     if setup["substitute"] is not None and gap is None:
         raise UserError(f"{SETUPS}: {row['id']} has a substitute but no gap saying why")
     try:
         doc = module.compute(args)
         projected = _metric(row, setup, doc) * (setup["scale"] or 1.0) / UNITS[row["unit"]]
         feasible = doc.get("feasible", True) is not False
+        band = doc.get("band")
         if gap is None and not feasible:
             gap = f"the published setup does not fit in memory: {doc.get('infeasible_reason')}"
     except cli.INPUT_ERRORS as exc:
@@ -109,7 +115,9 @@ def run_row(row: dict, setup: dict) -> RowResult:
     error = None if projected is None else projected / published - 1.0
     mode = row["kind"]
     return RowResult(row["id"], mode, row["metric"], row["unit"], published, projected, error,
-                     gap, setup["args"], row["source"], feasible, setup["substitute"])
+                     gap, setup["args"], row["source"], feasible, setup["substitute"],
+                     None if band is None else band["input_log_mean"],
+                     None if band is None else band["input_log_sd"])
 
 
 def validate(mode: str | None = None) -> list[RowResult]:
@@ -154,3 +162,97 @@ def summarize(results: list[RowResult]) -> list[ModeSummary]:
                                sum(e <= ROW_TARGET for e in errs), len(every),
                                statistics.median(every) if every else math.nan))
     return out
+
+
+# ------------------------------------------------------------------ model-form error, bands
+
+def _banded(results: list[RowResult]) -> list[RowResult]:
+    """Rows that calibrate and test the bands: projected as published (no substitute), fitting
+    in memory, with a band. Rows with a known gap count: their errors are the model's real
+    errors on real setups, and a band fitted without them would be too narrow for setups no
+    one has checked yet."""
+    return [r for r in results if r.projected is not None and r.input_log_sd is not None
+            and r.feasible and r.substitute is None]
+
+
+def _residual(r: RowResult) -> float:
+    """log(projected / published), the projection taken at its input samples' mean."""
+    return math.log(r.projected / r.published) + r.input_log_mean
+
+
+def fit_model_forms(results: list[RowResult], exclude: str | None = None) -> dict:
+    """Model-form error per pool (clusters.uncertainty.POOLS) from the rows that calibrate the
+    bands (_banded), without row `exclude` (leave-one-out)."""
+    out = {}
+    for pool in sorted(set(U.POOLS.values())):
+        rows = [r for r in _banded(results) if U.POOLS[r.mode] == pool and r.id != exclude]
+        if rows:
+            out[pool] = U.ModelForm.fit(pool, [_residual(r) for r in rows],
+                                        [r.input_log_sd ** 2 for r in rows],
+                                        f"rackbench validate: {len(rows)} {pool} rows projected as "
+                                        "published")
+    return out
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Leave-one-out check of the 80% bands: each banded row's band (_banded), with the
+    model-form error fitted on the other rows of its pool, against its published figure."""
+
+    rows: int
+    inside: int
+    median_half_width: float  # (p90 - p10) / 2 / projected
+    per_pool: dict  # pool -> (rows, inside)
+    misses: tuple  # ids of rows outside their band
+
+    @property
+    def fraction(self) -> float:
+        return self.inside / self.rows if self.rows else math.nan
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "inside": self.inside, "fraction": self.fraction,
+                "median_half_width": self.median_half_width,
+                "per_pool": {k: {"rows": n, "inside": i} for k, (n, i) in self.per_pool.items()},
+                "misses": list(self.misses)}
+
+
+def band_of(r: RowResult, form: U.ModelForm | None) -> tuple[float, float]:
+    """(p10, p90) of row `r`'s projection under model-form error `form`."""
+    band = U.Band(r.input_log_mean, r.input_log_sd ** 2, form, ())
+    return band.rate(r.projected)
+
+
+def coverage(results: list[RowResult]) -> Coverage:
+    rows = _banded(results)
+    inside, widths, per_pool, misses = 0, [], {}, []
+    for r in rows:
+        pool = U.POOLS[r.mode]
+        form = fit_model_forms(results, exclude=r.id).get(pool)
+        if form is not None and not math.isfinite(form.sd):
+            form = None
+        lo, hi = band_of(r, form)
+        ok = lo <= r.published <= hi
+        inside += ok
+        n, i = per_pool.get(pool, (0, 0))
+        per_pool[pool] = (n + 1, i + ok)
+        widths.append((hi - lo) / 2 / r.projected)
+        if not ok:
+            misses.append(r.id)
+    return Coverage(len(rows), inside, statistics.median(widths) if widths else math.nan,
+                    per_pool, tuple(misses))
+
+
+def model_error_toml(results: list[RowResult]) -> str:
+    """clusters/data/validation/model_error.toml for these results."""
+    lines = ["# Model-form error per pool of validation rows (clusters.uncertainty.ModelForm),",
+             "# written by `rackbench validate --write-model-error`; tests/harness/test_validate.py",
+             "# recomputes it and fails when it is stale. Log residuals log(projected / published)",
+             "# of the rows projected as published that fit in memory (known gaps included), at",
+             "# the mean of each projection's input samples.", ""]
+    for pool, f in fit_model_forms(results).items():
+        if not math.isfinite(f.sd):
+            continue
+        lines += [f"[pool.{pool}]", f"rows = {f.rows}", f"bias = {f.bias:.6f}",
+                  f"residual_sd = {f.residual_sd:.6f}", f"input_sd = {f.input_sd:.6f}",
+                  f"sd = {f.sd:.6f}", f'source = "{f.source}"', ""]
+    return "\n".join(lines)

@@ -3,7 +3,10 @@ a bare interpreter so load hits both alike):
 - `rackbench --help`, `catalog`, `collective` and `project` (a fixed plan) cost at most 0.3 s
   over a bare interpreter start;
 - a whole plan search, as one process, finishes within 1.0 s: Llama 3 405B on 16,384 H100 and
-  DeepSeek-V3 on 2,048 H800.
+  DeepSeek-V3 on 2,048 H800 (with the band on the winner, as `project` runs by default);
+- the band (clusters.uncertainty) at most doubles `project` on a fixed plan (training, and a
+  decode step) against the same command with --no-band;
+- `versus` with bands (all three workloads, break-even ranges) within 30 s.
 Run: `pytest -m bench tests/bench/test_startup.py -s` (prints the table README quotes)."""
 from __future__ import annotations
 
@@ -69,3 +72,29 @@ def test_whole_plan_search_within_1_s(name):
     print(f"\n{name}: {best[name]:.3f} s as one process (bare interpreter "
           f"{best['bare interpreter']:.3f} s; best of {ROUNDS})")
     assert best[name] <= 1.0
+
+
+BANDED = {
+    "train (fixed plan)": OVERHEAD["project (fixed plan)"],
+    "decode (fixed batch)": ["project", "--mode", "decode", "--model", "deepseek-r1", "--system",
+                             "hgx-h100", "--chips", "72", "--ep", "72", "--attention-dp",
+                             "--precision", "fp8", "--batch-per-chip", "256", "--context", "2000"],
+}
+
+
+@pytest.mark.parametrize("name", list(BANDED))
+def test_band_at_most_doubles_a_fixed_plan_projection(name):
+    best = _best({"band": BANDED[name], "no band": [*BANDED[name], "--no-band"]})
+    print(f"\n{name}: {best['band']:.3f} s with its band, {best['no band']:.3f} s without "
+          f"({best['band'] / best['no band']:.2f}x; best of {ROUNDS})")
+    assert best["band"] <= 2 * best["no band"]
+
+
+def test_versus_with_bands_within_30_s():
+    from clusters.versus import versus
+    t0 = time.perf_counter()
+    v = versus()
+    elapsed = time.perf_counter() - t0
+    print(f"\nversus with bands: {elapsed:.1f} s")
+    assert all(r.band is not None for r in v.rows if r.feasible)
+    assert elapsed <= 30

@@ -1,6 +1,7 @@
 """Calibrating from a result set (harness.studies.calibrate)."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -120,3 +121,24 @@ def test_measured_points_are_pooled_by_quarter_decade():
     assert len(sizes) == 2
     assert effs == (0.6, 0.9)
     assert sizes[0] == pytest.approx(math.log10(1.1e9)) and sizes[1] == pytest.approx(11.0)
+
+
+def test_a_measured_entry_takes_its_range_from_the_sets_confidence_intervals():
+    """A case timed at 1.0 ms with a 95% CI of 0.9-1.25 ms: efficiency may be 0.8-1.11 of
+    the measured one; the entry carries the median of its cases' bounds, and the band
+    (clusters.uncertainty) samples it."""
+    import pandas as pd
+    from harness.studies.calibrate import calibration_from_dataframe
+    rows = []
+    for m, lo, hi in ((1e-3, 0.9e-3, 1.25e-3), (2e-3, 1.9e-3, 2.2e-3), (3e-3, 2.0e-3, 3.3e-3)):
+        rows.append({"name": f"matmul/bf16/{m}", "group": "matmul", "status": "ok",
+                     "params": {"dtype": "bf16"}, "flops": 2e12 * m, "bytes": 1e6,
+                     "peak_flops_per_s": 4e15, "achieved_flops_per_s": 2e15,
+                     "median_s": m, "ci95_low_s": lo, "ci95_high_s": hi})
+    df = pd.DataFrame(rows)
+    df.attrs["device"] = {"kind": "NVIDIA H100 80GB HBM3", "platform": "gpu"}
+    cal = calibration_from_dataframe(df, "set.json", family="nvidia-hopper")
+    entry, _ = cal.lookup("gemm", "nvidia-hopper", "bf16")
+    assert entry.spread == pytest.approx((np.median([1 / 1.25, 2 / 2.2, 3 / 3.3]),
+                                          np.median([1 / 0.9, 2 / 1.9, 3 / 2.0])))
+    assert "confidence intervals" in entry.spread_source

@@ -12,7 +12,7 @@ from harness.resultset import CaseResult, ResultSet, save
 UNITLESS = {"chips", "n_systems", "mfu", "throughput_vs_reference", "feasible", "plan", "system",
             "basis", "workload", "mode", "infeasible_reason", "rival", "rival_chips", "verdict",
             "factor_needed", "perfect_factor", "current_compute_factor", "current_memory_factor",
-            "gap_at_current", "gap_at_factor"}
+            "gap_at_current", "gap_at_factor", "sensitivity", "factor_range"}
 UNITS = ("_s", "_w", "_usd", "_per_s", "_per_chip", "_per_system", "_per_kw",
          "_per_million_usd", "_per_token", "_tokens", "_per_step")
 
@@ -21,9 +21,19 @@ def test_json_fields_carry_units(capsys):
     assert cli.main(["versus", "--workload", "llama3-405b", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["calibration"] == "default" and doc["tpot_s"] == pytest.approx(0.05)
-    keys = {k for r in doc["rows"] + doc["break_even"] for k in r}
+    keys = {k.removesuffix("_p10").removesuffix("_p90")
+            for r in doc["rows"] + doc["break_even"] for k in r}
     for k in keys - UNITLESS:
         assert k.endswith(UNITS), k
+    for r in doc["rows"]:  # bands bracket the central figures
+        assert r["tokens_per_s_p10"] <= r["tokens_per_s"] <= r["tokens_per_s_p90"]
+        if r["basis"] != "reference":
+            assert r["throughput_vs_reference_p10"] <= r["throughput_vs_reference"] \
+                <= r["throughput_vs_reference_p90"]
+            lo, hi = r["throughput_vs_reference_p10"], r["throughput_vs_reference_p90"]
+            assert r["verdict"] == ("ahead" if lo > 1 else "behind" if hi < 1
+                                    else "too close to call")
+        assert len(r["sensitivity"]) == 3
     row = doc["rows"][0]
     assert {"step_time_s", "tokens_per_s", "tokens_per_s_per_chip", "tokens_per_s_per_kw",
             "joules_per_token", "power_w", "mfu", "plan"} <= set(row)

@@ -139,3 +139,38 @@ def test_a_changed_published_figure_moves_the_error(monkeypatch):
     r = {x.id: x for x in v.validate("decode")}["I-CMI-DECODE-50MS"]
     assert r.error == pytest.approx((1 + BY_ID[r.id].error) / 2 - 1)
     assert not r.reproduced
+
+
+# ---- bands (clusters.uncertainty): calibrated on these rows, leave-one-out
+
+def test_bands_cover_the_published_figures_leave_one_out():
+    """Each row's 80% band, with the model-form error fitted on the other rows of its pool,
+    holds the published figure for 70-90% of rows, and the bands are not decorative-wide."""
+    from harness.studies.validation import coverage
+    cover = coverage(RESULTS)
+    assert cover.rows >= 40
+    assert 0.70 <= cover.fraction <= 0.90, (cover.fraction, cover.misses)
+    assert cover.median_half_width <= 0.20
+
+
+def test_coverage_is_leave_one_out():
+    """A row never calibrates its own band: planting a wild published figure on one row moves
+    the other rows' model-form error but leaves that row outside its own band."""
+    from dataclasses import replace as dc_replace
+    from harness.studies.validation import band_of, fit_model_forms
+    row = BY_ID["T-NEMO-175B"]
+    wild = dc_replace(row, published=row.published / 3)
+    planted = [wild if r.id == row.id else r for r in RESULTS]
+    form = fit_model_forms(planted, exclude=row.id)["train"]
+    lo, hi = band_of(wild, form)
+    assert not lo <= wild.published <= hi
+    with_it = fit_model_forms(planted)["train"]
+    assert with_it.sd > form.sd  # had it calibrated itself, its band would have widened
+
+
+def test_stored_model_error_is_current():
+    """clusters/data/validation/model_error.toml is what `rackbench validate
+    --write-model-error` writes for today's rows (rerun it after changing the model)."""
+    from clusters.uncertainty import MODEL_ERROR_PATH
+    from harness.studies.validation import model_error_toml
+    assert MODEL_ERROR_PATH.read_text() == model_error_toml(RESULTS)
