@@ -80,8 +80,11 @@ _RANGE = {"spread": Field("number_rows", width=2), "source": Field("str")}
 def catalog_spreads(path: Path = CATALOG_PATH) -> dict:
     """{(kind, name, figure): (lo, hi, source)} from clusters/data/uncertainty.toml."""
     doc = read_toml(path, "catalog uncertainty")
+    unknown = set(doc) - {"fabric", "system"}
+    if unknown:
+        raise ModelInputError(f"{path}: unknown section {sorted(unknown)[0]!r} (fabric, system)")
     out = {}
-    for kind in ("fabric", "system", "chip"):
+    for kind in ("fabric", "system"):
         for name, figures in (doc.get(kind) or {}).items():
             if not isinstance(figures, dict):
                 raise ModelInputError(f"{path}: [{kind}.{name}] must be a table of figures")
