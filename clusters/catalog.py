@@ -184,6 +184,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ModelInputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ModelInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ModelInputError(f"{path}: not a TOML text file (not UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ModelInputError(f"{path}: malformed TOML: {exc}") from None
 

@@ -17,6 +17,15 @@ from clusters.workloads import Model
 PLAN_DEGREES = ("tp", "pp", "vpp", "dp", "ep", "cp", "micro_batch", "recompute", "zero")
 TRAIN_TOKENS_PER_STEP = 4e6  # the default global batch: about this many tokens a step
 DEFAULT_TRAIN_TOKENS = 15e12  # time-to-train budget (Llama 3's pre-training corpus)
+# The largest cluster a projection accepts: above any announced one, and small enough that the
+# plan search (which enumerates the divisors of the chip count) ends in about a second.
+MAX_CHIPS = 1 << 20
+
+
+def check_chips(chips) -> None:
+    """A chip count the model can project, checked before any work (1e9 would hang the search)."""
+    if not isinstance(chips, int) or isinstance(chips, bool) or not 1 <= chips <= MAX_CHIPS:
+        raise ModelInputError(f"chips must be an integer from 1 to {MAX_CHIPS:,}, got {chips!r}")
 
 
 def default_global_batch(seq_len: int) -> int:
@@ -31,6 +40,7 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
                   train_tokens: float = DEFAULT_TRAIN_TOKENS) -> dict:
     """Training: with `degrees` (any of PLAN_DEGREES) that plan, dp filling the chips when not
     given; without, the best `top` plans of the search (alternatives listed)."""
+    check_chips(chips)
     if precision == "int8":
         raise ModelInputError("precision int8 is for inference; train with bf16 or fp8")
     seq = seq_len or model.seq_len
@@ -76,6 +86,7 @@ def project_serve(model: Model, system: System, chips: int, calibration: Calibra
     or the largest meeting `tpot_s`, each sequence caching `context` tokens). EP defaults to
     every chip up to the routed-expert count; a multi-die chip runs one attention-DP rank per
     die when tp is 1."""
+    check_chips(chips)
     if mode not in ("prefill", "decode"):
         raise ModelInputError(f"serving mode must be prefill or decode, got {mode!r}")
     seq = seq_len or model.seq_len

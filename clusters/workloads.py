@@ -45,6 +45,8 @@ Top level (all required unless marked optional):
 """
 from __future__ import annotations
 
+import math
+
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -165,13 +167,32 @@ def _read_table(where: str, table: dict, spec: dict, section: str, required=True
     return out
 
 
+# The largest value each size may take. Far above any published model, and low enough that a
+# projection (plan search over divisors, per-layer arrays) ends in a second: 2**63-1 layers
+# would hang the search rather than fail.
+MAX_VALUE = {
+    "n_layers": 10_000, "hidden_size": 1 << 20, "ffn_hidden_size": 1 << 24, "n_heads": 1 << 16,
+    "n_kv_heads": 1 << 16, "head_dim": 1 << 16, "vocab_size": 100_000_000, "seq_len": 1 << 24,
+    "reported_params": 1e16, "reported_active_params": 1e16,
+    "n_routed_experts": 1 << 20, "experts_per_token": 1 << 20, "n_shared_experts": 1 << 10,
+    "expert_ffn_hidden_size": 1 << 24, "n_dense_layers": 10_000,
+    "q_lora_rank": 1 << 20, "kv_lora_rank": 1 << 20, "qk_nope_head_dim": 1 << 16,
+    "qk_rope_head_dim": 1 << 16, "v_head_dim": 1 << 16, "n_modules": 100,
+}
+
+
 def _positive(where: str, d: dict, keys, allow_zero=()):
     for key in keys:
         v = d.get(key)
         if v is None:
             continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ModelInputError(f"{where}: key {key!r} must be a finite number, got {v}")
         if v < 0 or (v == 0 and key not in allow_zero):
             raise ModelInputError(f"{where}: key {key!r} must be positive, got {v}")
+        limit = MAX_VALUE.get(key)
+        if limit is not None and v > limit:
+            raise ModelInputError(f"{where}: key {key!r} is {v}, above the largest supported value {limit:g}")
 
 
 def model_from_dict(doc: dict, where: str) -> Model:
@@ -249,8 +270,16 @@ def load_model_file(path) -> Model:
             doc = tomllib.load(f)
     except FileNotFoundError:
         raise ModelInputError(f"{path}: model file not found") from None
+    except IsADirectoryError:
+        raise ModelInputError(f"{path}: is a directory, not a model file") from None
+    except OSError as exc:
+        raise ModelInputError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ModelInputError(f"{path}: not a TOML text file (not UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ModelInputError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ModelInputError(f"{path}: not valid TOML (nested too deeply)") from None
     return model_from_dict(doc, str(path))
 
 
