@@ -14,13 +14,15 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
+from harness import conditions
 from harness import device as device_mod
 from harness import distributed
 from harness.errors import UserError
-from harness.resultset import CaseResult, ResultSet, default_path, save
+from harness.progress import Progress
+from harness.resultset import CaseResult, ResultSet, check_new_file, default_path, save, save_new
 from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN, summarize
 from harness.suites import build_suite
-from harness.timing import TimingConfig, compile_ahead, time_compiled
+from harness.timing import MIN_SAMPLES, TimingConfig, compile_ahead, time_compiled
 from kernels.base import Case
 
 DEFAULT_SEED = 20261128
@@ -145,7 +147,7 @@ def apply_ceilings(rs: ResultSet, ceilings: dict) -> None:
 class RunOutcome:
     result_set: ResultSet
     path: Path
-    interrupted: bool
+    interrupted: bool  # Ctrl-C stopped the run before every case ran
 
 
 def select(cases: list[Case], pattern: str | None) -> list[Case]:
@@ -169,15 +171,23 @@ def run_suite(
     seed: int = DEFAULT_SEED,
     out_path: Path | None = None,
     cases: list[Case] | None = None,
-    progress: Callable | None = None,
+    progress: Progress | None = None,
     write: bool = True,
 ) -> RunOutcome:
-    """Measure a suite and store it. `cases` overrides the suite's table (tests use it)."""
+    """Measure a suite and store it. `cases` overrides the suite's table (tests use it).
+
+    The file is created before the first case is measured, exclusively: an unwritable place
+    fails at once, and two runs started in the same second get two files (`save_new`). It is
+    then rewritten atomically after every case, and `complete` is true exactly when every case
+    ran."""
+    if out_path is not None and write:
+        check_new_file(out_path, "--out-file")
     env = device_mod.environment()
     dev = jax.local_devices()[0]  # per-device cases run on this process's first device
     chosen = select(cases if cases is not None else build_suite(suite, dev.platform), pattern)
     cfg = cfg or default_timing(suite, dev.platform)
     chip = device_mod.catalog_chip(env["device"]["kind"], dev.platform)
+    before = conditions.snapshot()
     meta = {
         **env,
         "seed": seed,
@@ -185,57 +195,83 @@ def run_suite(
         "filter": pattern,
         "argv": sys.argv,
         "timing_config": cfg.__dict__,
+        "conditions": {"before": before},
         "complete": False,
         "interrupted": False,
-        "warnings": [],
+        "warnings": [w for w in [conditions.busy_before(before)] + conditions.throttled(before) if w],
         "n_cases_planned": len(chosen),
     }
     rs = ResultSet(meta=meta, cases=[])
-    path = Path(out_path) if out_path else default_path(Path(results_dir), meta)
     ceilings = device_mod.catalog_ceilings(chip) if chip else None
 
-    def store() -> None:
+    def prepare() -> None:
         used = ceilings or measured_ceilings(rs.cases)
         rs.meta["ceilings"] = used
         apply_ceilings(rs, used)
+        rs.meta["complete"] = len(rs.cases) == len(chosen)
+
+    path = Path(out_path) if out_path else default_path(Path(results_dir), meta)
+    if write:  # claim the name now: an unwritable --out fails before anything is measured
+        prepare()
+        if out_path is not None:
+            try:
+                save(rs, path, exclusive=True)
+            except FileExistsError:
+                raise UserError(f"--out-file {path}: already exists (a stored set is never overwritten)") from None
+        else:
+            path = save_new(rs, path)
+
+    def store() -> None:
+        prepare()
         if write:
             save(rs, path)
 
     interrupted = False
-    bar = progress(total=len(chosen)) if progress else None
+    bar = progress or Progress()
+    bar.start(len(chosen))
+    busy_cases = []
     try:
-        for case in chosen:
-            if bar is not None:
-                bar.set_postfix_str(case.name[-48:])
+        for i, case in enumerate(chosen):
+            bar.case_started(i, case.name)
             started = time.perf_counter()
+            cpu0 = conditions.cpu_times()
             result = measure_case(case, dev, seed, cfg)
             # everything the case cost: inputs, compile, check, warm-up, samples
             result.timing["case_wall_s"] = time.perf_counter() - started
+            result.conditions = conditions.case_conditions(cpu0, conditions.cpu_times())
+            if result.conditions.get("other_cpu_fraction", 0.0) > conditions.BUSY_OTHER_CPU_FRACTION:
+                busy_cases.append(result.conditions["other_cpu_fraction"])
             rs.cases.append(result)
             for note in result.timing.get("notes", []):
                 if note.startswith("large spread"):
                     rs.meta["warnings"].append(f"{case.name}: {note}")
             store()
-            if bar is not None:
-                bar.update(1)
+            bar.case_done(i, result)
     except KeyboardInterrupt:
-        interrupted = True
-        rs.meta["interrupted"] = True
-        rs.meta["warnings"].append(f"interrupted after {len(rs.cases)} of {len(chosen)} cases")
+        interrupted = len(rs.cases) < len(chosen)
+        if interrupted:
+            rs.meta["interrupted"] = True
+            rs.meta["warnings"].append(f"interrupted after {len(rs.cases)} of {len(chosen)} cases")
     finally:
-        if bar is not None:
-            bar.close()
-    rs.meta["complete"] = not interrupted
+        bar.close()
+    after = conditions.snapshot()
+    rs.meta["conditions"]["after"] = after
+    if busy_cases:
+        rs.meta["warnings"].append(
+            f"busy machine: other processes used more than {conditions.BUSY_OTHER_CPU_FRACTION:.0%} of the CPUs "
+            f"during {len(busy_cases)} of {len(rs.cases)} cases (up to {max(busy_cases):.0%}); see each case's conditions")
+    rs.meta["warnings"] += conditions.throttled(after)
     store()
     return RunOutcome(rs, path, interrupted)
 
 
 def default_timing(suite: str, platform: str) -> TimingConfig:
-    """Sample budgets: tight on a CPU so `make bench` stays near a minute, fuller on a GPU."""
+    """Sample budgets per suite. Every case gets at least MIN_SAMPLES (10) samples, the slowest
+    included; beyond that, up to `samples` while its sampling stays within `max_case_time_s`."""
     if suite == "quick":
-        return TimingConfig(min_time_s=0.005, samples=7, min_samples=5, max_case_time_s=0.3)
+        return TimingConfig(min_time_s=0.005, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=0.3)
     if platform == "cpu":
-        return TimingConfig(min_time_s=0.02, samples=11, min_samples=5, max_case_time_s=1.0)
+        return TimingConfig(min_time_s=0.02, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=1.0)
     if suite == "default":
-        return TimingConfig(min_time_s=0.02, samples=15, min_samples=7, max_case_time_s=0.6)
-    return TimingConfig(min_time_s=0.05, samples=21, min_samples=7, max_case_time_s=2.0)
+        return TimingConfig(min_time_s=0.02, samples=21, min_samples=MIN_SAMPLES, max_case_time_s=0.6)
+    return TimingConfig(min_time_s=0.05, samples=31, min_samples=MIN_SAMPLES, max_case_time_s=2.0)

@@ -24,13 +24,16 @@ import jax.numpy as jnp
 # The perturbation scale carried between repetitions: small enough never to change a value
 # in practice, but a constant that XLA cannot fold away.
 _CARRY_SCALE = 1e-30
+# Every case gets at least this many samples, the slowest included: with fewer, the ratio of two
+# medians has too wide a confidence interval for compare to prove a 20% change.
+MIN_SAMPLES = 10
 
 
 @dataclass(frozen=True)
 class TimingConfig:
     min_time_s: float = 0.05  # each sample lasts at least this long
     samples: int = 15  # samples per case, unless the case budget says fewer
-    min_samples: int = 5  # never fewer, so the median has a confidence interval to speak of
+    min_samples: int = MIN_SAMPLES  # never fewer, so compare can prove a change
     max_case_time_s: float = 3.0  # time budget for one case's samples
     warmup_calls: int = 2  # timed one by one; the best is the single dispatched call time
     host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device

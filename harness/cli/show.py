@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from harness.format import duration, percent, si, table
 from harness.studies.closing_loop import closing_loop_line
-from harness.resultset import ResultSet, load
+from harness.resultset import ResultSet, load, warning_summary
 
 
-def render(rs: ResultSet, status_filter: str | None = None) -> str:
+def render(rs: ResultSet, status_filter: str | None = None, warnings: str = "all") -> str:
+    """The set as text. `warnings`: "all" lists each warning (show), "summary" gives one line
+    with counts (run, which may have dozens)."""
     m = rs.meta
     dev = m.get("device", {})
     sw = m.get("software", {})
@@ -60,9 +62,40 @@ def render(rs: ResultSet, status_filter: str | None = None) -> str:
     loop = closing_loop_line(rs)
     if loop:
         lines.append(loop)
-    for w in m.get("warnings", []):
-        lines.append(f"warning: {w}")
+    if warnings == "all":
+        for w in m.get("warnings", []):
+            lines.append(f"warning: {w}")
+    summary = warning_summary(m.get("warnings") or [], rs.path)
+    if summary:
+        lines.append(summary)
+    cond = (m.get("conditions") or {})
+    for when in ("before", "after"):
+        snap = cond.get(when) or {}
+        if snap:
+            lines.append(f"conditions {when}: " + conditions_line(snap))
     return "\n".join(lines)
+
+
+def conditions_line(snap: dict) -> str:
+    parts = []
+    if snap.get("loadavg"):
+        parts.append("load " + "/".join(f"{x:g}" for x in snap["loadavg"]) + f" on {snap.get('cpu_count')} CPUs")
+    if snap.get("governor"):
+        parts.append(f"governor {snap['governor']}")
+    if snap.get("freq_mhz_median"):
+        parts.append(f"CPU {snap['freq_mhz_min']:.0f}-{snap['freq_mhz_max']:.0f} MHz")
+    for g in snap.get("gpus") or []:
+        bits = [f"GPU {g.get('index')} {g.get('name', '')}".rstrip()]
+        if g.get("sm_clock_mhz") is not None:
+            bits.append(f"SM {g['sm_clock_mhz']}/{g.get('sm_clock_max_mhz')} MHz")
+        if g.get("temperature_c") is not None:
+            bits.append(f"{g['temperature_c']} C")
+        if g.get("power_w") is not None:
+            bits.append(f"{g['power_w']:.0f}/{g.get('power_limit_w', 0):.0f} W")
+        if g.get("throttle_reasons"):
+            bits.append("throttle: " + ",".join(g["throttle_reasons"]))
+        parts.append(" ".join(bits))
+    return "; ".join(parts) or "-"
 
 
 def run(args) -> int:
