@@ -35,6 +35,10 @@ class TimingConfig:
     samples: int = 15  # samples per case, unless the case budget says fewer
     min_samples: int = MIN_SAMPLES  # never fewer, so compare can prove a change
     max_case_time_s: float = 3.0  # time budget for one case's samples
+    # A case whose samples spread widely gets more, up to max_samples, while its sampling stays
+    # within noisy_budget_factor x max_case_time_s (see extend_noisy).
+    max_samples: int = 45
+    noisy_budget_factor: float = 3.0
     warmup_calls: int = 2  # timed one by one; the best is the single dispatched call time
     host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device
     max_reps: int = 1_000_000
@@ -141,6 +145,36 @@ def _device_loop_sample(looped: Callable, args: tuple, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+# The sd of log(new median / base median) a case should reach so that compare proves a 1.5x
+# change at its family-wise level (about 3.3 sds at 100 compared cases, above a 5% factor).
+TARGET_LOG_RATIO_SD = 0.10
+
+
+def samples_needed(relative_iqr: float) -> int:
+    """Samples for a median whose ratio to another run's has sd TARGET_LOG_RATIO_SD, when the
+    samples' IQR is `relative_iqr` of their median: sd(log median) ~ 1.2533 sigma / sqrt(n) with
+    sigma ~ IQR / 1.349, twice (two runs)."""
+    sigma = relative_iqr / 1.349
+    return math.ceil(2.0 * (1.2533 * sigma / TARGET_LOG_RATIO_SD) ** 2)
+
+
+def extend_noisy(samples: list[float], take: Callable[[], float], per_sample_s: float, cfg: TimingConfig) -> list[float]:
+    """More samples for a case whose spread would hide a 1.5x change from compare, as long as
+    the case's sampling time stays within the noisy budget and under max_samples."""
+    budget_s = cfg.noisy_budget_factor * cfg.max_case_time_s
+    while len(samples) < cfg.max_samples:
+        x = sorted(samples)
+        n = len(x)
+        q1, q3 = x[n // 4], x[(3 * n) // 4]
+        med = x[n // 2]
+        if med <= 0 or samples_needed((q3 - q1) / med) <= n:
+            break
+        if (n + 1) * per_sample_s > budget_s:
+            break
+        samples.append(take())
+    return samples
+
+
 def sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
     fit = int(cfg.max_case_time_s // max(per_sample_s, 1e-9))
     return max(cfg.min_samples, min(cfg.samples, fit))
@@ -158,6 +192,7 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / single)))
         n = sample_count(reps * single, cfg)
         samples = [_host_loop_sample(call, args, reps) for _ in range(n)]
+        samples = extend_noisy(samples, lambda: _host_loop_sample(call, args, reps), reps * single, cfg)
         return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single)
 
     # device-loop: probe with a modest trip count, then size the real one from its result
@@ -176,6 +211,7 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         _block(looped(*args))
     n = sample_count(reps * per_rep, cfg)
     samples = [_device_loop_sample(looped, args, reps) for _ in range(n)]
+    samples = extend_noisy(samples, lambda: _device_loop_sample(looped, args, reps), reps * per_rep, cfg)
     notes = [
         f"device-loop: {reps} repetitions in one compiled program per sample; per-call time "
         f"excludes dispatch (one dispatched call took {single * 1e6:.1f} us)"

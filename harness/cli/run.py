@@ -59,7 +59,7 @@ def run(args) -> int:
     if not args.quiet:
         print(render(outcome.result_set, warnings="summary"))
     else:
-        summary = warning_summary(outcome.result_set.meta.get("warnings") or [])
+        summary = warning_summary(outcome.result_set.meta.get("warnings") or [], outcome.path)
         if summary:
             print(summary)
     print(f"stored: {outcome.path}")
