@@ -102,8 +102,15 @@ def _run_suite(suite: str, results_dir: Path, progress=None) -> Path:
 
     from harness.device import cpu_device_warning, default_cpu_devices
 
+    from harness.interrupts import deferred
+
     asked = default_cpu_devices(os.environ)  # before anything initialises JAX's backends
-    from harness.runner import run_suite  # imports JAX: only when really measuring
+    with deferred():  # imports JAX (only when really measuring) and starts its backends
+        from harness.runner import run_suite
+
+        import jax
+
+        jax.devices()
 
     warning = cpu_device_warning(asked)
     if warning:

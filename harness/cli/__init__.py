@@ -20,6 +20,7 @@ import signal
 import sys
 
 from harness.errors import INPUT_ERRORS
+from harness.interrupts import caused_by_interrupt, deferred
 
 # (name, one line of help), in the order --help shows them. The module of a command is
 # harness/cli/<name with - as _>.py; only the invoked command's module is imported.
@@ -97,13 +98,24 @@ def _invoked(argv: list[str]) -> tuple[str, ...]:
     return tuple(a for a in argv if a in names)[:1]
 
 
-def _quiet_exit() -> None:
-    """From here on a second Ctrl-C (say, while JAX's exit handlers run) changes nothing: the
-    exit code is decided. Only for the console script: in-process callers (tests) keep theirs."""
+def _quiet_exit(code: int) -> int:
+    """The console script's way out. From here on a second Ctrl-C changes nothing: the exit code
+    is decided. After an interrupt the process ends at once (os._exit, after flushing): JAX may
+    still be running a computation dispatched before the Ctrl-C, and the interpreter's shutdown
+    under it can crash (seen: SIGSEGV instead of 130). Everything worth keeping was written
+    atomically (and fsynced) before."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread
         pass
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
 
 
 def _drop_stdout() -> None:
@@ -121,25 +133,28 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         try:
-            parser = build_parser(_invoked(argv))
+            with deferred():  # the command's imports (JAX, SciPy) must not see a Ctrl-C half-way
+                parser = build_parser(_invoked(argv))
             args = parser.parse_args(argv)
             try:
                 code = int(args.func(args) or 0)
             except INPUT_ERRORS as exc:
                 print(f"rackbench {args.command}: error: {exc}", file=sys.stderr)
                 code = EXIT_USER_ERROR
+            except Exception as exc:
+                if not caused_by_interrupt(exc):  # a lazy import that turned Ctrl-C into its own error
+                    raise
+                raise KeyboardInterrupt from None
             sys.stdout.flush()  # a closed pipe shows here, not in Python's exit handler
         except KeyboardInterrupt:
-            if console:
-                _quiet_exit()
+            if console:  # a second Ctrl-C must not interrupt the message
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             print("rackbench: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            code = EXIT_INTERRUPTED
     except BrokenPipeError:
         _drop_stdout()
-        return 0
-    if console:
-        _quiet_exit()
-    return code
+        code = 0
+    return _quiet_exit(code) if console else code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,32 +21,34 @@ def register(p) -> None:
     p.set_defaults(func=run)
 
 
-def _newest_readable(results: Path) -> tuple[Path, resultset.ResultSet]:
+def _newest_readable(results: Path, warnings: list[str]) -> tuple[Path, resultset.ResultSet]:
     """The newest set of the machine measured most recently that loads; each unreadable one
-    on the way is skipped with one warning line."""
+    on the way is skipped with a warning."""
     files = history.result_files(history.machine_directory(results))
     for path in reversed(files):
         try:
             return path, resultset.load(path)
         except UserError as exc:
-            print(f"report: skipped: {exc}", file=sys.stderr)
+            warnings.append(f"skipped: {exc}")
     raise UserError(f"{results}: no readable result set")
 
 
 def run(args) -> int:
     results = Path(args.results)
     check_writable_dir(args.out, "--out")
+    warnings: list[str] = []
     if args.new:
         new_path = Path(args.new)
         new = resultset.load(new_path)
     else:
-        new_path, new = _newest_readable(results)
+        new_path, new = _newest_readable(results, warnings)
     if args.base:
         base = resultset.load(args.base)
     else:
-        base, warnings = nightly.find_baseline(results, new) if results.is_dir() else (None, [])
-        for w in warnings:
-            print(f"report: {w}", file=sys.stderr)
+        base, more = nightly.find_baseline(results, new) if results.is_dir() else (None, [])
+        warnings += more
+    for w in dict.fromkeys(warnings):  # one line per file, however many readers met it
+        print(f"report: {w}", file=sys.stderr)
     comparison = compare.compare_sets(base, new) if base is not None else None
     hist = None
     # machine_id is schema-checked to be one safe path component; the set's own directory next

@@ -12,6 +12,7 @@ from harness import distributed
 from harness.cli.show import render
 from harness.device import cpu_device_warning, default_cpu_devices
 from harness.errors import UserError
+from harness.interrupts import deferred
 from harness.resultset import check_new_file, check_writable_dir, save, warning_summary
 from harness.progress import progress_for
 from harness.runner import DEFAULT_SEED, default_timing, run_suite
@@ -33,10 +34,11 @@ def run(args) -> int:
         dist = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
         raise UserError("--coordinator/--num-processes/--process-id need --distributed")
+    with deferred():  # JAX's backends start here: a Ctrl-C waits until they have
+        platform = jax.local_devices()[0].platform
     warning = cpu_device_warning(asked)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    platform = jax.local_devices()[0].platform
     lead = jax.process_index() == 0
     cfg = default_timing(args.suite, platform)
     if args.min_time_s is not None:
