@@ -218,3 +218,19 @@ def test_gate_survives_a_malformed_file(tmp_path):
     out = nightly.gate(new, results, tmp_path / "reports")
     assert out.baseline_path is not None and out.exit_code in (0, 1)
     assert sum("skipped" in m for m in out.messages) == 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(SECTION_PATHS), value=BAD_VALUES)
+def test_directory_readers_never_trace_back(tmp_path, path, value):
+    """history (its fast reader and the full loader) and nightly's baseline search on a
+    directory holding one good set and one generated bad one: the bad one is used or skipped."""
+    d = tmp_path / "box-a"
+    d.mkdir(exist_ok=True)
+    (d / "20261101T000000-aaaaaaaa.json").write_text(json.dumps(GOOD, indent=1))
+    bad = _replace(GOOD, path, value)
+    (d / "20261102T000000-bbbbbbbb.json").write_text(json.dumps(bad, indent=1))
+    h = history.load_history(d)
+    assert 1 <= len(h.sets) + len(h.warnings) <= 2
+    new = load(d / "20261101T000000-aaaaaaaa.json")
+    nightly.find_baseline(tmp_path, new)
