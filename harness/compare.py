@@ -269,6 +269,10 @@ def comparability(base_meta: dict, new_meta: dict) -> tuple[list[str], list[str]
     for label, meta in (("BASE", base_meta), ("NEW", new_meta)):
         if meta.get("complete") is False:
             notes.append(f"{label} is an incomplete (interrupted) run; missing cases are expected")
+        busy = [w for w in meta.get("warnings") or [] if isinstance(w, str) and w.startswith("busy machine")]
+        if busy:
+            notes.append(f"{label} was measured on a busy machine ({busy[0][len('busy machine: '):]}); "
+                         "expect run-to-run noise")
     return reasons, notes
 
 

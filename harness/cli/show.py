@@ -27,11 +27,13 @@ def render(rs: ResultSet, status_filter: str | None = None, warnings: str = "all
     if not m.get("complete", True):
         lines.append("INCOMPLETE: " + ("interrupted" if m.get("interrupted") else "the run did not finish"))
     rows = []
+    others = any("other_cpu_fraction" in c.conditions for c in rs.cases)
     for c in rs.cases:
         if status_filter and c.status != status_filter:
             continue
+        busy = [percent(c.conditions.get("other_cpu_fraction"))] if others else []
         if c.status != "ok":
-            rows.append([c.name, c.status, "-", "-", "-", "-", "-", "-", (c.reason or "")[:70]])
+            rows.append([c.name, c.status, "-", "-", "-", "-", "-", "-", *busy, (c.reason or "")[:70]])
             continue
         s = c.stats
         ci = f"[{duration(s.get('ci95_low_s'))}, {duration(s.get('ci95_high_s'))}]"
@@ -46,18 +48,21 @@ def render(rs: ResultSet, status_filter: str | None = None, warnings: str = "all
                 si(c.achieved_flops_per_s, "FLOP/s") if c.extra.get("peak_dtype") else si(c.achieved_bytes_per_s, "B/s"),
                 percent(c.fraction_of_peak),
                 percent(c.roofline_fraction),
-                f"{c.timing.get('method')} x{c.timing.get('reps_per_sample')}",
+                *busy,
+                f"{c.timing.get('method')} x{c.timing.get('reps_per_sample')}, n={len(c.samples_s)}",
             ]
         )
-    headers = ["case", "status", "median", "95% CI", "IQR/med", "rate", "of peak", "roofline", "timing / reason"]
-    lines += ["", table(headers, rows, "llrrrrrrl")]
+    headers = ["case", "status", "median", "95% CI", "IQR/med", "rate", "of peak", "roofline",
+               *(["others' CPU"] if others else []), "timing / reason"]
+    lines += ["", table(headers, rows, "llrrrrrr" + ("r" if others else "") + "l")]
     n_ok = sum(c.status == "ok" for c in rs.cases)
     n_failed = sum(c.status == "failed" for c in rs.cases)
     n_skipped = sum(c.status == "skipped" for c in rs.cases)
     lines.append(f"\n{n_ok} ok, {n_failed} failed, {n_skipped} skipped")
     lines.append(
         "timing: host-loop = N dispatched calls then block, per call = total/N; "
-        "device-loop = N repetitions inside one compiled program (dispatch excluded)"
+        "device-loop = N repetitions inside one compiled program (dispatch excluded); n = samples"
+        + ("; others' CPU: the share of all CPUs other processes took while the case ran" if others else "")
     )
     loop = closing_loop_line(rs)
     if loop:
