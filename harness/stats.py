@@ -69,6 +69,18 @@ def binomial_half_mass(n: int, lo: int, hi: int) -> float:
     return sum(math.comb(n, i) for i in range(lo, hi + 1)) / 2**n  # int / int: correctly rounded
 
 
+def log_median_sd(samples) -> float:
+    """The standard deviation of log(median), read off the distribution-free 95% CI of the
+    median (half its width on the log scale / 1.96). Unlike a normal-theory formula from the
+    IQR, it widens when the samples split into two modes (a busy neighbour coming and going),
+    where the median jumps between them."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    if x.size < 6 or x[0] <= 0:
+        return math.inf
+    low, high, _ = median_ci(x)
+    return (math.log(high) - math.log(low)) / (2.0 * 1.959964)
+
+
 def summarize(samples_s) -> Summary:
     x = np.sort(np.asarray(samples_s, dtype=float))
     if x.size == 0:

@@ -21,6 +21,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from harness.stats import log_median_sd
+
 # The perturbation scale carried between repetitions: small enough never to change a value
 # in practice, but a constant that XLA cannot fold away.
 _CARRY_SCALE = 1e-30
@@ -147,30 +149,19 @@ def _device_loop_sample(looped: Callable, args: tuple, reps: int) -> float:
 
 # The sd of log(new median / base median) a case should reach so that compare proves a 1.5x
 # change at its family-wise level: (log 1.5 - log 1.05) / 3.3 sds (100 compared cases) = 0.11,
-# with a margin for the lumpy bootstrap of a median from few, bimodal samples.
+# with a margin for the lumpy bootstrap of a median from few, bimodal samples. Each of the two
+# medians then needs sd(log median) <= 0.07 / sqrt(2).
 TARGET_LOG_RATIO_SD = 0.07
 
 
-def samples_needed(relative_iqr: float) -> int:
-    """Samples for a median whose ratio to another run's has sd TARGET_LOG_RATIO_SD, when the
-    samples' IQR is `relative_iqr` of their median: sd(log median) ~ 1.2533 sigma / sqrt(n) with
-    sigma ~ IQR / 1.349, twice (two runs)."""
-    sigma = relative_iqr / 1.349
-    return math.ceil(2.0 * (1.2533 * sigma / TARGET_LOG_RATIO_SD) ** 2)
-
-
 def extend_noisy(samples: list[float], take: Callable[[], float], per_sample_s: float, cfg: TimingConfig) -> list[float]:
-    """More samples for a case whose spread would hide a 1.5x change from compare, as long as
-    the case's sampling time stays within the noisy budget and under max_samples."""
+    """More samples for a case whose median is too uncertain for compare to prove a 1.5x change
+    (harness.stats.log_median_sd, distribution-free), as long as the case's sampling time stays
+    within the noisy budget and under max_samples."""
     budget_s = cfg.noisy_budget_factor * cfg.max_case_time_s
-    while len(samples) < cfg.max_samples:
-        x = sorted(samples)
-        n = len(x)
-        q1, q3 = x[n // 4], x[(3 * n) // 4]
-        med = x[n // 2]
-        if med <= 0 or samples_needed((q3 - q1) / med) <= n:
-            break
-        if (n + 1) * per_sample_s > budget_s:
+    target = TARGET_LOG_RATIO_SD / math.sqrt(2.0)
+    while len(samples) < cfg.max_samples and (len(samples) + 1) * per_sample_s <= budget_s:
+        if log_median_sd(samples) <= target:
             break
         samples.append(take())
     return samples
