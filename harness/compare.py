@@ -33,6 +33,7 @@ from scipy import stats as _sps
 
 from harness.format import format_value, markdown_cell, markdown_table, table
 from harness.resultset import CaseResult, ResultSet, load
+from harness.stats import bootstrap_medians, padded_sorted, row_medians
 
 
 def plain_table(header, rows) -> str:
@@ -159,44 +160,6 @@ class Comparison:
 # ---------------------------------------------------------------------------- statistics
 
 
-def _padded_sorted(sample_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    n = np.array([len(s) for s in sample_lists])
-    out = np.full((len(sample_lists), int(n.max())), np.nan)
-    for i, s in enumerate(sample_lists):
-        out[i, : len(s)] = np.sort(s)
-    return out, n
-
-
-def _medians(x: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """numpy's median of each row of a NaN-padded sorted array with n[i] valid entries."""
-    rows = np.arange(len(n))
-    return 0.5 * (x[rows, (n - 1) // 2] + x[rows, n // 2])
-
-
-def _bootstrap_medians(sample_lists: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap medians, shape (cases, resamples), in O(resamples) per case instead of O(n*resamples).
-
-    A bootstrap resample draws x_sorted[floor(n*V)] for uniform V, and floor is monotone, so the
-    m-th smallest resampled value is x_sorted[floor(n*U_(m))] with U_(m) ~ Beta(m, n-m+1), the
-    m-th order statistic of n uniforms. Given U_(m) = u, the next one is u + (1-u)*Beta(1, n-m),
-    and Beta(1, k) is 1 - V**(1/k). Those two draws give exactly the bootstrap distribution of
-    numpy's median (the mean of the two middle values for even n) without building any resample.
-    """
-    x, n = _padded_sorted(sample_lists)
-    m = ((n + 1) // 2)[:, None]  # lower middle rank, 1-based
-    nn = n[:, None]
-    u_m = rng.beta(m, nn - m + 1, size=(len(n), resamples))
-    i_lo = np.minimum(np.floor(nn * u_m).astype(np.int64), nn - 1)
-    out = np.take_along_axis(x, i_lo, axis=1)
-    even = np.flatnonzero(n % 2 == 0)
-    if even.size:  # odd n: the median is the single middle value, no second draw
-        ne, me = nn[even], m[even]
-        u_next = 1.0 - (1.0 - u_m[even]) * rng.random((even.size, resamples)) ** (1.0 / (ne - me))
-        i_hi = np.minimum(np.floor(ne * u_next).astype(np.int64), ne - 1)
-        out[even] = 0.5 * (out[even] + np.take_along_axis(x[even], i_hi, axis=1))
-    return out
-
-
 def bootstrap_log_ratio(base_samples, new_samples, *, resamples: int = BOOTSTRAP_RESAMPLES,
                         seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """Bootstrap draws of log(median(new)/median(base)) for many pairs at once: an array of shape
@@ -204,8 +167,8 @@ def bootstrap_log_ratio(base_samples, new_samples, *, resamples: int = BOOTSTRAP
     if not len(base_samples):
         return np.zeros((0, resamples))
     rng = np.random.default_rng(seed)
-    mb = _bootstrap_medians([np.asarray(s, float) for s in base_samples], resamples, rng)
-    mn = _bootstrap_medians([np.asarray(s, float) for s in new_samples], resamples, rng)
+    mb = bootstrap_medians([np.asarray(s, float) for s in base_samples], resamples, rng)
+    mn = bootstrap_medians([np.asarray(s, float) for s in new_samples], resamples, rng)
     return np.log(mn) - np.log(mb)
 
 
@@ -372,7 +335,7 @@ def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FAC
         ns = [rows[i]["ns"] for i in tested]
         draws = bootstrap_log_ratio(bs, ns, resamples=resamples, seed=seed)
         sampling_sd = draws.std(axis=1)
-        med_b, med_n = _medians(*_padded_sorted(bs)), _medians(*_padded_sorted(ns))
+        med_b, med_n = row_medians(*padded_sorted(bs)), row_medians(*padded_sorted(ns))
         log_ratio = np.log(med_n) - np.log(med_b)
         sign = np.array([1.0 if rows[i]["direction"] == "lower" else -1.0 for i in tested])
         if run_noise is not None:

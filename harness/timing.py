@@ -39,7 +39,7 @@ class TimingConfig:
     max_case_time_s: float = 3.0  # time budget for one case's samples
     # A case whose samples spread widely gets more, up to max_samples, while its sampling stays
     # within noisy_budget_factor x max_case_time_s (see extend_noisy).
-    max_samples: int = 100
+    max_samples: int = 200
     noisy_budget_factor: float = 5.0
     warmup_calls: int = 2  # timed one by one; the best is the single dispatched call time
     host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device
@@ -148,16 +148,16 @@ def _device_loop_sample(looped: Callable, args: tuple, reps: int) -> float:
 
 
 # The sd of log(new median / base median) a case should reach so that compare proves a 1.5x
-# change at its family-wise level: (log 1.5 - log 1.05) / 3.3 sds (100 compared cases) = 0.11,
-# with a margin for the lumpy bootstrap of a median from few, bimodal samples. Each of the two
-# medians then needs sd(log median) <= 0.07 / sqrt(2).
-TARGET_LOG_RATIO_SD = 0.07
+# change at its family-wise level: (log 1.5 - log 1.05) / 3.9 sds (two-sided, 100 compared
+# cases) = 0.092, less a margin. Each of the two medians then needs sd(log median) <= 0.08 /
+# sqrt(2), by the bootstrap compare uses.
+TARGET_LOG_RATIO_SD = 0.08
 
 
 def extend_noisy(samples: list[float], take: Callable[[], float], per_sample_s: float, cfg: TimingConfig) -> list[float]:
     """More samples for a case whose median is too uncertain for compare to prove a 1.5x change
-    (harness.stats.log_median_sd, distribution-free), as long as the case's sampling time stays
-    within the noisy budget and under max_samples."""
+    (harness.stats.log_median_sd, compare's own bootstrap), as long as the case's sampling time
+    stays within the noisy budget and under max_samples."""
     budget_s = cfg.noisy_budget_factor * cfg.max_case_time_s
     target = TARGET_LOG_RATIO_SD / math.sqrt(2.0)
     while len(samples) < cfg.max_samples and (len(samples) + 1) * per_sample_s <= budget_s:
