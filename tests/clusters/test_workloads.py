@@ -88,3 +88,37 @@ def test_unknown_model_name():
 def test_missing_file(tmp_path):
     with pytest.raises(ModelInputError, match="not found"):
         load_model(str(tmp_path / "nope.toml"))
+
+
+@pytest.mark.parametrize("replace, message", [
+    (("n_layers = 2", "n_layers = 9223372036854775807"), "'n_layers' is 9223372036854775807, above the largest"),
+    (("hidden_size = 64", "hidden_size = 10000000"), "'hidden_size' is 10000000, above the largest"),
+    (("seq_len = 128", "seq_len = 1000000000"), "'seq_len' is 1000000000, above the largest"),
+    (("seq_len = 128", "seq_len = 128\nreported_params = inf"), "'reported_params' must be a finite number"),
+])
+def test_sizes_are_bounded_before_any_work(tmp_path, replace, message):
+    """2**63-1 layers once hung a projection for minutes; now the file is refused at load."""
+    path = tmp_path / "huge.toml"
+    path.write_text(GOOD.replace(*replace))
+    with pytest.raises(ModelInputError, match=message):
+        load_model_file(path)
+
+
+def test_binary_directory_and_missing_model_files_are_one_line(tmp_path):
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(ModelInputError, match=r"bin.toml: not a TOML text file"):
+        load_model_file(binary)
+    with pytest.raises(ModelInputError, match=r"is a directory, not a model file"):
+        load_model_file(tmp_path)
+    with pytest.raises(ModelInputError, match=r"model file not found"):
+        load_model_file(tmp_path / "none.toml")
+
+
+def test_projection_refuses_a_chip_count_it_cannot_search():
+    from clusters.projection import MAX_CHIPS, check_chips
+
+    check_chips(MAX_CHIPS)
+    for bad in (0, MAX_CHIPS + 1, 10**9, 8.0, True):
+        with pytest.raises(ModelInputError, match="chips must be an integer from 1 to"):
+            check_chips(bad)
