@@ -30,6 +30,15 @@ SERVE_RATES = ("tokens_per_s_per_chip", "output_tokens_per_s_per_chip",
 SERVE_TIMES = ("step_time_s", "tpot_s", "ttft_s")
 ENERGIES = ("joules_per_token",)
 DEFAULT_TRAIN_TOKENS = 15e12  # time-to-train budget (Llama 3's pre-training corpus)
+# The largest cluster a projection accepts: above any announced one, and small enough that the
+# plan search (which enumerates the divisors of the chip count) ends in about a second.
+MAX_CHIPS = 1 << 20
+
+
+def check_chips(chips) -> None:
+    """A chip count the model can project, checked before any work (1e9 would hang the search)."""
+    if not isinstance(chips, int) or isinstance(chips, bool) or not 1 <= chips <= MAX_CHIPS:
+        raise ModelInputError(f"chips must be an integer from 1 to {MAX_CHIPS:,}, got {chips!r}")
 
 
 def default_global_batch(seq_len: int) -> int:
@@ -85,6 +94,7 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
     """Training: with `degrees` (any of PLAN_DEGREES) that plan, dp filling the chips when not
     given; without, the best `top` plans of the search (alternatives listed). On a chip of
     several devices (the 910C's two dies) the degrees count ranks, one per device."""
+    check_chips(chips)
     if precision == "int8":
         raise ModelInputError("precision int8 is for inference; train with bf16, fp16 or fp8")
     if calibration_variant:
@@ -146,6 +156,7 @@ def project_serve(model: Model, system: System, chips: int, calibration: Calibra
     weights' format unless `kv_precision` names another. With input_len and output_len the
     instance also prefills new prompts in flight (aggregated serving). `overlap` None takes
     whichever of two overlapped micro-batches or one batch is faster."""
+    check_chips(chips)
     if mode not in ("prefill", "decode"):
         raise ModelInputError(f"serving mode must be prefill or decode, got {mode!r}")
     seq = seq_len or model.seq_len

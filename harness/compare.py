@@ -1,11 +1,26 @@
 """Compare two result sets case by case and say, with statistics, whether anything got worse.
 
-Per pair of cases (paired by `CaseResult.key`): the ratio of medians NEW/BASE with a bootstrap
-confidence interval on the raw samples, a Mann-Whitney U test on the raw samples, Holm's
-correction over all tests, and a verdict. A case is slower (or faster) only when the effect
-exceeds the factor AND the corrected test is significant: the factor alone would flag noisy
-cases, the test alone would flag real but irrelevant 0.3% changes on quiet machines.
-Direction (lower or higher is better) is read from each record, never guessed from a name.
+Per pair of cases (paired by `CaseResult.key`): the ratio of medians NEW/BASE and a decision
+interval around it, and a verdict read off the interval (asv's rule, with an interval instead of
+a test):
+- slower: the whole interval lies above the factor (proven worse by more than the factor);
+- inconclusive: the ratio is beyond the factor but the interval reaches below it (likely worse,
+  not proven; asv's `~`);
+- faster: the whole interval lies below 1/factor; otherwise same.
+
+The interval's width has two parts, added in quadrature on the log scale:
+- the sampling uncertainty of each median, from a bootstrap of the raw samples;
+- the run-to-run noise of the machine, which no single run's samples show: two back-to-back
+  runs of one commit differ by more than their samples' spread (a busy neighbour, a different
+  frequency or memory placement). It is estimated from the pair itself as the robust spread
+  (MAD) of all per-case log ratios, less the sampling part: most cases do not change between
+  two commits, so their spread is the noise. With fewer than RUN_NOISE_MIN_CASES cases it is
+  not estimated (or `run_noise` gives it).
+The interval's level is family-wise: 1 - alpha/m over the m compared pairs (Bonferroni). On a
+normal approximation the interval stays finite at any sample count, so the correction widens it
+but never makes a large change undetectable, unlike rank tests whose smallest p-value is fixed
+by the sample counts. Direction (lower or higher is better) is read from each record, never
+guessed from a name.
 """
 from __future__ import annotations
 
@@ -18,16 +33,20 @@ from scipy import stats as _sps
 
 from harness.format import format_value, markdown_cell, markdown_table, table
 from harness.resultset import CaseResult, ResultSet, load
+from harness.stats import bootstrap_medians, padded_sorted, row_medians
 
 
 def plain_table(header, rows) -> str:
     """Every column left-aligned, no rule: the compare and history tables."""
     return table(header, rows, align="l" * len(header), rule=False)
 
-VERDICTS = ("faster", "slower", "same", "newly failing", "fixed", "new", "missing", "not comparable")
+VERDICTS = ("faster", "slower", "inconclusive", "same", "newly failing", "fixed", "new", "missing",
+            "not comparable")
 WORSE_VERDICTS = ("slower", "newly failing")
 # Verdicts that mean the pair was actually compared (anything else: nothing to compare with).
-COMPARED_VERDICTS = ("faster", "slower", "same", "newly failing", "fixed")
+COMPARED_VERDICTS = ("faster", "slower", "inconclusive", "same", "newly failing", "fixed")
+# asv-style marks in the table (asv prints `~` for a change beyond the factor it cannot prove).
+MARKS = {"slower": "+", "faster": "-", "inconclusive": "~", "newly failing": "x", "fixed": "!"}
 
 EXIT_OK = 0
 EXIT_WORSE = 1
@@ -39,6 +58,14 @@ DEFAULT_ALPHA = 0.01
 BOOTSTRAP_RESAMPLES = 2000
 # Fixed so that the same two files always give the same table (golden tests, CI logs).
 BOOTSTRAP_SEED = 20261128
+# Below this many compared pairs the spread of their ratios says little about the machine's
+# run-to-run noise (and a few real changes would dominate it): it is then not estimated.
+RUN_NOISE_MIN_CASES = 12
+# A median from fewer samples has no usable uncertainty: such a pair can be inconclusive, never
+# slower or faster.
+MIN_SAMPLES_FOR_VERDICT = 3
+# MAD -> standard deviation for normal data.
+_MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
@@ -53,12 +80,15 @@ class CaseComparison:
     base_median: float | None = None
     new_median: float | None = None
     ratio: float | None = None  # NEW median / BASE median, in the record's unit
-    ratio_ci_low: float | None = None
+    ratio_ci_low: float | None = None  # the decision interval (Comparison.level, run noise included)
     ratio_ci_high: float | None = None
-    p_value: float | None = None
-    p_holm: float | None = None
+    sampling_sd: float | None = None  # bootstrap standard deviation of log(ratio)
     base_n: int = 0
     new_n: int = 0
+
+    @property
+    def mark(self) -> str:
+        return MARKS.get(self.verdict, "")
 
     @property
     def slowdown(self) -> float | None:
@@ -88,6 +118,10 @@ class Comparison:
     notes: tuple[str, ...]
     cases: tuple[CaseComparison, ...]
     n_tests: int = 0
+    level: float = 0.0  # two-sided confidence of each decision interval (1 - alpha / n_tests)
+    run_noise: float = 0.0  # the machine's run-to-run noise, sd of log(ratio)
+    run_noise_source: str = ""
+    strict: bool = False  # inconclusive counts as worse in the exit code
     base_meta: dict = field(default_factory=dict, repr=False)
     new_meta: dict = field(default_factory=dict, repr=False)
 
@@ -102,7 +136,7 @@ class Comparison:
         if not self.comparable:
             return EXIT_NOTHING_COMPARABLE
         counts = self.counts()
-        if any(counts[v] for v in WORSE_VERDICTS):
+        if any(counts[v] for v in WORSE_VERDICTS) or (self.strict and counts["inconclusive"]):
             return EXIT_WORSE
         if not any(counts[v] for v in COMPARED_VERDICTS):
             return EXIT_NOTHING_COMPARABLE
@@ -126,88 +160,42 @@ class Comparison:
 # ---------------------------------------------------------------------------- statistics
 
 
-def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjusted p-values (controls the family-wise error rate at alpha)."""
-    p = np.asarray(p_values, dtype=float)
-    m = p.size
-    if m == 0:
-        return p
-    order = np.argsort(p, kind="stable")
-    scaled = (m - np.arange(m)) * p[order]
-    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate(scaled))
-    out = np.empty(m)
-    out[order] = adjusted_sorted
-    return out
-
-
-def _padded_sorted(sample_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    n = np.array([len(s) for s in sample_lists])
-    out = np.full((len(sample_lists), int(n.max())), np.nan)
-    for i, s in enumerate(sample_lists):
-        out[i, : len(s)] = np.sort(s)
-    return out, n
-
-
-def _medians(x: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """numpy's median of each row of a NaN-padded sorted array with n[i] valid entries."""
-    rows = np.arange(len(n))
-    return 0.5 * (x[rows, (n - 1) // 2] + x[rows, n // 2])
-
-
-def _bootstrap_medians(sample_lists: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap medians, shape (cases, resamples), in O(resamples) per case instead of O(n*resamples).
-
-    A bootstrap resample draws x_sorted[floor(n*V)] for uniform V, and floor is monotone, so the
-    m-th smallest resampled value is x_sorted[floor(n*U_(m))] with U_(m) ~ Beta(m, n-m+1), the
-    m-th order statistic of n uniforms. Given U_(m) = u, the next one is u + (1-u)*Beta(1, n-m),
-    and Beta(1, k) is 1 - V**(1/k). Those two draws give exactly the bootstrap distribution of
-    numpy's median (the mean of the two middle values for even n) without building any resample.
-    """
-    x, n = _padded_sorted(sample_lists)
-    m = ((n + 1) // 2)[:, None]  # lower middle rank, 1-based
-    nn = n[:, None]
-    u_m = rng.beta(m, nn - m + 1, size=(len(n), resamples))
-    i_lo = np.minimum(np.floor(nn * u_m).astype(np.int64), nn - 1)
-    out = np.take_along_axis(x, i_lo, axis=1)
-    even = np.flatnonzero(n % 2 == 0)
-    if even.size:  # odd n: the median is the single middle value, no second draw
-        ne, me = nn[even], m[even]
-        u_next = 1.0 - (1.0 - u_m[even]) * rng.random((even.size, resamples)) ** (1.0 / (ne - me))
-        i_hi = np.minimum(np.floor(ne * u_next).astype(np.int64), ne - 1)
-        out[even] = 0.5 * (out[even] + np.take_along_axis(x[even], i_hi, axis=1))
-    return out
+def bootstrap_log_ratio(base_samples, new_samples, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Bootstrap draws of log(median(new)/median(base)) for many pairs at once: an array of shape
+    (pairs, resamples). `base_samples` and `new_samples` are equal-length lists of 1-D arrays."""
+    if not len(base_samples):
+        return np.zeros((0, resamples))
+    rng = np.random.default_rng(seed)
+    mb = bootstrap_medians([np.asarray(s, float) for s in base_samples], resamples, rng)
+    mn = bootstrap_medians([np.asarray(s, float) for s in new_samples], resamples, rng)
+    return np.log(mn) - np.log(mb)
 
 
 def bootstrap_ratio_ci(base_samples, new_samples, *, resamples: int = BOOTSTRAP_RESAMPLES,
                        seed: int = BOOTSTRAP_SEED, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of median(new)/median(base) for many pairs at once.
-
-    `base_samples` and `new_samples` are equal-length lists of 1-D sample arrays. Returns
-    (low, high) arrays, one entry per pair.
-    """
-    if not len(base_samples):
+    """Percentile bootstrap CI of median(new)/median(base) for many pairs at once (sampling
+    uncertainty only). Returns (low, high) arrays, one entry per pair."""
+    draws = bootstrap_log_ratio(base_samples, new_samples, resamples=resamples, seed=seed)
+    if not draws.size:
         return np.array([]), np.array([])
-    rng = np.random.default_rng(seed)
-    mb = _bootstrap_medians([np.asarray(s, float) for s in base_samples], resamples, rng)
-    mn = _bootstrap_medians([np.asarray(s, float) for s in new_samples], resamples, rng)
     tail = 50.0 * (1.0 - confidence)
-    low, high = np.percentile(mn / mb, [tail, 100.0 - tail], axis=1)
-    return low, high
+    low, high = np.percentile(draws, [tail, 100.0 - tail], axis=1)
+    return np.exp(low), np.exp(high)
 
 
-def mann_whitney_p(base_samples, new_samples) -> np.ndarray:
-    """Two-sided Mann-Whitney U p-values, vectorised over pairs that share sample counts."""
-    p = np.ones(len(base_samples))
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, (b, n) in enumerate(zip(base_samples, new_samples)):
-        by_shape.setdefault((len(b), len(n)), []).append(i)
-    for idx in by_shape.values():
-        xb = np.array([base_samples[i] for i in idx], dtype=float)
-        xn = np.array([new_samples[i] for i in idx], dtype=float)
-        res = _sps.mannwhitneyu(xb, xn, alternative="two-sided", axis=1)
-        # all-identical samples give NaN: no evidence of a difference
-        p[idx] = np.nan_to_num(np.asarray(res.pvalue, dtype=float), nan=1.0)
-    return p
+def estimate_run_noise(log_slowdowns, sampling_sd) -> float:
+    """The run-to-run noise (sd of log ratio) that the per-case ratios show beyond their sampling
+    uncertainty: the MAD of the log ratios around their median, as a standard deviation, less the
+    typical sampling variance, in quadrature. Robust to fewer than half the cases changing."""
+    x = np.asarray(log_slowdowns, float)
+    spread = _MAD_TO_SD * float(np.median(np.abs(x - np.median(x))))
+    sampling = float(np.median(np.asarray(sampling_sd, float) ** 2))
+    return math.sqrt(max(0.0, spread**2 - sampling))
+
+
+def normal_quantile(p: float) -> float:
+    return float(_sps.norm.ppf(p))
 
 
 # ---------------------------------------------------------------------------- comparability
@@ -244,6 +232,10 @@ def comparability(base_meta: dict, new_meta: dict) -> tuple[list[str], list[str]
     for label, meta in (("BASE", base_meta), ("NEW", new_meta)):
         if meta.get("complete") is False:
             notes.append(f"{label} is an incomplete (interrupted) run; missing cases are expected")
+        busy = [w for w in meta.get("warnings") or [] if isinstance(w, str) and w.startswith("busy machine")]
+        if busy:
+            notes.append(f"{label} was measured on a busy machine ({busy[0][len('busy machine: '):]}); "
+                         "expect run-to-run noise")
     return reasons, notes
 
 
@@ -284,9 +276,15 @@ def _label(rs: ResultSet, fallback: str) -> str:
 
 
 def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FACTOR, alpha: float = DEFAULT_ALPHA,
-                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Comparison:
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                 run_noise: float | None = None, strict: bool = False) -> Comparison:
+    """Pair the cases of two sets and give each pair a verdict (module docstring). `run_noise`
+    (sd of log ratio) replaces the estimate from the pair; `strict` makes an inconclusive case
+    fail the exit code."""
     if not factor >= 1.0:
         raise ValueError(f"factor must be >= 1, got {factor}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     reasons, notes = comparability(base.meta, new.meta)
     comparable = not reasons
     base_by_key = {c.key: c for c in base.cases}
@@ -328,32 +326,54 @@ def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FAC
             rows.append(dict(key=key, name=display(n), group=n.group, direction=n.direction, unit=n.unit,
                              verdict="new", reason="not in BASE" if n.status == "ok" else f"not in BASE; {n.status}"))
 
+    m = len(tested)
+    level = 1.0 - alpha / max(m, 1)
+    z = normal_quantile(1.0 - alpha / (2.0 * max(m, 1)))
+    noise, noise_source = 0.0, ""
     if tested:
         bs = [rows[i]["bs"] for i in tested]
         ns = [rows[i]["ns"] for i in tested]
-        low, high = bootstrap_ratio_ci(bs, ns, resamples=resamples, seed=seed)
-        p = mann_whitney_p(bs, ns)
-        p_adj = holm(p)
-        med_b, med_n = _medians(*_padded_sorted(bs)), _medians(*_padded_sorted(ns))
+        draws = bootstrap_log_ratio(bs, ns, resamples=resamples, seed=seed)
+        sampling_sd = draws.std(axis=1)
+        med_b, med_n = row_medians(*padded_sorted(bs)), row_medians(*padded_sorted(ns))
+        log_ratio = np.log(med_n) - np.log(med_b)
+        sign = np.array([1.0 if rows[i]["direction"] == "lower" else -1.0 for i in tested])
+        if run_noise is not None:
+            noise, noise_source = float(run_noise), "given"
+        elif m >= RUN_NOISE_MIN_CASES:
+            noise = estimate_run_noise(sign * log_ratio, sampling_sd)
+            noise_source = f"estimated from the spread of the {m} per-case ratios"
+        else:
+            noise_source = f"not estimated: {m} compared cases (needs {RUN_NOISE_MIN_CASES})"
+        half = z * np.sqrt(sampling_sd**2 + noise**2)
+        log_factor = math.log(factor)
         for j, i in enumerate(tested):
             row = rows[i]
-            mb, mn = float(med_b[j]), float(med_n[j])
-            ratio = mn / mb if mb > 0 else float("inf")
-            worse = ratio if row["direction"] == "lower" else 1.0 / ratio
-            significant = p_adj[j] < alpha
-            if significant and worse > factor:
+            worse = sign[j] * log_ratio[j]  # log of the slowdown: > 0 is worse
+            lo, hi = worse - half[j], worse + half[j]
+            few = min(len(row["bs"]), len(row["ns"])) < MIN_SAMPLES_FOR_VERDICT
+            if few and worse > log_factor:
+                verdict, reason = "inconclusive", f"fewer than {MIN_SAMPLES_FOR_VERDICT} samples"
+            elif few:
+                verdict, reason = "same", f"fewer than {MIN_SAMPLES_FOR_VERDICT} samples"
+            elif lo > log_factor:
                 verdict, reason = "slower", ""
-            elif significant and worse < 1.0 / factor:
+            elif hi < -log_factor:
                 verdict, reason = "faster", ""
-            elif significant:
-                verdict, reason = "same", f"significant but within the factor {factor:g}"
-            elif worse > factor or worse < 1.0 / factor:
-                verdict, reason = "same", f"beyond the factor but not significant at alpha {alpha:g}"
+            elif worse > log_factor:
+                verdict, reason = "inconclusive", "beyond the factor, not proven: the interval reaches below it"
+            elif worse < -log_factor:
+                verdict, reason = "same", "possibly faster, not proven"
+            elif lo > 0.0:
+                verdict, reason = "same", f"proven worse, but within the factor {factor:g}"
             else:
                 verdict, reason = "same", ""
-            row.update(verdict=verdict, reason=reason, base_median=mb, new_median=mn, ratio=ratio,
-                       ratio_ci_low=float(low[j]), ratio_ci_high=float(high[j]), p_value=float(p[j]),
-                       p_holm=float(p_adj[j]), base_n=len(row["bs"]), new_n=len(row["ns"]))
+            # the interval on the record's own ratio (new/base), not the oriented slowdown
+            r_lo, r_hi = (lo, hi) if sign[j] > 0 else (-hi, -lo)
+            row.update(verdict=verdict, reason=reason, base_median=float(med_b[j]), new_median=float(med_n[j]),
+                       ratio=float(math.exp(log_ratio[j])), ratio_ci_low=float(math.exp(r_lo)),
+                       ratio_ci_high=float(math.exp(r_hi)), sampling_sd=float(sampling_sd[j]),
+                       base_n=len(row["bs"]), new_n=len(row["ns"]))
 
     cases = []
     for row in rows:
@@ -366,7 +386,8 @@ def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FAC
     return Comparison(
         base_label=_label(base, "BASE"), new_label=_label(new, "NEW"), factor=factor, alpha=alpha,
         resamples=resamples, comparable=comparable, not_comparable_reasons=tuple(reasons),
-        notes=tuple(notes), cases=tuple(cases), n_tests=len(tested), base_meta=base.meta, new_meta=new.meta,
+        notes=tuple(notes), cases=tuple(cases), n_tests=m, level=level, run_noise=noise,
+        run_noise_source=noise_source, strict=strict, base_meta=base.meta, new_meta=new.meta,
     )
 
 
@@ -377,19 +398,13 @@ def compare_files(base_path, new_path, **kwargs) -> Comparison:
 
 # ---------------------------------------------------------------------------- display
 
-def format_p(p: float | None) -> str:
-    if p is None:
-        return "-"
-    return "<1e-6" if p < 1e-6 else f"{p:.2g}"
-
-
 def format_ratio(c: CaseComparison) -> tuple[str, str]:
     if c.ratio is None:
         return "-", "-"
     return f"{c.ratio:.3f}", f"[{c.ratio_ci_low:.3f}, {c.ratio_ci_high:.3f}]"
 
 
-TABLE_HEADER = ("case", "base", "new", "new/base", "95% CI", "p (Holm)", "verdict", "note")
+TABLE_HEADER = ("case", "base", "new", "new/base", "interval", "", "verdict", "note")
 
 
 def table_rows(cmp: Comparison, only_changed: bool = False) -> list[tuple[str, ...]]:
@@ -400,7 +415,7 @@ def table_rows(cmp: Comparison, only_changed: bool = False) -> list[tuple[str, .
             continue
         ratio, ci = format_ratio(c)
         out.append((c.name, format_value(c.base_median, c.unit), format_value(c.new_median, c.unit),
-                    ratio, ci, format_p(c.p_holm), c.verdict, c.reason))
+                    ratio, ci, c.mark, c.verdict, c.reason))
     return out
 
 
@@ -415,21 +430,41 @@ def family_rows(cmp: Comparison) -> list[tuple[str, str, str]]:
 
 def exit_message(cmp: Comparison) -> str:
     code = cmp.exit_code
+    n_inc = cmp.counts()["inconclusive"]
     if code == EXIT_WORSE:
+        if cmp.strict and n_inc and not any(cmp.counts()[v] for v in WORSE_VERDICTS):
+            return f"exit 1: {n_inc} inconclusive (--strict counts them as worse)"
         return "exit 1: something is slower or newly failing"
     if code == EXIT_NOTHING_COMPARABLE:
         why = "; ".join(cmp.not_comparable_reasons) or "no case measured in both sets"
         return f"exit 3: nothing comparable ({why})"
+    if n_inc:
+        return (f"exit 0: nothing proven worse; {n_inc} inconclusive (~: beyond the factor, not proven; "
+                "--strict fails on them)")
     return "exit 0: nothing worse"
+
+
+def _level(level: float) -> str:
+    text = f"{100 * level:.6f}".rstrip("0").rstrip(".")
+    return f"{text}%"
 
 
 def header_lines(cmp: Comparison) -> list[str]:
     lines = [f"base: {cmp.base_label}", f"new:  {cmp.new_label}",
-             f"factor {cmp.factor:g}, alpha {cmp.alpha:g} (Holm over {cmp.n_tests} tests), "
-             f"{cmp.resamples} bootstrap resamples"]
+             f"factor {cmp.factor:g}, alpha {cmp.alpha:g} family-wise over {cmp.n_tests} compared cases: "
+             f"each interval is {_level(cmp.level)} ({cmp.resamples} bootstrap resamples of the medians"
+             + (f", run-to-run noise {100 * (math.exp(cmp.run_noise) - 1):.1f}%" if cmp.run_noise else "") + ")",
+             f"run-to-run noise: {cmp.run_noise_source}" if cmp.run_noise_source else "",
+             "slower (+): the interval lies above the factor; inconclusive (~): beyond the factor, not proven; "
+             "faster (-): below 1/factor"]
+    lines = [l for l in lines if l]
     lines += [f"NOT COMPARABLE: {r}" for r in cmp.not_comparable_reasons]
     lines += [f"note: {n}" for n in cmp.notes]
     return lines
+
+
+def verdict_line(cmp: Comparison) -> str:
+    return "verdicts: " + ", ".join(f"{n} {v}" for v, n in cmp.counts().items() if n)
 
 
 def format_table(cmp: Comparison, only_changed: bool = False) -> str:
@@ -439,7 +474,7 @@ def format_table(cmp: Comparison, only_changed: bool = False) -> str:
     lines += ["", "by family (geometric mean of new/base, oriented so > 1 is worse):"]
     lines += ["  " + s for s in plain_table(("family", "geomean", "verdicts"),
                                             family_rows(cmp)).split("\n")]
-    lines += ["", "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), exit_message(cmp)]
+    lines += ["", verdict_line(cmp), exit_message(cmp)]
     return "\n".join(lines) + "\n"
 
 
@@ -463,6 +498,10 @@ def to_json_dict(cmp: Comparison, only_changed: bool = False) -> dict:
         "factor": cmp.factor,
         "alpha": cmp.alpha,
         "bootstrap_resamples": cmp.resamples,
+        "interval_level": cmp.level,
+        "run_noise_sd_log": cmp.run_noise,
+        "run_noise_source": cmp.run_noise_source,
+        "strict": cmp.strict,
         "comparable": cmp.comparable,
         "not_comparable_reasons": list(cmp.not_comparable_reasons),
         "notes": list(cmp.notes),
@@ -470,7 +509,7 @@ def to_json_dict(cmp: Comparison, only_changed: bool = False) -> dict:
         "families": [{"group": f.group, "n_compared": f.n_compared, "geomean_slowdown": f.geomean_slowdown,
                       "counts": f.counts} for f in cmp.families()],
         "cases": [
-            {k: (_num(v) if isinstance(v, float) else v) for k, v in c.__dict__.items()}
+            {**{k: (_num(v) if isinstance(v, float) else v) for k, v in c.__dict__.items()}, "mark": c.mark}
             for c in cmp.cases if not (only_changed and c.verdict == "same")
         ],
         "exit_code": cmp.exit_code,

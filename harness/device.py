@@ -32,6 +32,19 @@ def default_cpu_devices(environ, count: int = CPU_DEVICES) -> bool:
     return True
 
 
+def cpu_device_warning(asked: bool, count: int = CPU_DEVICES) -> str | None:
+    """After default_cpu_devices: a warning if JAX's CPU backend was initialised before the
+    flag could act, so this run would store under another machine id than `make bench`."""
+    if not asked:
+        return None
+    import jax
+
+    if jax.local_devices()[0].platform == "cpu" and jax.local_device_count() != count:
+        return (f"asked XLA for {count} host devices but JAX sees {jax.local_device_count()} "
+                "(its backends were initialised first)")
+    return None
+
+
 def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     try:
         out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -289,38 +302,52 @@ def catalog_ceilings(chip) -> dict:
     }
 
 
-def machine_id(host: dict, device: dict) -> str:
-    """Directory name under results/: host plus device, stable across runs on one machine."""
-    kind = re.sub(r"[^a-z0-9]+", "-", device["kind"].lower()).strip("-")
-    host_name = re.sub(r"[^a-z0-9]+", "-", host["hostname"].lower()).strip("-")
-    return f"{host_name}-{device['platform']}-{kind}-x{device['count']}"
+def _name_part(text) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text or "unknown").lower()).strip("-") or "unknown"
 
 
-def fingerprint(host: dict, device: dict) -> tuple[dict, str]:
-    """What must match for two runs to be the same machine for the nightly comparison."""
+def fingerprint(host: dict, device: dict, software: dict | None = None) -> tuple[dict, str]:
+    """What must match for two runs to be the same machine (the nightly baseline, history):
+    the device (platform, kind = the GPU's name, count), the GPU driver, the host's CPU model and
+    count, its memory (to the GiB: the kernel's own reservations move MemTotal by megabytes),
+    its kernel release and its name. A change to any of them starts a new series."""
+    memory = host.get("memory_bytes")
     fp = {
-        "platform": device["platform"],
-        "device_kind": device["kind"],
-        "device_count": device["count"],
-        "host_cpu": host["cpu"],
-        "hostname": host["hostname"],
+        "platform": device.get("platform"),
+        "device_kind": device.get("kind"),
+        "device_count": device.get("count"),
+        "gpu_driver": (software or {}).get("nvidia_driver"),
+        "host_cpu": host.get("cpu"),
+        "host_cpu_count": host.get("cpu_count"),
+        "host_memory_gib": round(memory / 2**30) if isinstance(memory, (int, float)) and memory > 0 else None,
+        "kernel": host.get("release"),
+        "hostname": host.get("hostname"),
     }
     digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
     return fp, digest
+
+
+def machine_id(host: dict, device: dict, fingerprint_id: str) -> str:
+    """Directory name under results/: readable (host, platform, device kind and count), and
+    ending in the fingerprint's first 6 hex digits, so two machines that share a host name never
+    share a directory."""
+    return (f"{_name_part(host.get('hostname'))}-{_name_part(device.get('platform'))}-"
+            f"{_name_part(device.get('kind'))}-x{device.get('count')}-{fingerprint_id[:6]}")
 
 
 def environment() -> dict:
     """The run-level metadata of a result set, minus what the run itself adds."""
     host = host_info()
     device = device_info()
-    fp, fp_id = fingerprint(host, device)
+    software = software_info()
+    fp, fp_id = fingerprint(host, device, software)
     return {
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "machine_id": machine_id(host, device),
+        "machine_id": machine_id(host, device, fp_id),
         "fingerprint": fp,
         "fingerprint_id": fp_id,
         "host": host,
         "device": device,
-        "software": software_info(),
+        "software": software,
         "git": git_info(),
     }

@@ -162,7 +162,7 @@ def lockstep_timing(call, args, cfg: TimingConfig, name: str) -> tuple[TimingCon
     reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / single)))
     samples = sample_count(reps * single, cfg)
     fixed = replace(cfg, min_time_s=_HUGE_S, max_case_time_s=_HUGE_S, max_reps=reps, samples=samples,
-                    min_samples=min(cfg.min_samples, samples))
+                    max_samples=samples, min_samples=min(cfg.min_samples, samples))
     note = (f"lock-step over {jax.process_count()} processes: {method}, repetitions and {samples} samples "
             f"fixed from the slowest process's single call ({single * 1e6:.1f} us)")
     return fixed, method, note

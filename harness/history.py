@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats as _sps
 
 from harness.errors import UserError
-from harness import resultset
+from harness import resultset, schema
 from harness.compare import plain_table
 from harness.format import format_value
 from harness.resultset import SCHEMA_VERSION, case_key
@@ -129,16 +129,39 @@ def change_points(values, *, alpha: float = DEFAULT_ALPHA, min_change: float = D
 
 # A raw-samples list as json.dumps writes it. Inside a JSON string every quote is escaped, so
 # this can only match the key itself; the list holds numbers only, so it has no inner ']'.
-_SAMPLES_LIST = re.compile(r'"samples_s":\s*\[[^\]]*\]')
+_SAMPLES_LIST = re.compile(r'"samples_s":\s*\[([^\]]*)\]')
+# What the fast reader accepts as a list of samples without parsing it: plain positive decimals
+# in JSON's grammar (no sign, NaN or Infinity; at most 20 digits either side of the point,
+# exponents of at most two digits: always finite). Anything
+# else, zero included, sends the file to the full loader, which names the bad field.
+_PLAIN_NUMBER = r"\s*(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,20})?(?:[eE][+-]?[0-9]{1,2})?\s*"
+_SAMPLES_OK = re.compile(rf"(?:{_PLAIN_NUMBER}(?:,{_PLAIN_NUMBER})*)?\s*")
 _DECODER = json.JSONDecoder()
+
+
+class _Unusual(Exception):
+    """A samples list the fast reader does not vouch for."""
+
+
+def _count_samples(match: re.Match) -> str:
+    body = match.group(1)
+    if not body.strip():
+        return '"samples_s":0'
+    if not _SAMPLES_OK.fullmatch(body):
+        raise _Unusual
+    values = body.split(",")
+    if not min(map(float, values)) > 0.0:  # grammar checked above: finite, no sign; zero is not a time
+        raise _Unusual
+    return f'"samples_s":{len(values)}'
 
 
 def _fast_section(path: Path) -> dict | None:
     """The `rackbench` section of a file we wrote, parsed without the duplicate `benchmarks`
-    and without the raw samples, which history does not need.
+    and with each raw-samples list replaced by its length, and schema-checked.
 
     Parsing JSON is what costs (365 files must take seconds): resultset.save writes the section
-    last, so decoding from its key to the end reads about a third of the numbers. Anything
+    last, so decoding from its key to the end reads about a third of the numbers; a regular
+    expression vouches for the samples (plain positive numbers) without parsing them. Anything
     unexpected returns None and the caller falls back to resultset.load, which gives the
     authoritative error or migration.
     """
@@ -146,17 +169,21 @@ def _fast_section(path: Path) -> dict | None:
         data = path.read_bytes()
         # the last "rackbench" key; the end check below proves it is the top-level one
         i = data.rindex(b'"rackbench":')
-        text = _SAMPLES_LIST.sub('"samples_s":[]', data[data.index(b"{", i):].decode())
+        text = _SAMPLES_LIST.sub(_count_samples, data[data.index(b"{", i):].decode())
         # save() indents, and json parses the text about twice as fast without it. A JSON string
         # cannot hold a raw newline, so whatever starts a line is layout, never data.
         text = "".join(map(str.lstrip, text.split("\n")))
         section, end = _DECODER.raw_decode(text)
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, _Unusual):
         return None
     if text[end:].strip() != "}" or not isinstance(section, dict):
         return None
     if section.get("schema_version") != SCHEMA_VERSION or not isinstance(section.get("cases"), list):
         return None
+    try:
+        schema.check_section(section, samples_stripped=True)
+    except schema.SchemaError:
+        return None  # the full loader names the field
     return section
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from harness import compare, history, report, resultset
 from harness.errors import UserError
-from harness.resultset import ResultSet
+from harness.resultset import ResultSet, check_writable_dir
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[s
 
 
 def gate(new_path, results_dir="results", report_dir="reports", *, factor: float = compare.DEFAULT_FACTOR,
-         alpha: float = compare.DEFAULT_ALPHA) -> NightlyOutcome:
+         alpha: float = compare.DEFAULT_ALPHA, run_noise: float | None = None,
+         strict: bool = False) -> NightlyOutcome:
     """Find the baseline for the set at `new_path`, compare, write the report. Never writes
     under `results_dir`."""
     new_path = Path(new_path)
@@ -76,7 +77,7 @@ def gate(new_path, results_dir="results", report_dir="reports", *, factor: float
         code = compare.EXIT_OK
     else:
         messages.append(f"baseline: {base.path}")
-        comparison = compare.compare_sets(base, new, factor=factor, alpha=alpha)
+        comparison = compare.compare_sets(base, new, factor=factor, alpha=alpha, run_noise=run_noise, strict=strict)
         code = comparison.exit_code
     if new.meta.get("complete") is False:
         messages.append(f"{new_path}: the run is incomplete (interrupted); missing cases are expected")
@@ -92,17 +93,43 @@ def gate(new_path, results_dir="results", report_dir="reports", *, factor: float
     return NightlyOutcome(code, new_path, base.path if base else None, comparison, (html_path, md_path), tuple(messages))
 
 
-def _run_suite(suite: str, results_dir: Path) -> Path:
-    from harness.runner import run_suite  # imports JAX: only when really measuring
+def _run_suite(suite: str, results_dir: Path, progress=None) -> Path:
+    """Measure `suite` as `rackbench run` does (the same CPU device count, so the set lands in
+    the same machine directory as `make bench`'s) and return the stored set's path. Ctrl-C:
+    the partial set stays stored and KeyboardInterrupt goes on up (exit 130, no comparison)."""
+    import os
+    import sys
 
-    outcome = run_suite(suite=suite, results_dir=results_dir)
+    from harness.device import cpu_device_warning, default_cpu_devices
+
+    from harness.interrupts import deferred
+
+    asked = default_cpu_devices(os.environ)  # before anything initialises JAX's backends
+    with deferred():  # imports JAX (only when really measuring) and starts its backends
+        from harness.runner import run_suite
+
+        import jax
+
+        jax.devices()
+
+    warning = cpu_device_warning(asked)
+    if warning:
+        print(f"nightly: warning: {warning}", file=sys.stderr)
+    outcome = run_suite(suite=suite, results_dir=results_dir, progress=progress)
+    if outcome.interrupted:
+        print(f"nightly: interrupted; the partial set is stored (complete: false): {outcome.path}", file=sys.stderr)
+        raise KeyboardInterrupt
     return Path(outcome.path)
 
 
 def run_nightly(suite: str = "default", results_dir="results", report_dir="reports", *,
                 factor: float = compare.DEFAULT_FACTOR, alpha: float = compare.DEFAULT_ALPHA,
-                run: Callable[[str, Path], Path] | None = None) -> NightlyOutcome:
+                run_noise: float | None = None, strict: bool = False, progress=None,
+                run: Callable[..., Path] | None = None) -> NightlyOutcome:
     """Measure `suite` into `results_dir` (the runner stores the set), then `gate()` it.
-    `run(suite, results_dir) -> path of the stored set` replaces the runner (tests)."""
-    new_path = (run or _run_suite)(suite, Path(results_dir))
-    return gate(new_path, results_dir, report_dir, factor=factor, alpha=alpha)
+    Both directories are checked writable before anything is measured.
+    `run(suite, results_dir, progress=...) -> path of the stored set` replaces the runner (tests)."""
+    check_writable_dir(results_dir, "--results")
+    check_writable_dir(report_dir, "--report-dir")
+    new_path = (run or _run_suite)(suite, Path(results_dir), progress=progress)
+    return gate(new_path, results_dir, report_dir, factor=factor, alpha=alpha, run_noise=run_noise, strict=strict)

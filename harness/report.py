@@ -275,14 +275,13 @@ def build_report(*, comparison=None, new: ResultSet | None = None, history=None,
 
 
 def write_report(out_dir, name: str, **kwargs) -> tuple[Path, Path]:
-    """Write <name>.html (self-contained), <name>.md and the PNGs the Markdown links."""
+    """Write <name>.html (self-contained), <name>.md and the PNGs the Markdown links, each
+    atomically (0644; a full disk leaves no half-written file and no temp file)."""
     out_dir = Path(out_dir)
     report = build_report(image_prefix=name, **kwargs)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for img_name, png in report.images.items():
-        (out_dir / img_name).write_bytes(png)
+        write_atomic(out_dir / img_name, png)
     html_path, md_path = out_dir / f"{name}.html", out_dir / f"{name}.md"
     for path, text in ((html_path, report.html), (md_path, report.markdown)):
         write_atomic(path, text)
-        path.chmod(0o644)  # write_atomic's temp file is private; a report is meant to be read
     return html_path, md_path

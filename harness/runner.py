@@ -14,15 +14,19 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
+from harness import conditions
 from harness import device as device_mod
 from harness import distributed
 from harness.errors import UserError
 from harness.estimate import Ceilings, costs_for, estimate_cases, fit_budget
 from harness.format import duration
-from harness.resultset import CaseResult, ResultSet, default_path, load, save
+from harness.progress import Progress
+from harness.resultset import (CaseResult, ResultSet, check_new_file, default_path, load, save,
+                               save_new)
 from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN, summarize
 from harness.suites import build_suite
-from harness.timing import TimingConfig, compile_ahead, device_loop_overhead, loop_overhead_note, time_compiled
+from harness.timing import (MIN_SAMPLES, TimingConfig, compile_ahead, device_loop_overhead,
+                            loop_overhead_note, time_compiled)
 from kernels.base import Case
 
 DEFAULT_SEED = 20261128
@@ -148,7 +152,7 @@ def apply_ceilings(rs: ResultSet, ceilings: dict) -> None:
 class RunOutcome:
     result_set: ResultSet
     path: Path
-    interrupted: bool
+    interrupted: bool  # Ctrl-C stopped the run before every case ran
 
 
 def select(cases: list[Case], pattern: str | None) -> list[Case]:
@@ -183,7 +187,7 @@ def run_suite(
     seed: int = DEFAULT_SEED,
     out_path: Path | None = None,
     cases: list[Case] | None = None,
-    progress: Callable | None = None,
+    progress: Progress | None = None,
     write: bool = True,
     budget_s: float | None = None,
     resume: bool = False,
@@ -196,7 +200,14 @@ def run_suite(
     `pattern` only picks what this call measures. `budget_s`: measure cases in order while the
     estimate of the next one (harness.estimate) still fits the seconds left, then stop; the set
     is complete once every case of the suite is in it. `announce` gets the plan, one line,
-    before anything is measured."""
+    before anything is measured.
+
+    Without `resume` the file is created before the first case is measured, exclusively: an
+    unwritable place fails at once, and two runs started in the same second get two files
+    (`save_new`). It is then rewritten atomically after every case, and `complete` is true
+    exactly when every case of the suite is in the set."""
+    if out_path is not None and write and not resume:
+        check_new_file(out_path, "--out-file")
     env = device_mod.environment()
     dev = jax.local_devices()[0]  # per-device cases run on this process's first device
     scope = cases if cases is not None else build_suite(suite, dev.platform)
@@ -208,6 +219,7 @@ def run_suite(
         chosen = [c for c in (select(scope, pattern) if pattern else scope) if c.name not in done]
     else:
         scope = chosen = select(scope, pattern)
+    before = conditions.snapshot()
     meta = {
         **env,
         "seed": seed,
@@ -215,9 +227,10 @@ def run_suite(
         "filter": None if resume else pattern,
         "argv": sys.argv,
         "timing_config": cfg.__dict__,
+        "conditions": {"before": before},
         "complete": False,
         "interrupted": False,
-        "warnings": [],
+        "warnings": [w for w in [conditions.busy_before(before)] + conditions.throttled(before) if w],
         "n_cases_planned": len(scope),
     }
     if env["device"].get("catalog_note"):
@@ -226,23 +239,41 @@ def run_suite(
         # the set keeps its first call's identity; what changed since is in its stages
         # (a budget's stop is the state of the last call, not history: the next call replaces it)
         meta = {**previous.meta, "complete": False, "interrupted": False, "n_cases_planned": len(scope),
+                "conditions": {"before": before},
                 "warnings": [w for w in previous.meta.get("warnings", []) if not w.startswith(_BUDGET_STOP)]}
         if previous.meta.get("git", {}).get("commit") != env["git"]["commit"]:
             meta["warnings"].append(f"resumed at commit {env['git']['commit']}; the set was begun at "
                                     f"{previous.meta.get('git', {}).get('commit')}")
     rs = ResultSet(meta=meta, cases=list(previous.cases) if previous else [])
     n_before = len(rs.cases)
-    path = Path(out_path) if out_path else default_path(Path(results_dir), meta)
     ceilings = device_mod.catalog_ceilings(chip) if chip else None
     estimates = _estimates(chosen, dev, chip, previous, cfg) if budget_s is not None or announce else None
     planned = fit_budget(estimates, budget_s) if budget_s is not None else len(chosen)
     if announce:
         announce(plan_line(estimates, planned, budget_s, len(scope) - len(chosen)))
 
-    def store() -> None:
+    def prepare() -> None:
         used = ceilings or measured_ceilings(rs.cases)
         rs.meta["ceilings"] = used
         apply_ceilings(rs, used)
+        have = {c.name for c in rs.cases}
+        rs.meta["complete"] = all(c.name in have for c in scope)
+
+    path = Path(out_path) if out_path else default_path(Path(results_dir), meta)
+    if write:  # claim the name now: an unwritable --out fails before anything is measured
+        prepare()
+        if resume and out_path is not None:
+            save(rs, path)  # the set being continued (or begun) at its own name
+        elif out_path is not None:
+            try:
+                save(rs, path, exclusive=True)
+            except FileExistsError:
+                raise UserError(f"--out-file {path}: already exists (a stored set is never overwritten)") from None
+        else:
+            path = save_new(rs, path)
+
+    def store() -> None:
+        prepare()
         if write:
             save(rs, path)
 
@@ -253,15 +284,17 @@ def run_suite(
 
     interrupted = False
     stopped_at = None
-    bar = progress(total=len(chosen)) if progress else None
+    bar = progress or Progress()
+    bar.start(len(chosen))
+    busy_cases = []
     try:
         for i, case in enumerate(chosen):
             if budget_s is not None and i and time.perf_counter() - call_started + estimates[i].total_s > budget_s:
                 stopped_at = i  # the next case would not fit the seconds left
                 break
-            if bar is not None:
-                bar.set_postfix_str(case.name[-48:])
+            bar.case_started(i, case.name)
             started = time.perf_counter()
+            cpu0 = conditions.cpu_times()
             result = measure_case(case, dev, seed, cfg)
             # everything the case cost: inputs, compile, check, warm-up, samples
             result.timing["case_wall_s"] = time.perf_counter() - started
@@ -270,26 +303,34 @@ def run_suite(
                 note = loop_overhead_note(result.median_s, overhead_s)
                 if note:
                     result.timing["notes"].append(note)
+            result.conditions = conditions.case_conditions(cpu0, conditions.cpu_times())
+            if result.conditions.get("other_cpu_fraction", 0.0) > conditions.BUSY_OTHER_CPU_FRACTION:
+                busy_cases.append(result.conditions["other_cpu_fraction"])
             rs.cases.append(result)
             for note in result.timing.get("notes", []):
                 if note.startswith(("large spread", "near the device loop")):
                     rs.meta["warnings"].append(f"{case.name}: {note}")
             store()
-            if bar is not None:
-                bar.update(1)
+            bar.case_done(i, result)
     except KeyboardInterrupt:
-        interrupted = True
-        rs.meta["interrupted"] = True
-        rs.meta["warnings"].append(f"interrupted after {len(rs.cases) - n_before} of {len(chosen)} cases")
+        interrupted = len(rs.cases) - n_before < len(chosen)
+        if interrupted:
+            rs.meta["interrupted"] = True
+            rs.meta["warnings"].append(f"interrupted after {len(rs.cases) - n_before} of {len(chosen)} cases")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+    after = conditions.snapshot()
+    rs.meta["conditions"]["after"] = after
+    if busy_cases:
+        rs.meta["warnings"].append(
+            f"busy machine: other processes used more than {conditions.BUSY_OTHER_CPU_FRACTION:.0%} of the CPUs "
+            f"during {len(busy_cases)} of {len(rs.cases)} cases (up to {max(busy_cases):.0%}); see each case's conditions")
+    rs.meta["warnings"] += conditions.throttled(after)
     names = {c.name for c in rs.cases}
     left = [c.name for c in scope if c.name not in names]
     if stopped_at is not None:
         rs.meta["warnings"].append(f"{_BUDGET_STOP} ({budget_s:g} s) after {stopped_at} of "
                                    f"{len(chosen)} cases; {len(left)} of the suite left (run again with --resume)")
-    rs.meta["complete"] = not interrupted and not left
     rs.meta.setdefault("stages", []).append({
         "started_utc": env["created_utc"], "commit": env["git"]["commit"], "filter": pattern,
         "budget_s": budget_s, "estimate_s": sum(e.total_s for e in estimates[:planned]) if estimates else None,
@@ -318,11 +359,12 @@ def plan_line(estimates: list, planned: int, budget_s: float | None, done: int) 
 
 
 def default_timing(suite: str, platform: str) -> TimingConfig:
-    """Sample budgets: tight on a CPU so `make bench` stays near a minute, fuller on a GPU."""
+    """Sample budgets per suite. Every case gets at least MIN_SAMPLES (10) samples, the slowest
+    included; beyond that, up to `samples` while its sampling stays within `max_case_time_s`."""
     if suite == "quick":
-        return TimingConfig(min_time_s=0.005, samples=7, min_samples=5, max_case_time_s=0.3)
+        return TimingConfig(min_time_s=0.005, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=0.3)
     if platform == "cpu":
-        return TimingConfig(min_time_s=0.02, samples=11, min_samples=5, max_case_time_s=1.0)
+        return TimingConfig(min_time_s=0.02, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=1.0)
     if suite == "default":
-        return TimingConfig(min_time_s=0.02, samples=15, min_samples=7, max_case_time_s=0.6)
-    return TimingConfig(min_time_s=0.05, samples=21, min_samples=7, max_case_time_s=2.0)
+        return TimingConfig(min_time_s=0.02, samples=21, min_samples=MIN_SAMPLES, max_case_time_s=0.6)
+    return TimingConfig(min_time_s=0.05, samples=31, min_samples=MIN_SAMPLES, max_case_time_s=2.0)

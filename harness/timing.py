@@ -21,6 +21,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from harness.stats import log_median_sd
+
 # The perturbation scale carried between repetitions: small enough never to change a value
 # in practice, but a constant that XLA cannot fold away.
 _CARRY_SCALE = 1e-30
@@ -31,12 +33,21 @@ LOOP_OVERHEAD_FLAG_RATIO = 5.0
 PROBE_KEPT_FRACTION = 0.25
 
 
+# Every case gets at least this many samples, the slowest included: with fewer, the ratio of two
+# medians has too wide a confidence interval for compare to prove a 20% change.
+MIN_SAMPLES = 10
+
+
 @dataclass(frozen=True)
 class TimingConfig:
     min_time_s: float = 0.05  # each sample lasts at least this long
     samples: int = 15  # samples per case, unless the case budget says fewer
-    min_samples: int = 5  # never fewer, so the median has a confidence interval to speak of
+    min_samples: int = MIN_SAMPLES  # never fewer, so compare can prove a change
     max_case_time_s: float = 3.0  # time budget for one case's samples
+    # A case whose samples spread widely gets more, up to max_samples, while its sampling stays
+    # within noisy_budget_factor x max_case_time_s (see extend_noisy).
+    max_samples: int = 200
+    noisy_budget_factor: float = 5.0
     warmup_calls: int = 2  # timed one by one; the best is the single dispatched call time
     host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device
     max_reps: int = 1_000_000
@@ -155,6 +166,26 @@ def final_trip_count(probe_reps: int, per_rep_s: float, cfg: TimingConfig) -> in
     return max(probe_reps, min(cfg.max_reps, math.ceil(cfg.min_time_s / max(per_rep_s, 1e-12))))
 
 
+# The sd of log(new median / base median) a case should reach so that compare proves a 1.5x
+# change at its family-wise level: (log 1.5 - log 1.05) / 3.9 sds (two-sided, 100 compared
+# cases) = 0.092, less a margin. Each of the two medians then needs sd(log median) <= 0.08 /
+# sqrt(2), by the bootstrap compare uses.
+TARGET_LOG_RATIO_SD = 0.08
+
+
+def extend_noisy(samples: list[float], take: Callable[[], float], per_sample_s: float, cfg: TimingConfig) -> list[float]:
+    """More samples for a case whose median is too uncertain for compare to prove a 1.5x change
+    (harness.stats.log_median_sd, compare's own bootstrap), as long as the case's sampling time
+    stays within the noisy budget and under max_samples."""
+    budget_s = cfg.noisy_budget_factor * cfg.max_case_time_s
+    target = TARGET_LOG_RATIO_SD / math.sqrt(2.0)
+    while len(samples) < cfg.max_samples and (len(samples) + 1) * per_sample_s <= budget_s:
+        if log_median_sd(samples) <= target:
+            break
+        samples.append(take())
+    return samples
+
+
 def sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
     fit = int(cfg.max_case_time_s // max(per_sample_s, 1e-9))
     return max(cfg.min_samples, min(cfg.samples, fit))
@@ -172,6 +203,7 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / single)))
         n = sample_count(reps * single, cfg)
         samples = [_host_loop_sample(call, args, reps) for _ in range(n)]
+        samples = extend_noisy(samples, lambda: _host_loop_sample(call, args, reps), reps * single, cfg)
         return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single)
 
     # device-loop: a probe whose trip count the single call suggests (that call includes the
@@ -193,6 +225,7 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         _block(looped(*args))
     n = sample_count(reps * per_rep, cfg)
     samples = [_device_loop_sample(looped, args, reps) for _ in range(n)]
+    samples = extend_noisy(samples, lambda: _device_loop_sample(looped, args, reps), reps * per_rep, cfg)
     notes = [
         f"device-loop: {reps} repetitions in one compiled program per sample; per-call time "
         f"excludes dispatch (one dispatched call took {single * 1e6:.1f} us)"

@@ -5,12 +5,12 @@ SDPA, device copy) and pairs each figure with the matching case of a result set.
 """
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.resultset import ResultSet
+from harness.resultset import ResultSet, read_document
 
 # Our bf16 8192^3 matmul must reach this fraction of torch.matmul on the same card (issue 2).
 MATMUL_MIN_RATIO = 0.90
@@ -36,17 +36,40 @@ class VendorRow:
         return self.ratio >= self.min_ratio
 
 
+def _positive(path, where: str, v) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    if not ok:
+        raise UserError(f"{path}: {where}: must be a positive number, got {v!r}"[:300])
+
+
+def _positive_int(path, where: str, v) -> None:
+    if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+        raise UserError(f"{path}: {where}: must be a positive integer, got {v!r}"[:300])
+
+
 def load_vendor(path) -> dict:
+    """The JSON vendor_baselines.py prints, checked: every figure it carries must be a positive
+    number (a zero would divide, a string would crash)."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such vendor-baseline file") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    doc = read_document(path, "vendor-baseline file")
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: not the output of vendor_baselines.py (top level is not an object)")
     for key in ("matmul_bf16", "copy"):
         if key not in doc:
             raise UserError(f"{path}: missing {key!r}; expected the output of vendor_baselines.py")
+        if not isinstance(doc[key], dict):
+            raise UserError(f"{path}: {key}: must be an object, got {type(doc[key]).__name__}")
+    mm = doc["matmul_bf16"]
+    for k in ("m", "n", "k"):
+        _positive_int(path, f"matmul_bf16.{k}", mm.get(k))
+    _positive(path, "matmul_bf16.tflops_per_s", mm.get("tflops_per_s"))
+    _positive(path, "copy.bytes_per_s", doc["copy"].get("bytes_per_s"))
+    sdpa = doc.get("sdpa_causal_bf16")
+    if sdpa is not None:
+        if not isinstance(sdpa, dict):
+            raise UserError(f"{path}: sdpa_causal_bf16: must be an object, got {type(sdpa).__name__}")
+        _positive_int(path, "sdpa_causal_bf16.t", sdpa.get("t"))
+        _positive(path, "sdpa_causal_bf16.tflops_per_s", sdpa.get("tflops_per_s"))
     return doc
 
 

@@ -7,17 +7,20 @@ module is imported, so `--help` loads none of them and the model commands (`cata
 `collective`, `project`) never load JAX, SciPy or pandas: they start in a fraction of a second.
 
 Input errors of every package (harness.errors.INPUT_ERRORS) are caught here once: one line on
-stderr naming the input, exit code 2. Ctrl-C is exit 130 with one line, and a closed pipe
-(`rackbench catalog | head -1`) ends quietly.
+stderr naming the input, exit code 2. Ctrl-C is exit 130 with one line at any moment (a second
+Ctrl-C while exiting is ignored), and a closed pipe (`rackbench catalog | head -1`) ends quietly
+with exit 0.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from harness.errors import INPUT_ERRORS
+from harness.interrupts import caused_by_interrupt, deferred
 
 # (name, one line of help), in the order --help shows them. The module of a command is
 # harness/cli/<name with - as _>.py; only the invoked command's module is imported.
@@ -33,6 +36,7 @@ COMMANDS = (
     ("compare", "compare two result sets; exit 1 if anything got slower or newly fails"),
     ("nightly", "run the suite, compare with the previous set of this machine, write the report"),
     ("history", "trend table and change points over all stored sets of one machine"),
+    ("migrate", "rewrite stored result sets at the current schema version"),
     ("report", "write a self-contained HTML report (and Markdown) of a result set"),
     ("project", "project training or inference of a model onto a system"),
     ("versus", "CloudMatrix 384 against GB200 NVL72 and H100/H800/H20 clusters"),
@@ -96,25 +100,63 @@ def _invoked(argv: list[str]) -> tuple[str, ...]:
     return tuple(a for a in argv if a in names)[:1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _quiet_exit(code: int) -> int:
+    """The console script's way out. From here on a second Ctrl-C changes nothing: the exit code
+    is decided. After an interrupt the process ends at once (os._exit, after flushing): JAX may
+    still be running a computation dispatched before the Ctrl-C, and the interpreter's shutdown
+    under it can crash (seen: SIGSEGV instead of 130). Everything worth keeping was written
+    atomically (and fsynced) before."""
     try:
-        parser = build_parser(_invoked(argv))
-        args = parser.parse_args(argv)
-        try:
-            return int(args.func(args) or 0)
-        except INPUT_ERRORS as exc:
-            print(f"rackbench {args.command}: error: {exc}", file=sys.stderr)
-            return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("rackbench: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader went away (`| head`): say nothing, and keep Python from complaining again
-        # when it flushes stdout at exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _drop_stdout() -> None:
+    # the reader went away (`| head`): say nothing, and keep Python from complaining again
+    # when it flushes stdout at exit
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        try:
+            with deferred():  # the command's imports (JAX, SciPy) must not see a Ctrl-C half-way
+                parser = build_parser(_invoked(argv))
+            args = parser.parse_args(argv)
+            try:
+                code = int(args.func(args) or 0)
+            except INPUT_ERRORS as exc:
+                print(f"rackbench {args.command}: error: {exc}", file=sys.stderr)
+                code = EXIT_USER_ERROR
+            except Exception as exc:
+                if not caused_by_interrupt(exc):  # a lazy import that turned Ctrl-C into its own error
+                    raise
+                raise KeyboardInterrupt from None
+            sys.stdout.flush()  # a closed pipe shows here, not in Python's exit handler
+        except KeyboardInterrupt:
+            if console:  # a second Ctrl-C must not interrupt the message
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("rackbench: interrupted", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _drop_stdout()
+        code = 0
+    return _quiet_exit(code) if console else code
 
 
 if __name__ == "__main__":  # pragma: no cover

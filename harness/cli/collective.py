@@ -8,7 +8,7 @@ import numpy as np
 
 from clusters.catalog import load_system
 from clusters.collectives import ALGORITHMS, OPS, Group, collective
-from harness.cli.common import add_format, add_plot
+from harness.cli.common import add_format, add_plot, check_plot_path, write_figure
 from harness.errors import UserError
 from harness.format import si, table
 
@@ -69,16 +69,15 @@ def _plot(path: str, result, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     try:
-        fig.savefig(path)
-    except OSError as exc:
-        raise UserError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
+        write_figure(fig, path)
     finally:
         plt.close(fig)
 
 
 def compute(args) -> dict:
     """The collective `args` ask for: the group and one row per size (what --format json
-    prints)."""
+    prints). A --plot path is checked before any work."""
+    check_plot_path(args.plot)
     if args.op not in OPS:
         raise UserError(f"--op {args.op!r}: valid: {', '.join(OPS)}")
     if args.algorithm is not None and args.algorithm not in ALGORITHMS:

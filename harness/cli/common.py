@@ -30,3 +30,59 @@ def positive(name: str, value, allow_none: bool = True) -> None:
         return
     if value is None or value < 1:
         raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def add_verdict_flags(p: argparse.ArgumentParser, factor: float, alpha: float) -> None:
+    """compare's verdict knobs, shared by compare and nightly (defaults: harness.compare's)."""
+    p.add_argument("--factor", type=float, default=factor,
+                   help="minimum effect, as a ratio of medians, to call a case slower or faster (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=alpha,
+                   help="family-wise error rate: each interval is at 1 - alpha/(compared cases) (default %(default)s)")
+    p.add_argument("--run-noise", type=float, metavar="FRACTION",
+                   help="the machine's run-to-run noise as a fraction (0.03 = 3%%) instead of the estimate from "
+                        "the pair's own spread")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 on inconclusive cases too (likely worse, not proven)")
+
+
+def verdict_options(args) -> dict:
+    """The checked keyword arguments of compare.compare_sets from add_verdict_flags' flags."""
+    import math
+
+    if not (math.isfinite(args.factor) and args.factor >= 1.0):
+        raise UserError(f"--factor {args.factor}: must be >= 1 (1.05 means a 5% change)")
+    if not 0.0 < args.alpha < 1.0:
+        raise UserError(f"--alpha {args.alpha}: must be between 0 and 1")
+    noise = None
+    if args.run_noise is not None:
+        if not (math.isfinite(args.run_noise) and 0.0 <= args.run_noise < 10.0):
+            raise UserError(f"--run-noise {args.run_noise}: must be a fraction >= 0 (0.03 = 3%)")
+        noise = math.log1p(args.run_noise)
+    return {"factor": args.factor, "alpha": args.alpha, "run_noise": noise, "strict": args.strict}
+
+
+def check_plot_path(path: str | None) -> None:
+    """--plot: a .png in a writable directory, checked before any work."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    from harness.resultset import check_writable_dir
+
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise UserError(f"--plot {path}: must end in .png (the plot is a PNG image)")
+    if p.is_dir():
+        raise UserError(f"--plot {path}: is a directory")
+    check_writable_dir(p.parent if str(p.parent) else Path("."), "--plot")
+
+
+def write_figure(fig, path: str, **savefig) -> None:
+    """Save a matplotlib figure as PNG atomically (no half-written file on a full disk)."""
+    import io
+
+    from harness.resultset import write_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    write_atomic(path, buf.getvalue())

@@ -4,32 +4,27 @@ from __future__ import annotations
 import json
 
 from harness import compare
-from harness.cli.common import add_format
-from harness.errors import UserError
+from harness.cli.common import add_format, add_verdict_flags, verdict_options
 
 
 def register(p) -> None:
     p.description = (
-        "Pair cases by name and parameters; per pair: ratio of medians with a bootstrap "
-        "CI, Mann-Whitney U with Holm correction, and a verdict. Exit codes: 0 nothing worse, "
-        "1 something slower or newly failing, 2 bad input, 3 nothing comparable.")
+        "Pair cases by name and parameters; per pair: the ratio of medians, a decision interval "
+        "(bootstrap of the medians plus the pair's run-to-run noise, family-wise level), and a "
+        "verdict: slower (+) when the interval lies above the factor, inconclusive (~) when the "
+        "ratio is beyond the factor but not proven. Exit codes: 0 nothing proven worse, "
+        "1 something slower or newly failing (or inconclusive, with --strict), 2 bad input, "
+        "3 nothing comparable.")
     p.add_argument("base", metavar="BASE", help="baseline result set (rackbench or pytest-benchmark JSON)")
     p.add_argument("new", metavar="NEW", help="result set to judge")
-    p.add_argument("--factor", type=float, default=compare.DEFAULT_FACTOR,
-                   help="minimum effect, as a ratio of medians, to call a case slower or faster (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=compare.DEFAULT_ALPHA,
-                   help="significance level after Holm correction (default %(default)s)")
+    add_verdict_flags(p, compare.DEFAULT_FACTOR, compare.DEFAULT_ALPHA)
     p.add_argument("--only-changed", action="store_true", help="hide cases whose verdict is 'same'")
     add_format(p, "markdown")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if not args.factor >= 1.0:
-        raise UserError(f"--factor {args.factor}: must be >= 1 (1.05 means a 5% change)")
-    if not 0.0 < args.alpha < 1.0:
-        raise UserError(f"--alpha {args.alpha}: must be between 0 and 1")
-    cmp = compare.compare_files(args.base, args.new, factor=args.factor, alpha=args.alpha)
+    cmp = compare.compare_files(args.base, args.new, **verdict_options(args))
     if args.format == "json":
         print(json.dumps(compare.to_json_dict(cmp, args.only_changed), indent=1))
     elif args.format == "markdown":

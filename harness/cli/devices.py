@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 
-from harness.device import catalog_ceilings, catalog_chip, environment
+from harness.device import catalog_ceilings, catalog_chip, default_cpu_devices, environment
 from harness.cli.common import add_format
 from harness.format import si
 
 
 def run(args) -> int:
+    # the device count `run`, `nightly` and `make bench` use, so the machine id printed here is theirs
+    default_cpu_devices(os.environ)
     env = environment()
     dev = env["device"]
     chip = catalog_chip(dev["kind"], dev["platform"])

@@ -3,18 +3,23 @@ write the report; the exit code is compare's (0 nothing worse, 1 worse, 2 bad in
 comparable), and 0 with a message when there is no earlier set yet."""
 from __future__ import annotations
 
+import sys
+
 from harness import compare, nightly
+from harness.cli.common import add_verdict_flags, verdict_options
+from harness.progress import progress_for
 
 
 def register(p) -> None:
     p.description = (
-        "The regression gate for cron or CI. Exit codes: 0 nothing worse (or no earlier "
-        "set to compare with), 1 something slower or newly failing, 2 bad input, 3 nothing comparable.")
+        "The regression gate for cron or CI. Exit codes: 0 nothing proven worse (or no earlier "
+        "set to compare with), 1 something slower or newly failing (or inconclusive, with --strict), "
+        "2 bad input or an unwritable place, 3 nothing comparable, 130 interrupted.")
     p.add_argument("--suite", default="default", help="suite to run (default %(default)s)")
     p.add_argument("--results", default="results", metavar="DIR", help="result store (default %(default)s)")
     p.add_argument("--report-dir", default="reports", metavar="DIR", help="where reports go (default %(default)s)")
-    p.add_argument("--factor", type=float, default=compare.DEFAULT_FACTOR)
-    p.add_argument("--alpha", type=float, default=compare.DEFAULT_ALPHA)
+    add_verdict_flags(p, compare.DEFAULT_FACTOR, compare.DEFAULT_ALPHA)
+    p.add_argument("--quiet", action="store_true", help="no per-case progress while measuring")
     p.set_defaults(func=run)
 
 
@@ -29,6 +34,7 @@ def print_outcome(outcome: nightly.NightlyOutcome) -> None:
 
 
 def run(args) -> int:
-    outcome = nightly.run_nightly(args.suite, args.results, args.report_dir, factor=args.factor, alpha=args.alpha)
+    outcome = nightly.run_nightly(args.suite, args.results, args.report_dir, **verdict_options(args),
+                                  progress=progress_for(sys.stderr, args.quiet))
     print_outcome(outcome)
     return outcome.exit_code

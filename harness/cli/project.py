@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from clusters.catalog import load_system
-from clusters.projection import PLAN_DEGREES, project_serve, project_train
+from clusters.projection import MAX_CHIPS, PLAN_DEGREES, project_serve, project_train
 from clusters.workloads import load_model
 from harness.cli.common import add_calibration, add_format, positive
 from harness.errors import UserError
-from harness.format import percent_range, si_range, percent, si, table
+from harness.format import percent, percent_range, si, si_range, table
 from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
 
 PLAN_FLAGS = PLAN_DEGREES
@@ -101,6 +102,12 @@ def compute(args) -> dict:
     for name in ("chips", "micro_batch", "global_batch", "seq_len", "tp", "pp", "vpp", "dp",
                  "ep", "cp", "context", "top", "concurrency", "ranks_per_chip"):
         positive(name, getattr(args, name))
+    if args.chips > MAX_CHIPS:
+        raise UserError(f"--chips {args.chips}: at most {MAX_CHIPS:,} (a larger search would not end)")
+    for name in ("train_tokens", "tpot_ms", "ttft_ms"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     model = load_model(args.model)
     system = load_system(args.system)
     cal = choose_calibration(args.calibration, REFERENCE_DIR)

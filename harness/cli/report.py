@@ -2,10 +2,12 @@
 compared with a base (the previous set of the same machine by default), with its history."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from harness import compare, history, nightly, report, resultset
 from harness.errors import UserError
+from harness.resultset import check_writable_dir
 
 
 def register(p) -> None:
@@ -19,24 +21,39 @@ def register(p) -> None:
     p.set_defaults(func=run)
 
 
+def _newest_readable(results: Path, warnings: list[str]) -> tuple[Path, resultset.ResultSet]:
+    """The newest set of the machine measured most recently that loads; each unreadable one
+    on the way is skipped with a warning."""
+    files = history.result_files(history.machine_directory(results))
+    for path in reversed(files):
+        try:
+            return path, resultset.load(path)
+        except UserError as exc:
+            warnings.append(f"skipped: {exc}")
+    raise UserError(f"{results}: no readable result set")
+
+
 def run(args) -> int:
     results = Path(args.results)
+    check_writable_dir(args.out, "--out")
+    warnings: list[str] = []
     if args.new:
         new_path = Path(args.new)
+        new = resultset.load(new_path)
     else:
-        files = history.result_files(history.machine_directory(results))
-        new_path = files[-1]
-    new = resultset.load(new_path)
+        new_path, new = _newest_readable(results, warnings)
     if args.base:
         base = resultset.load(args.base)
     else:
-        base, warnings = nightly.find_baseline(results, new) if results.is_dir() else (None, [])
-        for w in warnings:
-            print(f"report: {w}")
+        base, more = nightly.find_baseline(results, new) if results.is_dir() else (None, [])
+        warnings += more
+    for w in dict.fromkeys(warnings):  # one line per file, however many readers met it
+        print(f"report: {w}", file=sys.stderr)
     comparison = compare.compare_sets(base, new) if base is not None else None
     hist = None
-    machine_dir = results / str(new.meta.get("machine_id")) if new.meta.get("machine_id") else None
-    for candidate in (machine_dir, new_path.parent):
+    # machine_id is schema-checked to be one safe path component; the set's own directory next
+    machine = resultset.safe_machine_id(new.meta.get("machine_id"))
+    for candidate in ((results / machine) if machine else None, new_path.parent):
         if candidate is not None and candidate.is_dir():
             try:
                 hist = history.load_history(candidate)

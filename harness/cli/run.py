@@ -7,25 +7,27 @@ from dataclasses import replace
 from pathlib import Path
 
 import jax
-from tqdm import tqdm
 
 from harness import distributed
 from harness.cli.show import render
-from harness.device import CPU_DEVICES, default_cpu_devices
+from harness.device import cpu_device_warning, default_cpu_devices
 from harness.errors import UserError
-from harness.studies.closing_loop import add_projections
-from harness.resultset import save
+from harness.interrupts import deferred
+from harness.resultset import check_new_file, check_writable_dir, save, warning_summary
+from harness.progress import progress_for
 from harness.runner import DEFAULT_SEED, default_timing, run_suite
+from harness.studies.closing_loop import add_projections
 from harness.suites import SUITES
 
 
-def _progress():
-    if not sys.stderr.isatty():
-        return None
-    return lambda total: tqdm(total=total, unit="case", file=sys.stderr, dynamic_ncols=True)
-
-
 def run(args) -> int:
+    # Output places are checked before anything is initialised or measured.
+    if args.out_file:
+        check_new_file(args.out_file, "--out-file")
+    else:
+        check_writable_dir(args.out, "--out")
+    if args.min_time_s is not None and not args.min_time_s > 0:
+        raise UserError(f"--min-time-s {args.min_time_s}: must be positive")
     asked = default_cpu_devices(os.environ)
     dist = None
     if args.distributed:
@@ -38,20 +40,19 @@ def run(args) -> int:
         raise UserError(f"--budget-s {args.budget_s}: must be positive")
     if args.distributed and (args.resume or args.budget_s is not None):
         raise UserError("--resume and --budget-s are for one process; not with --distributed")
-    platform = jax.local_devices()[0].platform
-    if asked and platform == "cpu" and jax.local_device_count() != CPU_DEVICES:
-        print(f"warning: asked XLA for {CPU_DEVICES} host devices but JAX sees {jax.local_device_count()} "
-              "(its backends were initialised first)", file=sys.stderr)
+    with deferred():  # JAX's backends start here: a Ctrl-C waits until they have
+        platform = jax.local_devices()[0].platform
+    warning = cpu_device_warning(asked)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     lead = jax.process_index() == 0
     cfg = default_timing(args.suite, platform)
     if args.min_time_s is not None:
-        if args.min_time_s <= 0:
-            raise UserError(f"--min-time-s {args.min_time_s}: must be positive")
         cfg = replace(cfg, min_time_s=args.min_time_s, max_case_time_s=max(cfg.max_case_time_s, 5 * args.min_time_s))
     out_file = Path(args.out_file) if args.out_file else None
     outcome = run_suite(
         suite=args.suite, pattern=args.filter, results_dir=Path(args.out), cfg=cfg, seed=args.seed,
-        out_path=out_file, progress=_progress() if lead else None, write=lead,
+        out_path=out_file, progress=progress_for(sys.stderr, args.quiet) if lead else None, write=lead,
         budget_s=args.budget_s, resume=args.resume, announce=print if lead else None,
     )
     if dist is not None:
@@ -65,7 +66,11 @@ def run(args) -> int:
     add_projections(outcome.result_set)  # closing the loop: the step projected from this set
     save(outcome.result_set, outcome.path)
     if not args.quiet:
-        print(render(outcome.result_set))
+        print(render(outcome.result_set, warnings="summary"))
+    else:
+        summary = warning_summary(outcome.result_set.meta.get("warnings") or [], outcome.path)
+        if summary:
+            print(summary)
     print(f"stored: {outcome.path}")
     if not outcome.result_set.meta["complete"] and not outcome.interrupted:
         left = outcome.result_set.meta["stages"][-1]["cases_left"]
@@ -83,7 +88,8 @@ def register(p) -> None:
     p.add_argument("--out-file", help="write the result set to this exact path instead")
     p.add_argument("--min-time-s", type=float, help="minimum duration of one sample")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="input PRNG seed (recorded)")
-    p.add_argument("--quiet", action="store_true", help="do not print the table")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (bar or per-case lines) and no table; the stored path and the warnings line stay")
     p.add_argument("--budget-s", type=float, metavar="S",
                    help="stop before a case whose estimate (harness/estimate.py) would not fit the seconds "
                         "left; the plan is printed first; the set is then incomplete, to --resume")

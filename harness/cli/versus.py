@@ -8,7 +8,7 @@ import matplotlib
 
 from clusters.projection import TRAIN_TOKENS_PER_STEP
 from clusters.versus import CONTEXT, DEFAULT_TPOT_S, PROMPT, WORKLOADS, versus
-from harness.cli.common import add_calibration, add_format, add_plot
+from harness.cli.common import add_calibration, add_format, add_plot, check_plot_path, write_figure
 from harness.errors import UserError
 from harness.format import count, markdown_table, percent, table
 from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
@@ -37,6 +37,7 @@ def register(p) -> None:
 
 
 def run(args) -> int:
+    check_plot_path(args.plot)
     if not args.tpot_ms > 0 or not math.isfinite(args.tpot_ms):
         raise UserError(f"--tpot-ms must be a positive number, got {args.tpot_ms:g}")
     cal = choose_calibration(args.calibration, REFERENCE_DIR)
@@ -157,8 +158,6 @@ def plot(v, path: str) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise UserError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
+        write_figure(fig, path, dpi=120)
     finally:
         plt.close(fig)

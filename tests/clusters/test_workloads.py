@@ -99,3 +99,26 @@ def test_a_binary_file_or_a_directory_is_one_line(tmp_path):
     (tmp_path / "d.toml").mkdir()
     with pytest.raises(ModelInputError, match="d.toml: is a directory"):
         load_model(str(tmp_path / "d.toml"))
+
+
+@pytest.mark.parametrize("replace, message", [
+    (("n_layers = 2", "n_layers = 9223372036854775807"), "'n_layers' value 9223372036854775807 is impossible"),
+    (("hidden_size = 64", "hidden_size = 10000001"), "'hidden_size' value 10000001 is impossible"),
+    (("seq_len = 128", "seq_len = 1000000001"), "'seq_len' value 1000000001 is impossible"),
+    (("seq_len = 128", "seq_len = 128\nreported_params = inf"), "'reported_params' value must be a finite number"),
+])
+def test_sizes_are_bounded_before_any_work(tmp_path, replace, message):
+    """2**63-1 layers once hung a projection for minutes; now the file is refused at load."""
+    path = tmp_path / "huge.toml"
+    path.write_text(GOOD.replace(*replace))
+    with pytest.raises(ModelInputError, match=message):
+        load_model_file(path)
+
+
+def test_projection_refuses_a_chip_count_it_cannot_search():
+    from clusters.projection import MAX_CHIPS, check_chips
+
+    check_chips(MAX_CHIPS)
+    for bad in (0, MAX_CHIPS + 1, 10**9, 8.0, True):
+        with pytest.raises(ModelInputError, match="chips must be an integer from 1 to"):
+            check_chips(bad)

@@ -50,6 +50,12 @@ def test_cli_project_searches_without_plan_flags(capsys):
      ["--global-batch", "positive"]),
     (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--tp", "2", "--dp", "2"],
      ["does not equal the 8 ranks"]),
+    # 1e9 chips once searched plans for over 90 s; the bound is checked before any work
+    (["--model", "llama3-405b", "--system", "hgx-h100", "--chips", "1000000000"],
+     ["--chips 1000000000", "at most 1,048,576"]),
+    (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--train-tokens", "nan"],
+     ["--train-tokens", "positive"]),
+>>>>>>> issue11
 ])
 def test_cli_project_bad_input_is_one_line(argv, words, capsys):
     rc, _, err = _cli(argv, capsys)

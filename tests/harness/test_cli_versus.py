@@ -65,7 +65,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
     cpu = ResultSet(meta={"device": {"platform": "cpu", "kind": "cpu", "catalog_chip": None}},
                     cases=[CaseResult(name="matmul/fp32/512", group="matmul",
                                       params={"dtype": "fp32"}, status="ok",
-                                      stats={"median_s": 1e-2}, flops=2.7e8,
+                                      stats={"median_s": 1e-2}, samples_s=[1e-2] * 3, flops=2.7e8,
                                       achieved_flops_per_s=2.7e10, peak_flops_per_s=5e10)])
     save(cpu, tmp_path / "cpu.json")
     assert cli.main(["versus", "--calibration", str(tmp_path / "cpu.json")]) == 2

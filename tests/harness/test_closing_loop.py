@@ -81,7 +81,7 @@ def test_local_plan_is_one_chip_whole_batch_no_recompute():
 
 def _ok(name, group, params, median_s, flops=None, moved=None, peak=None, bw=1e10, dtype=None):
     return CaseResult(name=name, group=group, params=params, status="ok",
-                      stats={"median_s": median_s}, flops=flops, bytes=moved,
+                      stats={"median_s": median_s}, samples_s=[median_s] * 3, flops=flops, bytes=moved,
                       achieved_flops_per_s=flops / median_s if flops else None,
                       achieved_bytes_per_s=moved / median_s if moved else None,
                       peak_flops_per_s=peak, peak_bw_bytes_per_s=bw,

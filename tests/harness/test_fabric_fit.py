@@ -112,6 +112,7 @@ def _case(op, size, t, ranks=8, dtype="fp32", status="ok"):
     return CaseResult(name=f"collective/{op}/{dtype}/x{ranks}/{size}", group="collective", status=status,
                       params={"op": op, "size_bytes": size, "ranks": ranks, "dtype": dtype},
                       stats={"median_s": t} if status == "ok" else {}, bytes=size,
+                      samples_s=[t] * 3 if status == "ok" else [],
                       reason=None if status == "ok" else "a collective needs at least 2 devices; JAX sees 1")
 
 

@@ -74,7 +74,7 @@ def test_cli_nightly_runs_suite_then_gates(cli, capsys, tmp_path, monkeypatch):
     night(results, 1, seed=1)
     calls = []
 
-    def fake_run_suite(suite, results_dir):
+    def fake_run_suite(suite, results_dir, **kw):
         calls.append((suite, results_dir))
         return night(results_dir, 2, slowdown=1.2, seed=2)
 
@@ -91,7 +91,7 @@ def test_cli_nightly_not_comparable_exit_3(cli, capsys, tmp_path, monkeypatch):
     """Same fingerprint but JAX upgraded 0.10 -> 0.11 overnight: the gate cannot judge (exit 3)."""
     results = tmp_path / "results"
     night(results, 1, seed=1)
-    monkeypatch.setattr(nightly, "_run_suite", lambda suite, d: night(d, 2, seed=2, jax="0.11.1"))
+    monkeypatch.setattr(nightly, "_run_suite", lambda suite, d, **kw: night(d, 2, seed=2, jax="0.11.1"))
     assert cli(["nightly", "--results", str(results), "--report-dir", str(tmp_path / "rep")]) == 3
     assert "NOT COMPARABLE: JAX major version differs" in capsys.readouterr().out
 
@@ -103,6 +103,6 @@ def test_gate_on_bad_new_file_is_user_error(cli, capsys, tmp_path, monkeypatch):
     doc = json.loads((DATA / "new.json").read_text())
     doc["rackbench"]["schema_version"] = 7
     bad.write_text(json.dumps(doc))
-    monkeypatch.setattr(nightly, "_run_suite", lambda suite, d: bad)
+    monkeypatch.setattr(nightly, "_run_suite", lambda suite, d, **kw: bad)
     assert cli(["nightly", "--results", str(results), "--report-dir", str(tmp_path / "rep")]) == 2
     assert "unknown schema version 7" in capsys.readouterr().err

@@ -99,7 +99,7 @@ def test_failed_save_leaves_the_old_file_whole(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(rsmod.os, "replace", explode)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="a.json: cannot write"):
         save(_set(), tmp_path / "a.json")
     assert (tmp_path / "a.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
