@@ -55,7 +55,6 @@ def test_cli_project_searches_without_plan_flags(capsys):
      ["--chips 1000000000", "at most 1,048,576"]),
     (["--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--train-tokens", "nan"],
      ["--train-tokens", "positive"]),
->>>>>>> issue11
 ])
 def test_cli_project_bad_input_is_one_line(argv, words, capsys):
     rc, _, err = _cli(argv, capsys)

@@ -23,7 +23,7 @@ from kernels.matmul import matmul_case
 H200 = Ceilings.from_chip(load_chip("h200"))
 GPU = SimpleNamespace(platform="gpu", compute_capability="9.0")
 CFG = default_timing("default", "gpu")
-CPU_SET = Path(__file__).resolve().parents[2] / "results/vm-cpu-cpu-x8/20261128T162718-c64393e5.json"
+CPU_SET = Path(__file__).parent / "data" / "sets" / "vm-cpu-x8-20261128T162718-c64393e5-v1.json.gz"
 
 
 def test_a_long_matmul_is_host_loop_at_half_the_peak():

@@ -21,7 +21,8 @@ def test_wrong_answer_is_failed_not_fast(tmp_path):
     wrong, right = outcome.result_set.cases
     assert wrong.status == "failed" and wrong.reason.startswith("wrong result")
     assert wrong.samples_s == [] and wrong.check["error"] > wrong.check["tolerance"]
-    assert right.status == "ok" and len(right.samples_s) == 5
+    # at least its 5; a busy machine may earn a noisy case more (timing.extend_noisy)
+    assert right.status == "ok" and len(right.samples_s) >= 5
 
 
 def test_raising_kernel_is_failed_with_its_message_and_the_run_goes_on(tmp_path):
