@@ -22,7 +22,9 @@ from harness.suites import SUITES
 
 def run(args) -> int:
     # Output places are checked before anything is initialised or measured.
-    if args.out_file:
+    if args.out_file and args.resume:  # continuing a set: it may exist; its folder must be writable
+        check_writable_dir(str(Path(args.out_file).parent), "--out-file")
+    elif args.out_file:
         check_new_file(args.out_file, "--out-file")
     else:
         check_writable_dir(args.out, "--out")
