@@ -3,6 +3,8 @@ percentages, plain-text and Markdown tables (with cell escaping). Every command 
 this module."""
 from __future__ import annotations
 
+import csv
+import io
 import math
 
 _PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"),
@@ -115,3 +117,29 @@ def markdown_table(headers, rows) -> str:
              "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(markdown_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def csv_text(records: list[dict], columns: list[str] | None = None) -> str:
+    """Records as CSV for spreadsheets and pandas: one row per record, raw numbers (not SI
+    strings), column names with their units as in the JSON keys; nested values as JSON text;
+    missing values empty. `columns` picks and orders them (default: every key, first seen
+    first)."""
+    import json
+
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in records for k in r))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for r in records:
+        row = []
+        for c in columns:
+            v = r.get(c)
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                row.append("")
+            elif isinstance(v, (dict, list, tuple)):
+                row.append(json.dumps(v, default=float))
+            else:
+                row.append(v)
+        writer.writerow(row)
+    return out.getvalue().rstrip("\n")

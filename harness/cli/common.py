@@ -9,7 +9,8 @@ FORMATS = ("table", "json")
 
 
 def add_format(p: argparse.ArgumentParser, *extra: str) -> None:
-    """--format table|json (and `extra`, e.g. markdown), default table."""
+    """--format table|json (and `extra`: "csv" for commands that print records, harness.format
+    .csv_text; "markdown" where a table is pasted), default table."""
     p.add_argument("--format", choices=FORMATS + extra, default="table",
                    help="output format (default: table)")
 
