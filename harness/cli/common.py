@@ -90,14 +90,15 @@ def write_figure(fig, path: str, **savefig) -> None:
 
 
 def emit(fmt: str, *, json_doc=None, records=None, table=None, markdown=None,
-         columns: list[str] | None = None, indent: int = 2) -> None:
+         columns: list[str] | None = None, indent: int = 2, json_default=float) -> None:
     """Print a command's output in the --format asked for. Each form is a callable, so only
-    the one printed is built: json_doc -> the JSON document, records -> the rows of
-    harness.format.csv_text (`columns` picks and orders them), table and markdown -> text."""
+    the one printed is built: json_doc -> the JSON document (numpy scalars and the like through
+    `json_default`), records -> the rows of harness.format.csv_text (`columns` picks and
+    orders them), table and markdown -> text."""
     import json
 
     if fmt == "json":
-        print(json.dumps(json_doc(), indent=indent, default=float))
+        print(json.dumps(json_doc(), indent=indent, default=json_default))
     elif fmt == "csv":
         from harness.format import csv_text
 
