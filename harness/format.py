@@ -219,3 +219,13 @@ def flat_record(doc: dict, prefix: str = "") -> dict:
         for k, v in flat_record(value).items():
             out[f"{stem}_{k}" if not unit or k.endswith(_UNIT_SUFFIXES) else f"{stem}_{k}{unit}"] = v
     return out
+
+
+def quantity(x: float | None, digits: int = 3) -> str:
+    """A large count as model sizes and token budgets are written: 8.03B, 671B, 15T, 69.6k."""
+    if _missing(x):
+        return "-"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.{digits}g}{suffix}"
+    return f"{x:.{digits}g}"
