@@ -85,7 +85,7 @@ def run(args) -> int:
     print(table(["stage", "call", "cases", "skipped", "compile", "run", "check", "start+other", "estimate", "budget"],
                 rows, "lrrrrrrrrl"))
     total = sum(p.total_s for p in plans)
-    print(f"{len(plans)} commands, estimated {format_value(total, 's')} ({total / 60:.1f} min) of device time, "
+    print(f"{len(plans)} command{'s' if len(plans) != 1 else ''}, estimated {format_value(total, 's')} ({total / 60:.1f} min) of device time, "
           "plus the machine's own start")
     return 1 if over else 0
 

@@ -11,7 +11,7 @@ from clusters.workloads import load_model
 from harness.cli.common import add_calibration, add_format, emit, positive
 from harness.errors import UserError
 from harness.format import (band_text, count, count_range, fixed_column, flat_record, number,
-                            percent, percent_range, si, si_range, table, time_unit)
+                            percent, percent_range, quantity, si, si_range, table, time_unit)
 from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
 
 PLAN_FLAGS = PLAN_DEGREES
@@ -231,7 +231,7 @@ def _train_lines(doc: dict, scale: float, unit: str) -> list[str]:
         f"{si(mem['weights_bytes'], 'B')}, gradients {si(mem['grads_bytes'], 'B')}, optimizer "
         f"{si(mem['optimizer_bytes'], 'B')}, activations {si(mem['activations_bytes'], 'B')})",
         _power_line(doc),
-        f"time to train {doc['train_tokens']:,.0f} tokens: " + _days(doc),
+        f"time to train {quantity(doc['train_tokens'])} tokens: " + _days(doc),
     ]
     if doc.get("capex_usd"):
         lines.append(f"capex: ${doc['capex_usd']:,.0f} (the systems used, pro rata)")
