@@ -124,3 +124,57 @@ def test_every_golden_file_has_a_case():
     """A golden file whose case was removed would sit there checked by nothing."""
     names = {f"{name}.{EXT[fmt]}" for name, _, fmts in CASES for fmt in fmts}
     assert {p.name for p in GOLDEN.iterdir()} == names
+
+
+# JSON keys without a unit suffix, by what makes them unitless. A new key must carry its unit
+# (ARCHITECTURE.md) or join one of these groups.
+UNITLESS = {
+    # names, labels and text
+    "name", "description", "source", "sources", "notes", "path", "model", "system", "mode",
+    "kind", "fabric_kind", "vendor", "family", "device", "device_kind_patterns", "calibration",
+    "plan", "stage", "part", "method", "algorithm", "op", "id", "metric", "unit", "key", "gap",
+    "infeasible_reason", "input", "acts_on", "pool", "precision", "attention_precision",
+    "attention_impl", "recompute", "ceilings", "costs", "misses", "mfu_definition",
+    "mfu_palm_definition", "hfu_definition",
+    # switches
+    "feasible", "skipped", "dropout", "overlap", "sequence_parallel", "tp_comm_overlap",
+    "dp_overlap", "ep_overlap", "prefill_aligned", "in_network_reduction", "mla",
+    # counts (of chips, ranks, degrees, layers, heads, experts, elements, tokens, sequences, rows)
+    "chips", "systems", "devices", "devices_per_package", "ranks", "ranks_per_domain", "domains",
+    "ep_ranks", "tp", "pp", "vpp", "dp", "cp", "ep", "zero", "micro_batch", "global_batch",
+    "seq_len", "context", "input_len", "output_len", "n_layers", "n_heads", "n_kv_heads",
+    "hidden_size", "n_routed_experts", "params", "active_params", "mtp_params", "shape_elements",
+    "compiles", "cases", "rows", "inside", "gaps", "within_row_target", "samples", "seed",
+    # fractions and ratios
+    "mfu", "mfu_palm", "hfu", "efficiency", "inr_efficiency", "mtp_acceptance", "error",
+    "fraction", "median_abs_error", "max_abs_error", "median_abs_error_all",
+    "median_half_width", "swing", "bias", "sd", "input_log_mean", "input_log_sd", "quantiles",
+    "range",
+    # a model key's value (model show) and a published row's figures, in the row's "unit"
+    "value", "published", "projected",
+    # tables of named parts
+    "band", "band_coverage", "model_form", "sensitivity", "inputs", "memory", "moe_a2a",
+    "points", "summary", "targets", "stages", "keys", "per_pool",
+}
+UNIT_SUFFIXES = ("_s", "_w", "_j", "_bytes", "_per_s", "_usd", "_per_token", "_per_chip",
+                 "_per_system", "_per_step", "_tokens")
+FREE_KEYS = ("peak_flops_per_s", "breakdown_s", "sources", "notes", "per_pool")  # keys are data
+
+
+def test_json_keys_carry_units():
+    bad = set()
+
+    def walk(x, parent=""):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                base = k.removesuffix("_p10").removesuffix("_p90")
+                if parent not in FREE_KEYS and base not in UNITLESS and not base.endswith(UNIT_SUFFIXES):
+                    bad.add(k)
+                walk(v, k)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, parent)
+
+    for path in GOLDEN.glob("*.json"):
+        walk(json.loads(path.read_text()))
+    assert not bad, f"JSON keys without a unit: {sorted(bad)}"
