@@ -9,7 +9,7 @@ After an intended change to an output, regenerate the files and review their dif
     git diff tests/harness/golden/
 
 `rackbench devices` is left out: its output is this machine's (hostname, memory, device count);
-tests/harness/test_cli.py checks its forms instead.
+tests/harness/test_cli_formats.py checks its forms instead.
 """
 from __future__ import annotations
 
