@@ -24,6 +24,11 @@ def render(rs: ResultSet, status_filter: str | None = None, warnings: str = "all
     if ceil:
         peaks = ", ".join(f"{k} {si(v, 'FLOP/s')}" for k, v in (ceil.get("peak_flops_per_s") or {}).items())
         lines.append(f"ceilings ({ceil.get('source')}): {peaks or '-'}; memory {si(ceil.get('peak_bw_bytes_per_s'), 'B/s')}")
+        busy = {k: v.get("other_cpu_fraction") for k, v in (ceil.get("measured_by") or {}).items()
+                if isinstance(v, dict) and v.get("other_cpu_fraction") is not None}
+        if busy:
+            lines.append("  measured while other processes took " + ", ".join(
+                f"{percent(v)} of the CPUs ({k})" for k, v in busy.items()))
     if not m.get("complete", True):
         lines.append("INCOMPLETE: " + ("interrupted" if m.get("interrupted") else "the run did not finish"))
     rows = []
