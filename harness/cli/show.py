@@ -90,6 +90,8 @@ def conditions_line(snap: dict) -> str:
     parts = []
     if snap.get("loadavg"):
         parts.append("load " + "/".join(f"{x:g}" for x in snap["loadavg"]) + f" on {snap.get('cpu_count')} CPUs")
+    if snap.get("other_cpu_fraction") is not None:
+        parts.append(f"other processes {percent(snap['other_cpu_fraction'])} of the CPUs")
     if snap.get("governor"):
         parts.append(f"governor {snap['governor']}")
     if snap.get("freq_mhz_median"):
