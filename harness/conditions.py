@@ -153,10 +153,22 @@ def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def snapshot(nvml=None) -> dict:
+def other_cpu_now(window_s: float = 0.3) -> float | None:
+    """The share of all CPUs other processes use right now, over a short idle window of ours.
+    Unlike the load average, which lags by a minute, it does not count a run that just ended
+    (make bench before nightly) against the next one."""
+    import time
+
+    before = cpu_times()
+    time.sleep(window_s)
+    return other_cpu_fraction(before, cpu_times())
+
+
+def snapshot(nvml=None, window_s: float = 0.3) -> dict:
     """The machine's state now: what a result set stores before and after the run."""
     snap: dict = {"loadavg": loadavg(), "cpu_count": os.cpu_count(),
-                  "memory_available_bytes": memory_available_bytes()}
+                  "memory_available_bytes": memory_available_bytes(),
+                  "other_cpu_fraction": other_cpu_now(window_s) if window_s > 0 else None}
     snap.update(cpu_frequency())
     g = gpus(nvml)
     if g is not None:
@@ -215,8 +227,16 @@ def case_conditions(before: CpuTimes, after: CpuTimes) -> dict:
 
 
 def busy_before(snap: dict) -> str | None:
-    """A warning when the machine is already busy before the run, or None."""
-    la, n = snap.get("loadavg"), snap.get("cpu_count") or 1
+    """A warning when the machine is already busy before the run, or None: from the CPU share
+    other processes use right now where /proc/stat tells it, else from the load average."""
+    n = snap.get("cpu_count") or 1
+    other = snap.get("other_cpu_fraction")
+    if other is not None:
+        if other > BUSY_OTHER_CPU_FRACTION:
+            return (f"busy machine: other processes used {other:.0%} of the {n} CPUs just before the run "
+                    "(they compete with the kernels; timings may be slower and noisier)")
+        return None
+    la = snap.get("loadavg")
     if la and la[0] > BUSY_LOAD_PER_CPU * n:
         return (f"busy machine: load average {la[0]:g} on {n} CPUs before the run "
                 "(other processes compete with the kernels; timings may be slower and noisier)")

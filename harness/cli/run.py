@@ -20,14 +20,20 @@ from harness.studies.closing_loop import add_projections
 from harness.suites import SUITES
 
 
-def run(args) -> int:
-    # Output places are checked before anything is initialised or measured.
+def _check_output(args) -> None:
     if args.out_file and args.resume:  # continuing a set: it may exist; its folder must be writable
         check_writable_dir(str(Path(args.out_file).parent), "--out-file")
     elif args.out_file:
         check_new_file(args.out_file, "--out-file")
     else:
         check_writable_dir(args.out, "--out")
+
+
+def run(args) -> int:
+    # Output places are checked before anything is measured: at once on one host; with
+    # --distributed once the processes know which of them (process 0) writes.
+    if not args.distributed:
+        _check_output(args)
     if args.min_time_s is not None and not args.min_time_s > 0:
         raise UserError(f"--min-time-s {args.min_time_s}: must be positive")
     asked = default_cpu_devices(os.environ)
@@ -44,6 +50,8 @@ def run(args) -> int:
         raise UserError("--resume and --budget-s are for one process; not with --distributed")
     with deferred():  # JAX's backends start here: a Ctrl-C waits until they have
         platform = jax.local_devices()[0].platform
+    if args.distributed and jax.process_index() == 0:
+        _check_output(args)
     warning = cpu_device_warning(asked)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

@@ -24,6 +24,11 @@ def render(rs: ResultSet, status_filter: str | None = None, warnings: str = "all
     if ceil:
         peaks = ", ".join(f"{k} {si(v, 'FLOP/s')}" for k, v in (ceil.get("peak_flops_per_s") or {}).items())
         lines.append(f"ceilings ({ceil.get('source')}): {peaks or '-'}; memory {si(ceil.get('peak_bw_bytes_per_s'), 'B/s')}")
+        busy = {k: v.get("other_cpu_fraction") for k, v in (ceil.get("measured_by") or {}).items()
+                if isinstance(v, dict) and v.get("other_cpu_fraction") is not None}
+        if busy:
+            lines.append("  measured while other processes took " + ", ".join(
+                f"{percent(v)} of the CPUs ({k})" for k, v in busy.items()))
     if not m.get("complete", True):
         lines.append("INCOMPLETE: " + ("interrupted" if m.get("interrupted") else "the run did not finish"))
     rows = []
@@ -89,6 +94,8 @@ def conditions_line(snap: dict) -> str:
     parts = []
     if snap.get("loadavg"):
         parts.append("load " + "/".join(f"{x:g}" for x in snap["loadavg"]) + f" on {snap.get('cpu_count')} CPUs")
+    if snap.get("other_cpu_fraction") is not None:
+        parts.append(f"other processes {percent(snap['other_cpu_fraction'])} of the CPUs")
     if snap.get("governor"):
         parts.append(f"governor {snap['governor']}")
     if snap.get("freq_mhz_median"):

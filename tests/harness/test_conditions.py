@@ -11,8 +11,9 @@ from harness.resultset import warning_summary
 
 
 def test_snapshot_reads_load_and_cpus_here():
-    snap = conditions.snapshot(nvml=None)
+    snap = conditions.snapshot(nvml=None, window_s=0.05)
     assert len(snap["loadavg"]) == 3 and snap["cpu_count"] == os.cpu_count()
+    assert snap.get("other_cpu_fraction") is None or 0.0 <= snap["other_cpu_fraction"] <= 1.0
     if os.path.exists("/proc/cpuinfo"):
         assert snap.get("freq_mhz_median", 1) > 0
 
@@ -51,9 +52,9 @@ def test_gpu_conditions_through_nvml():
     assert g == {"index": 0, "driver": "580.159.04", "name": "NVIDIA H200", "sm_clock_mhz": 1755,
                  "sm_clock_max_mhz": 1980, "mem_clock_mhz": 3201, "mem_clock_max_mhz": 3201, "power_w": 612.0,
                  "power_limit_w": 700.0, "temperature_c": 71, "throttle_reasons": ["sw_power_cap"]}
-    snap = conditions.snapshot(nvml=_fake_nvml())
+    snap = conditions.snapshot(nvml=_fake_nvml(), window_s=0)
     assert conditions.throttled(snap) == ["GPU 0 throttled: sw_power_cap"]
-    assert conditions.throttled(conditions.snapshot(nvml=_fake_nvml(mask=0x1))) == []  # idle is no warning
+    assert conditions.throttled(conditions.snapshot(nvml=_fake_nvml(mask=0x1), window_s=0)) == []  # idle: no warning
 
 
 def test_a_missing_nvml_field_is_left_out():
@@ -64,7 +65,12 @@ def test_a_missing_nvml_field_is_left_out():
 
 
 def test_busy_machine_before_the_run_warns():
-    assert conditions.busy_before({"loadavg": [3.0, 2.0, 1.0], "cpu_count": 2}).startswith("busy machine")
+    # what other processes take right now decides; the lagging load average only without it
+    assert conditions.busy_before({"other_cpu_fraction": 0.6, "loadavg": [0.1] * 3, "cpu_count": 2}) == (
+        "busy machine: other processes used 60% of the 2 CPUs just before the run "
+        "(they compete with the kernels; timings may be slower and noisier)")
+    assert conditions.busy_before({"other_cpu_fraction": 0.05, "loadavg": [3.0] * 3, "cpu_count": 2}) is None
+    assert conditions.busy_before({"loadavg": [3.0, 2.0, 1.0], "cpu_count": 2}).startswith("busy machine: load")
     assert conditions.busy_before({"loadavg": [0.2, 0.2, 0.2], "cpu_count": 2}) is None
 
 
