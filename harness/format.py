@@ -37,7 +37,7 @@ def si_range(value: float | None, lo: float | None, hi: float | None, unit: str,
     if _missing(lo) or _missing(hi) or _missing(value) or value == 0:
         return text
     scale = next((sc for sc, _ in _PREFIXES if abs(value) >= sc), 1.0)
-    return f"{text} ({_plain(lo / scale)}-{_plain(hi / scale)})"
+    return text + band_text(lo, hi, scale)
 
 
 def _plain(x: float) -> str:
@@ -143,3 +143,79 @@ def csv_text(records: list[dict], columns: list[str] | None = None) -> str:
                 row.append(v)
         writer.writerow(row)
     return out.getvalue().rstrip("\n")
+
+
+def byte_size(n: float | None) -> str:
+    """A message or buffer size as the rest of the tool writes it: 1 to 1023 whole binary units
+    in that unit (2**30 -> "1 GiB", 3 * 2**20 -> "3 MiB"), anything else in SI (64e6 -> "64 MB",
+    not 62500 KiB; 1536 -> "1.54 kB"). GiB = 2**30, GB = 1e9 (ARCHITECTURE.md)."""
+    if _missing(n):
+        return "-"
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if scale <= abs(n) < 1024 * scale and n % scale == 0:
+            return f"{int(n // scale)} {unit}"
+    return si(n, "B")
+
+
+def count_range(value: float | None, lo: float | None, hi: float | None) -> str:
+    """count() with its band in the same form: 8.84k (6.3k-10.7k); without a band count(value)."""
+    if _missing(lo) or _missing(hi) or _missing(value):
+        return count(value)
+    return f"{count(value)} ({count(lo)}-{count(hi)})"
+
+
+def number(x: float | None, digits: int = 4) -> str:
+    """A plain number for a table cell, never an exponent above 1: `digits` significant
+    figures, whole numbers from 10**digits up with thousands separators (12,040)."""
+    if _missing(x):
+        return "-"
+    if abs(x) >= 10 ** digits:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def time_unit(seconds: float) -> tuple[float, str]:
+    """The scale and unit (s, ms, us, ns) a time reads best in: 0.05 -> (1e-3, "ms")."""
+    for scale, prefix in _TIME_PREFIXES:
+        if abs(seconds) >= scale:
+            return scale, prefix + "s"
+    return _TIME_PREFIXES[-1][0], _TIME_PREFIXES[-1][1] + "s"
+
+
+def fixed_column(values, scale: float, reference: float, digits: int = 4) -> list[str]:
+    """Values divided by `scale`, all with the decimals that give `reference` `digits`
+    significant figures, so a column of parts lines up with its total: scale 1, reference
+    5.695: [4.2446, 0.4397, 0.00125] -> ["4.245", "0.440", "0.001"]."""
+    ref = abs(reference / scale)
+    decimals = max(0, digits - 1 - (math.floor(math.log10(ref)) if ref > 0 else 0))
+    return [f"{v / scale:.{decimals}f}" for v in values]
+
+
+def band_text(lo: float | None, hi: float | None, scale: float = 1.0) -> str:
+    """A band in a value's scale, for beside the value: " (6.9-8.4)"; "" without one."""
+    if _missing(lo) or _missing(hi):
+        return ""
+    return f" ({_plain(lo / scale)}-{_plain(hi / scale)})"
+
+
+# unit suffixes of field names (ARCHITECTURE.md), longest first
+_UNIT_SUFFIXES = ("_flops_per_s", "_bytes_per_s", "_per_s", "_bytes", "_usd", "_s", "_w", "_j")
+
+
+def flat_record(doc: dict, prefix: str = "") -> dict:
+    """A nested record as one flat row for csv_text, each column keeping its unit at the end:
+    a nested table's keys go under their parent's name less its unit, and take the parent's
+    unit when they carry none ("plan": {"tp": 8} -> "plan_tp"; "breakdown_s": {"gemm_s": ..}
+    -> "breakdown_gemm_s"; "peak_flops_per_s": {"bf16": ..} -> "peak_bf16_flops_per_s").
+    Lists stay as they are (csv_text writes them as JSON text)."""
+    out = {}
+    for key, value in doc.items():
+        name = prefix + key
+        if not isinstance(value, dict):
+            out[name] = value
+            continue
+        unit = next((u for u in _UNIT_SUFFIXES if name.endswith(u)), "")
+        stem = name[:len(name) - len(unit)]
+        for k, v in flat_record(value).items():
+            out[f"{stem}_{k}" if not unit or k.endswith(_UNIT_SUFFIXES) else f"{stem}_{k}{unit}"] = v
+    return out

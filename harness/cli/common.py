@@ -87,3 +87,22 @@ def write_figure(fig, path: str, **savefig) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **savefig)
     write_atomic(path, buf.getvalue())
+
+
+def emit(fmt: str, *, json_doc=None, records=None, table=None, markdown=None,
+         columns: list[str] | None = None, indent: int = 2) -> None:
+    """Print a command's output in the --format asked for. Each form is a callable, so only
+    the one printed is built: json_doc -> the JSON document, records -> the rows of
+    harness.format.csv_text (`columns` picks and orders them), table and markdown -> text."""
+    import json
+
+    if fmt == "json":
+        print(json.dumps(json_doc(), indent=indent, default=float))
+    elif fmt == "csv":
+        from harness.format import csv_text
+
+        print(csv_text(records(), columns))
+    elif fmt == "markdown":
+        print(markdown())
+    else:
+        print(table())
