@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
+from harness import ceilings as ceilings_mod
 from harness import conditions
 from harness import device as device_mod
 from harness import distributed
@@ -107,13 +108,20 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
     return res
 
 
-def measured_ceilings(cases: Iterable[CaseResult]) -> dict:
-    """Ceilings of a device the catalog does not know: the best matmul rate per dtype and the
-    best streaming bandwidth seen in this run, each with the case it came from and the share of
-    the CPUs other processes took while that case ran (a busy machine lowers a ceiling, and
-    every fraction of peak with it)."""
+MEASURED_SOURCE = ("measured in this run: best matmul rate per dtype; memory: the best sweep of y = x + 1 over "
+                   "buffers several times the last-level cache")
+# On a device the catalog does not know, the compute ceiling is the run's own best matmul: a
+# fraction of it would be 100% for that case by construction, so none is given.
+COMPUTE_FROM_RUN = "the run's own best matmul per dtype (no catalog peak): fractions of it are not given"
+
+
+def measured_ceilings(cases: Iterable[CaseResult], memory: dict | None = None) -> dict:
+    """Ceilings of a device the catalog does not know: the best matmul rate per dtype seen in
+    this run (each with the case it came from and the share of the CPUs other processes took
+    meanwhile), and the memory bandwidth of the ceiling sweeps in `memory`
+    (harness.ceilings.memory_section, its `sweeps` filled), not of the suite's stream cases,
+    whose buffers may fit a cache."""
     flops: dict[str, float] = {}
-    bw = None
     origin: dict[str, dict] = {}
     for c in cases:
         if c.status != "ok":
@@ -123,37 +131,76 @@ def measured_ceilings(cases: Iterable[CaseResult]) -> dict:
             if c.achieved_flops_per_s > flops.get(d, 0.0):
                 flops[d] = c.achieved_flops_per_s
                 origin[d] = {"case": c.name, **c.conditions}
-        if c.group == "membw" and c.params.get("op") == "stream_add" and c.achieved_bytes_per_s:
-            if c.achieved_bytes_per_s > (bw or 0.0):
-                bw = c.achieved_bytes_per_s
-                origin["bandwidth"] = {"case": c.name, **c.conditions}
-    return {
+    out = {
         "peak_flops_per_s": flops,
-        "peak_bw_bytes_per_s": bw,
-        "source": "measured in this run: best matmul rate per dtype, best stream_add bandwidth",
+        "peak_bw_bytes_per_s": ceilings_mod.best_bandwidth(memory) if memory else None,
+        "source": MEASURED_SOURCE,
+        "compute": COMPUTE_FROM_RUN,
         "measured_by": origin,
     }
+    if memory is not None:
+        out["memory"] = memory
+    return out
+
+
+def _above_note(kind: str, fraction: float, c: CaseResult, llc_bytes) -> str:
+    text = (f"{fraction:.2f}x the {kind} ceiling: above 1 is impossible, so the ceiling is wrong for this case")
+    if kind == "memory" and llc_bytes and c.bytes and c.bytes <= llc_bytes:
+        text += (f" (its {c.bytes / 2**20:.3g} MiB of traffic fits the {llc_bytes / 2**20:.0f} MiB last-level cache; "
+                 "the ceiling is memory's)")
+    return text
 
 
 def apply_ceilings(rs: ResultSet, ceilings: dict) -> None:
-    """Fill peak, fraction-of-peak and roofline fraction of every ok case."""
+    """Fill peak, fraction of peak and roofline fraction of every ok case.
+
+    A fraction above 1 is impossible: it means the ceiling is wrong for that case (a memory
+    ceiling measured in a cache, a catalog figure too low, a miscounted FLOP or byte). It is
+    then not stored as a fraction; the case's `extra.above_ceiling` says which ceiling and by
+    how much, and the set's `ceilings.exceeded` lists the cases. A compute ceiling from the
+    run's own best matmul gives no fraction of peak and no compute-bound roofline fraction
+    (100% by construction for the best case, relative to it for the rest)."""
     peaks = ceilings.get("peak_flops_per_s") or {}
     bw = ceilings.get("peak_bw_bytes_per_s")
+    from_run = ceilings.get("compute") == COMPUTE_FROM_RUN
+    llc = (ceilings.get("memory") or {}).get("llc_bytes")
+    exceeded = []
     for c in rs.cases:
         if c.status != "ok" or not c.median_s:
             continue
+        c.extra.pop("above_ceiling", None)
         if c.group == "collective":  # bytes are nccl-tests message sizes, not memory traffic
             continue
         dtype = c.extra.get("peak_dtype")
         peak = peaks.get(dtype) if dtype else None
         c.peak_flops_per_s = peak
         c.peak_bw_bytes_per_s = bw
-        if peak:
-            c.fraction_of_peak = c.achieved_flops_per_s / peak
+        of_peak = roofline = None
+        peak_kind = roof_kind = None
+        if peak and not from_run:
+            of_peak, peak_kind = c.achieved_flops_per_s / peak, "compute"
         elif bw and dtype is None:
-            c.fraction_of_peak = c.achieved_bytes_per_s / bw
-        bound_s = max((c.flops / peak) if peak else 0.0, (c.bytes / bw) if bw else 0.0)
-        c.roofline_fraction = bound_s / c.median_s if bound_s > 0 else None
+            of_peak, peak_kind = c.achieved_bytes_per_s / bw, "memory"
+        compute_s = (c.flops / peak) if peak else 0.0
+        memory_s = (c.bytes / bw) if bw else 0.0
+        if memory_s > 0 and memory_s >= compute_s:
+            roofline, roof_kind = memory_s / c.median_s, "memory"
+        elif compute_s > 0 and not from_run:
+            roofline, roof_kind = compute_s / c.median_s, "compute"
+        above = {}
+        if of_peak is not None and of_peak > 1.0:
+            above["fraction_of_peak"] = of_peak
+            of_peak = None
+        if roofline is not None and roofline > 1.0:
+            above["roofline_fraction"] = roofline
+            roofline = None
+        c.fraction_of_peak, c.roofline_fraction = of_peak, roofline
+        if above:
+            kind = roof_kind if "roofline_fraction" in above else peak_kind
+            worst = max(above.values())
+            c.extra["above_ceiling"] = {**above, "ceiling": kind, "note": _above_note(kind, worst, c, llc)}
+            exceeded.append({"case": c.name, "ceiling": kind, "fraction": worst})
+    ceilings["exceeded"] = exceeded
 
 
 @dataclass
@@ -260,8 +307,16 @@ def run_suite(
     if announce:
         announce(plan_line(estimates, planned, budget_s, len(scope) - len(chosen)))
 
+    # a device the catalog does not know gets its memory ceiling from sweeps before and after
+    # the cases (harness.ceilings), measured by the process that writes the set
+    memory = None
+    if ceilings is None and (previous is not None or any(c.group != "collective" for c in chosen)):
+        kept = ((previous.meta.get("ceilings") or {}).get("memory") if previous else None) or {}
+        memory = ceilings_mod.memory_section(dev.platform, cfg)
+        memory["sweeps"] = list(kept.get("sweeps") or [])
+
     def prepare() -> None:
-        used = ceilings or measured_ceilings(rs.cases)
+        used = ceilings or measured_ceilings(rs.cases, memory)
         rs.meta["ceilings"] = used
         apply_ceilings(rs, used)
         have = {c.name for c in rs.cases}
@@ -289,6 +344,8 @@ def run_suite(
     # what the device loop costs by itself, so the cases it would dominate can be flagged
     rs.meta["device_loop_overhead"] = device_loop_overhead(cfg)
     overhead_s = rs.meta["device_loop_overhead"]["per_rep_s"]
+    if memory is not None and write:
+        _memory_sweep(memory, dev, cfg, "before the cases", rs.meta["warnings"])
 
     interrupted = False
     stopped_at = None
@@ -327,6 +384,11 @@ def run_suite(
             rs.meta["warnings"].append(f"interrupted after {len(rs.cases) - n_before} of {len(chosen)} cases")
     finally:
         bar.close()
+    if memory is not None and write and not interrupted:
+        try:
+            _memory_sweep(memory, dev, cfg, "after the cases", rs.meta["warnings"])
+        except KeyboardInterrupt:  # every case is stored; the ceiling keeps the first sweep
+            memory["sweeps_interrupted"] = True
     after = conditions.snapshot()
     rs.meta["conditions"]["after"] = after
     if busy_cases:
@@ -349,6 +411,17 @@ def run_suite(
     return RunOutcome(rs, path, interrupted)
 
 
+def _memory_sweep(memory: dict, dev, cfg: TimingConfig, when: str, warnings: list) -> None:
+    """One memory-ceiling sweep appended to `memory["sweeps"]`; a failure (out of memory, a
+    wrong result) is a warning, never a failed run."""
+    try:
+        memory["sweeps"].append(ceilings_mod.sweep(dev, memory["buffer_bytes"], cfg.ceiling_calls, when))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the run goes on without this sweep
+        warnings.append(f"memory ceiling sweep {when} failed: {_reason(exc)}")
+
+
 def _estimates(cases: list[Case], dev, chip, previous, cfg: TimingConfig) -> list:
     """harness.estimate's figures for `cases` on this device."""
     ceilings = Ceilings.best(chip, dev.platform, previous.meta.get("ceilings") if previous else None)
@@ -369,8 +442,9 @@ def plan_line(estimates: list, planned: int, budget_s: float | None, done: int) 
 def default_timing(suite: str, platform: str) -> TimingConfig:
     """Sample budgets per suite. Every case gets at least MIN_SAMPLES (10) samples, the slowest
     included; beyond that, up to `samples` while its sampling stays within `max_case_time_s`."""
-    if suite == "quick":
-        return TimingConfig(min_time_s=0.005, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=0.3)
+    if suite == "quick":  # a smoke test: its memory-ceiling buffer (64 MiB) may sit in a cache, and says so
+        return TimingConfig(min_time_s=0.005, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=0.3,
+                            ceiling_calls=3, ceiling_buffer_bytes=64 * 2**20)
     if platform == "cpu":
         return TimingConfig(min_time_s=0.02, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=1.0)
     if suite == "default":
