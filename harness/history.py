@@ -23,6 +23,7 @@ from harness import resultset, schema
 from harness.compare import plain_table
 from harness.format import format_value
 from harness.resultset import SCHEMA_VERSION, case_key
+from kernels.naming import current_name
 
 # Family-wise false-alarm rate per case series (split positions are Bonferroni-corrected).
 DEFAULT_ALPHA = 0.001
@@ -208,7 +209,8 @@ def _read(path: Path) -> tuple[dict, list[dict], bool]:
     if section is not None:
         try:
             cases = [
-                {"key": _key(c["name"], c["params"]), "name": c["name"], "group": c["group"], "status": c["status"],
+                {"key": _key(current_name(c["name"]), c["params"]), "name": current_name(c["name"]),
+                 "group": c["group"], "status": c["status"],
                  "direction": c["direction"], "unit": c["unit"], "median": c["stats"].get("median_s")}
                 for c in section["cases"]
             ]

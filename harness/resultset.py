@@ -10,7 +10,9 @@ Layout (so `pytest-benchmark compare FILE` reads our files as they are):
                                                    conditions, complete, warnings, and cases[]
                                                    with EVERY case (ok, failed, skipped) in full
 
-`rackbench.cases` is the source of truth; `benchmarks` is derived from it on write. A plain
+`rackbench.cases` is the source of truth; `benchmarks` is derived from it on write. Case names
+that a later suite writes differently (kernels.naming.current_name) are renamed on load, so an
+older set pairs with a newer one in compare, history and nightly; no version change is needed. A plain
 pytest-benchmark file (no `rackbench` section) loads too, as a foreign set. Every load goes
 through one schema check (harness.schema): a file that fails it is one UserError naming the file
 and the field. Files may be gzip-compressed (the test fixtures are).
@@ -32,6 +34,7 @@ from typing import Any
 from harness import schema
 from harness.errors import UserError
 from harness.stats import pytest_benchmark_stats
+from kernels.naming import current_name
 
 SCHEMA_VERSION = 2
 # What each version changed. Loading an older version migrates it in memory (see _MIGRATIONS);
@@ -467,9 +470,11 @@ def _case_from_dict(d: dict, where: str) -> CaseResult:
     if unknown:
         raise UserError(f"{where}: unknown case field(s) {sorted(unknown)}")
     try:
-        return CaseResult(**d)
+        case = CaseResult(**d)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{where}: bad case record ({exc})") from None
+    case.name = current_name(case.name)  # a set of an older suite pairs with new ones by name
+    return case
 
 
 def _foreign_cases(doc: dict) -> list[CaseResult]:

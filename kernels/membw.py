@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from kernels.base import (DTYPES, ROUNDING_EXCESS_METRIC, TOLERANCE, Case, itemsize, random_array,
                           rounding_excess)
+from kernels.naming import size_label
 
 # On the device: these outputs are up to 2^28 elements, which in float64 on the host would
 # cost seconds and gigabytes per check. float32 x + 1 is what a correct kernel writes; the
@@ -66,7 +67,7 @@ def stream_case(n: int, dtype: str = "fp32") -> Case:
         return rounding_excess(out, ref, dtype), TOLERANCE[dtype], ROUNDING_EXCESS_METRIC + _REF
 
     return Case(
-        name=f"membw/stream_add/{dtype}/{n * itemsize(dtype)}B",
+        name=f"membw/stream_add/{dtype}/{size_label(n * itemsize(dtype))}",
         group="membw",
         params={"op": "stream_add", "elements": n, "dtype": dtype},
         make=make,

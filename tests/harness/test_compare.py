@@ -346,3 +346,25 @@ def test_incomplete_new_set_is_noted(tmp_path):
 def test_missing_file_is_user_error():
     with pytest.raises(UserError, match="no such result file"):
         compare.compare_files(DATA / "base.json", DATA / "does-not-exist.json")
+
+
+def test_renamed_stream_cases_pair_with_their_old_names(tmp_path):
+    """Stream cases were named in bytes (16777216B) before sizes had one form (16MiB): an older
+    set's case is renamed on load, so compare and history see one case, not a new and a missing."""
+    from harness.history import load_history
+
+    rng = np.random.default_rng(3)
+    params = {"op": "stream_add", "elements": 2**22, "dtype": "fp32"}
+
+    def one(name, created, commit):
+        case = synth.make_case(name, "membw", synth.samples(rng, 4e-3, 20, 0.01), params=params)
+        return synth.make_set([case], created_utc=created, commit=commit)
+
+    old = synth.save_in(tmp_path, one("membw/stream_add/fp32/16777216B", "2026-11-01T00:00:00Z", "a" * 40))
+    new = synth.save_in(tmp_path, one("membw/stream_add/fp32/16MiB", "2026-11-02T00:00:00Z", "b" * 40))
+    assert load(old).cases[0].name == "membw/stream_add/fp32/16MiB"
+    cmp = compare.compare_files(old, new)
+    assert [(c.name, c.verdict) for c in cmp.cases] == [("membw/stream_add/fp32/16MiB", "same")]
+    h = load_history(Path(old).parent)
+    assert [c.name for c in h.cases] == ["membw/stream_add/fp32/16MiB"]
+    assert np.isfinite(h.cases[0].values).all()
