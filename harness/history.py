@@ -224,21 +224,13 @@ def _read(path: Path) -> tuple[dict, list[dict], bool]:
 
 
 def result_files(directory: Path) -> list[Path]:
-    return sorted(p for p in Path(directory).glob("*.json") if p.is_file())
+    return resultset.set_files(directory)
 
 
 def machine_directory(path) -> Path:
     """A machine's directory: PATH itself if it holds sets, else its subdirectory whose newest
-    file name (<UTC stamp>-<commit>.json) is the newest (the machine measured most recently)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: no such results directory")
-    if result_files(path):
-        return path
-    candidates = [(max(p.name for p in result_files(d)), d) for d in path.iterdir() if d.is_dir() and result_files(d)]
-    if not candidates:
-        raise UserError(f"{path}: no result sets (*.json) here or in its machine subdirectories")
-    return max(candidates)[1]
+    set is the newest (the machine measured most recently; resultset.machine_directory)."""
+    return resultset.machine_directory(path)
 
 
 def load_history(directory, *, case_regex: str | None = None, alpha: float = DEFAULT_ALPHA,

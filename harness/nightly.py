@@ -25,13 +25,15 @@ class NightlyOutcome:
     messages: tuple[str, ...]
 
 
-def _candidates(results_dir: Path, machine_id: str | None) -> list[Path]:
-    """Result files, newest first by name (<UTC stamp>-<commit>.json): the machine's own
-    directory before the others, since that is where its fingerprint almost always is."""
+def _candidates(results_dir: Path, machine_id: str | None, warnings: list[str]) -> list[Path]:
+    """Result files, newest first by created time (resultset.sets_by_age): the machine's own
+    directory before the others, since that is where its fingerprint almost always is. Files
+    that cannot be read are left out with a line in `warnings`."""
     own = results_dir / machine_id if machine_id else None
-    mine = sorted(own.glob("*.json"), key=lambda p: p.name, reverse=True) if own and own.is_dir() else []
-    rest = sorted((p for p in results_dir.rglob("*.json") if own is None or p.parent != own),
-                  key=lambda p: p.name, reverse=True)
+    mine = resultset.sets_by_age(own, warnings)[::-1] if own and own.is_dir() else []
+    rest = [p for d in sorted({p.parent for p in results_dir.rglob("*.json*")}) if own is None or d != own
+            for p in resultset.sets_by_age(d, warnings)]
+    rest.sort(key=lambda p: (resultset.created_time(p) or "", p.name), reverse=True)
     return mine + rest
 
 
@@ -44,7 +46,7 @@ def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[s
     if not fingerprint or not results_dir.is_dir():
         return None, warnings
     new_path = Path(new.path).resolve() if new.path else None
-    for path in _candidates(results_dir, new.meta.get("machine_id")):
+    for path in _candidates(results_dir, new.meta.get("machine_id"), warnings):
         if new_path is not None and path.resolve() == new_path:
             continue
         try:

@@ -14,8 +14,8 @@ def register(p) -> None:
     p.description = (
         "Without --new: the newest set of the machine measured most recently in --results. "
         "Without --base: the latest earlier set with the same machine fingerprint, if any.")
-    p.add_argument("--base", metavar="FILE", help="baseline result set")
-    p.add_argument("--new", metavar="FILE", help="result set to report on")
+    p.add_argument("--base", metavar="SET", help="baseline result set (a file, a directory, latest~N)")
+    p.add_argument("--new", metavar="SET", help="result set to report on (a file, a directory, latest)")
     p.add_argument("--results", default="results", metavar="DIR", help="result store (default %(default)s)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default %(default)s)")
     p.set_defaults(func=run)
@@ -24,7 +24,7 @@ def register(p) -> None:
 def _newest_readable(results: Path, warnings: list[str]) -> tuple[Path, resultset.ResultSet]:
     """The newest set of the machine measured most recently that loads; each unreadable one
     on the way is skipped with a warning."""
-    files = history.result_files(history.machine_directory(results))
+    files = resultset.sets_by_age(resultset.machine_directory(results), warnings)
     for path in reversed(files):
         try:
             return path, resultset.load(path)
@@ -38,12 +38,12 @@ def run(args) -> int:
     check_writable_dir(args.out, "--out")
     warnings: list[str] = []
     if args.new:
-        new_path = Path(args.new)
+        new_path = resultset.resolve_set(args.new, results)
         new = resultset.load(new_path)
     else:
         new_path, new = _newest_readable(results, warnings)
     if args.base:
-        base = resultset.load(args.base)
+        base = resultset.load(resultset.resolve_set(args.base, results))
     else:
         base, more = nightly.find_baseline(results, new) if results.is_dir() else (None, [])
         warnings += more
