@@ -137,3 +137,104 @@ def best_bandwidth(memory: dict) -> float | None:
     rates = [s.get("best_bytes_per_s") for s in memory.get("sweeps") or []]
     rates = [r for r in rates if isinstance(r, (int, float)) and r > 0]
     return max(rates) if rates else None
+
+
+MEASURED_SOURCE = ("measured in this run: best matmul rate per dtype; memory: the best sweep of y = x + 1 over "
+                   "buffers several times the last-level cache")
+# On a device the catalog does not know, the compute ceiling is the run's own best matmul: a
+# fraction of it would be 100% for that case by construction, so none is given.
+COMPUTE_FROM_RUN = "the run's own best matmul per dtype (no catalog peak): fractions of it are not given"
+
+
+def measured_ceilings(cases, memory: dict | None = None) -> dict:
+    """Ceilings of a device the catalog does not know: the best matmul rate per dtype seen in
+    this run (each with the case it came from and the share of the CPUs other processes took
+    meanwhile), and the memory bandwidth of the ceiling sweeps in `memory` (memory_section,
+    its `sweeps` filled), not of the suite's stream cases, whose buffers may fit a cache."""
+    flops: dict[str, float] = {}
+    origin: dict[str, dict] = {}
+    for c in cases:
+        if c.status != "ok":
+            continue
+        if c.group in ("matmul", "matmul_model") and c.achieved_flops_per_s:
+            d = c.params["dtype"]
+            if c.achieved_flops_per_s > flops.get(d, 0.0):
+                flops[d] = c.achieved_flops_per_s
+                origin[d] = {"case": c.name, **c.conditions}
+    out = {
+        "peak_flops_per_s": flops,
+        "peak_bw_bytes_per_s": best_bandwidth(memory) if memory else None,
+        "source": MEASURED_SOURCE,
+        "compute": COMPUTE_FROM_RUN,
+        "measured_by": origin,
+    }
+    if memory is not None:
+        out["memory"] = memory
+    return out
+
+
+def compute_from_run(ceilings: dict) -> bool:
+    """Whether the compute ceiling is the run's own best matmul (sets of every version: older
+    ones say so only in their source)."""
+    return ceilings.get("compute") == COMPUTE_FROM_RUN or str(ceilings.get("source") or "").startswith("measured")
+
+
+def case_fractions(c, peak: float | None, bw: float | None, from_run: bool, llc_bytes=None):
+    """(fraction of peak, roofline fraction, above) of one ok case under these ceilings. A
+    fraction above 1 is impossible: it means the ceiling is wrong for the case (a memory ceiling
+    measured in a cache, a catalog figure too low, a miscounted FLOP or byte); it is then None
+    and `above` says which ceiling and by how much ({} otherwise). A compute ceiling from the
+    run's own best matmul gives no fraction of peak and no compute-bound roofline fraction
+    (100% by construction for the best case, relative to it for the rest)."""
+    dtype = c.extra.get("peak_dtype")
+    of_peak = roofline = peak_kind = roof_kind = None
+    if peak and not from_run and c.achieved_flops_per_s is not None:
+        of_peak, peak_kind = c.achieved_flops_per_s / peak, "compute"
+    elif bw and dtype is None and c.achieved_bytes_per_s is not None:
+        of_peak, peak_kind = c.achieved_bytes_per_s / bw, "memory"
+    compute_s = (c.flops / peak) if peak and c.flops else 0.0
+    memory_s = (c.bytes / bw) if bw and c.bytes else 0.0
+    if memory_s > 0 and memory_s >= compute_s:
+        roofline, roof_kind = memory_s / c.median_s, "memory"
+    elif compute_s > 0 and not from_run:
+        roofline, roof_kind = compute_s / c.median_s, "compute"
+    above: dict = {}
+    if of_peak is not None and of_peak > 1.0:
+        above["fraction_of_peak"], of_peak = of_peak, None
+    if roofline is not None and roofline > 1.0:
+        above["roofline_fraction"], roofline = roofline, None
+    if above:
+        kind = roof_kind if "roofline_fraction" in above else peak_kind
+        worst = max(above.values())
+        text = f"{worst:.2f}x the {kind} ceiling: above 1 is impossible, so the ceiling is wrong for this case"
+        if kind == "memory" and llc_bytes and c.bytes and c.bytes <= llc_bytes:
+            text += (f" (its {c.bytes / 2**20:.3g} MiB of traffic fits the {llc_bytes / 2**20:.0f} MiB last-level "
+                     "cache; the ceiling is memory's)")
+        above.update(ceiling=kind, note=text)
+    return of_peak, roofline, above
+
+
+def apply_ceilings(rs, ceilings: dict) -> None:
+    """Fill peak, fraction of peak and roofline fraction of every ok case (case_fractions); a
+    case above a ceiling keeps the figure in `extra.above_ceiling` instead, and the set's
+    `ceilings.exceeded` lists those cases."""
+    peaks = ceilings.get("peak_flops_per_s") or {}
+    bw = ceilings.get("peak_bw_bytes_per_s")
+    from_run = compute_from_run(ceilings)
+    llc = (ceilings.get("memory") or {}).get("llc_bytes")
+    exceeded = []
+    for c in rs.cases:
+        if c.status != "ok" or not c.median_s:
+            continue
+        c.extra.pop("above_ceiling", None)
+        if c.group == "collective":  # bytes are nccl-tests message sizes, not memory traffic
+            continue
+        dtype = c.extra.get("peak_dtype")
+        c.peak_flops_per_s = peaks.get(dtype) if dtype else None
+        c.peak_bw_bytes_per_s = bw
+        c.fraction_of_peak, c.roofline_fraction, above = case_fractions(c, c.peak_flops_per_s, bw, from_run, llc)
+        if above:
+            c.extra["above_ceiling"] = above
+            exceeded.append({"case": c.name, "ceiling": above["ceiling"],
+                             "fraction": max(v for k, v in above.items() if k.endswith("fraction"))})
+    ceilings["exceeded"] = exceeded

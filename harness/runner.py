@@ -9,12 +9,13 @@ import traceback
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import jax
 import numpy as np
 
 from harness import ceilings as ceilings_mod
+from harness.ceilings import apply_ceilings, measured_ceilings
 from harness import conditions
 from harness import device as device_mod
 from harness import distributed
@@ -106,101 +107,6 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
     if summary.relative_iqr > LARGE_SPREAD_IQR_OVER_MEDIAN:
         res.timing["notes"].append(f"large spread: IQR is {summary.relative_iqr:.0%} of the median")
     return res
-
-
-MEASURED_SOURCE = ("measured in this run: best matmul rate per dtype; memory: the best sweep of y = x + 1 over "
-                   "buffers several times the last-level cache")
-# On a device the catalog does not know, the compute ceiling is the run's own best matmul: a
-# fraction of it would be 100% for that case by construction, so none is given.
-COMPUTE_FROM_RUN = "the run's own best matmul per dtype (no catalog peak): fractions of it are not given"
-
-
-def measured_ceilings(cases: Iterable[CaseResult], memory: dict | None = None) -> dict:
-    """Ceilings of a device the catalog does not know: the best matmul rate per dtype seen in
-    this run (each with the case it came from and the share of the CPUs other processes took
-    meanwhile), and the memory bandwidth of the ceiling sweeps in `memory`
-    (harness.ceilings.memory_section, its `sweeps` filled), not of the suite's stream cases,
-    whose buffers may fit a cache."""
-    flops: dict[str, float] = {}
-    origin: dict[str, dict] = {}
-    for c in cases:
-        if c.status != "ok":
-            continue
-        if c.group in ("matmul", "matmul_model") and c.achieved_flops_per_s:
-            d = c.params["dtype"]
-            if c.achieved_flops_per_s > flops.get(d, 0.0):
-                flops[d] = c.achieved_flops_per_s
-                origin[d] = {"case": c.name, **c.conditions}
-    out = {
-        "peak_flops_per_s": flops,
-        "peak_bw_bytes_per_s": ceilings_mod.best_bandwidth(memory) if memory else None,
-        "source": MEASURED_SOURCE,
-        "compute": COMPUTE_FROM_RUN,
-        "measured_by": origin,
-    }
-    if memory is not None:
-        out["memory"] = memory
-    return out
-
-
-def _above_note(kind: str, fraction: float, c: CaseResult, llc_bytes) -> str:
-    text = (f"{fraction:.2f}x the {kind} ceiling: above 1 is impossible, so the ceiling is wrong for this case")
-    if kind == "memory" and llc_bytes and c.bytes and c.bytes <= llc_bytes:
-        text += (f" (its {c.bytes / 2**20:.3g} MiB of traffic fits the {llc_bytes / 2**20:.0f} MiB last-level cache; "
-                 "the ceiling is memory's)")
-    return text
-
-
-def apply_ceilings(rs: ResultSet, ceilings: dict) -> None:
-    """Fill peak, fraction of peak and roofline fraction of every ok case.
-
-    A fraction above 1 is impossible: it means the ceiling is wrong for that case (a memory
-    ceiling measured in a cache, a catalog figure too low, a miscounted FLOP or byte). It is
-    then not stored as a fraction; the case's `extra.above_ceiling` says which ceiling and by
-    how much, and the set's `ceilings.exceeded` lists the cases. A compute ceiling from the
-    run's own best matmul gives no fraction of peak and no compute-bound roofline fraction
-    (100% by construction for the best case, relative to it for the rest)."""
-    peaks = ceilings.get("peak_flops_per_s") or {}
-    bw = ceilings.get("peak_bw_bytes_per_s")
-    from_run = ceilings.get("compute") == COMPUTE_FROM_RUN
-    llc = (ceilings.get("memory") or {}).get("llc_bytes")
-    exceeded = []
-    for c in rs.cases:
-        if c.status != "ok" or not c.median_s:
-            continue
-        c.extra.pop("above_ceiling", None)
-        if c.group == "collective":  # bytes are nccl-tests message sizes, not memory traffic
-            continue
-        dtype = c.extra.get("peak_dtype")
-        peak = peaks.get(dtype) if dtype else None
-        c.peak_flops_per_s = peak
-        c.peak_bw_bytes_per_s = bw
-        of_peak = roofline = None
-        peak_kind = roof_kind = None
-        if peak and not from_run:
-            of_peak, peak_kind = c.achieved_flops_per_s / peak, "compute"
-        elif bw and dtype is None:
-            of_peak, peak_kind = c.achieved_bytes_per_s / bw, "memory"
-        compute_s = (c.flops / peak) if peak else 0.0
-        memory_s = (c.bytes / bw) if bw else 0.0
-        if memory_s > 0 and memory_s >= compute_s:
-            roofline, roof_kind = memory_s / c.median_s, "memory"
-        elif compute_s > 0 and not from_run:
-            roofline, roof_kind = compute_s / c.median_s, "compute"
-        above = {}
-        if of_peak is not None and of_peak > 1.0:
-            above["fraction_of_peak"] = of_peak
-            of_peak = None
-        if roofline is not None and roofline > 1.0:
-            above["roofline_fraction"] = roofline
-            roofline = None
-        c.fraction_of_peak, c.roofline_fraction = of_peak, roofline
-        if above:
-            kind = roof_kind if "roofline_fraction" in above else peak_kind
-            worst = max(above.values())
-            c.extra["above_ceiling"] = {**above, "ceiling": kind, "note": _above_note(kind, worst, c, llc)}
-            exceeded.append({"case": c.name, "ceiling": kind, "fraction": worst})
-    ceilings["exceeded"] = exceeded
 
 
 @dataclass

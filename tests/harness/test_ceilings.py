@@ -10,7 +10,7 @@ import pytest
 
 from harness import ceilings
 from harness.resultset import CaseResult, ResultSet
-from harness.runner import COMPUTE_FROM_RUN, apply_ceilings, measured_ceilings
+from harness.ceilings import COMPUTE_FROM_RUN, apply_ceilings, measured_ceilings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import fast_cfg  # noqa: E402
