@@ -33,17 +33,17 @@ factor 1.05, alpha 0.01 family-wise over 5 compared cases: each interval is 99.8
 run-to-run noise: not estimated: 5 compared cases (needs 12)
 slower (+): the interval lies above the factor; inconclusive (~): beyond the factor, not proven; faster (-): below 1/factor
 
-case                       base                   new                    new/base  interval           verdict        note
-matmul/fp32/256            992.7 us               1.211 ms               1.220     [1.194, 1.246]  +  slower
-matmul/fp32/512            7.944 ms               5.968 ms               0.751     [0.734, 0.769]  -  faster
-matmul/bf16/512            4.003 ms               3.986 ms               0.996     [0.964, 1.029]     same
-matmul/fp16/256            899.2 us               -                      -         -                  missing        not in NEW
-matmul/fp8/256             -                      -                      -         -                  same           skipped in both: fp8 unsupported on cpu
-attention/causal/1024      3.882 ms               5.808 ms               1.496     [0.902, 2.482]  ~  inconclusive   beyond the factor, not proven: the interval reaches below it
-attention/full/512         1.985 ms               -                      -         -               x  newly failing  RESOURCE_EXHAUSTED: out of memory
-membw/copy/64MiB           9.971e+09 bytes_per_s  7.999e+09 bytes_per_s  0.802     [0.778, 0.827]  +  slower
-collective/allreduce/1MiB  -                      200.2 us               -         -               !  fixed          was failing: no second device
-train_step/tiny            -                      29.88 ms               -         -                  new            not in BASE
+case                       base       new       new/base  interval           verdict        note
+attention/full/512         1.985 ms   -         -         -               x  newly failing  RESOURCE_EXHAUSTED: out of memory
+membw/copy/64MiB           9.97 GB/s  8 GB/s    0.802     [0.778, 0.827]  +  slower
+matmul/fp32/256            992.7 us   1.211 ms  1.220     [1.194, 1.246]  +  slower
+attention/causal/1024      3.882 ms   5.808 ms  1.496     [0.902, 2.482]  ~  inconclusive   beyond the factor, not proven: the interval reaches below it
+matmul/fp32/512            7.944 ms   5.968 ms  0.751     [0.734, 0.769]  -  faster
+collective/allreduce/1MiB  -          200.2 us  -         -               !  fixed          was failing: no second device
+train_step/tiny            -          29.88 ms  -         -                  new            not in BASE
+matmul/fp16/256            899.2 us   -         -         -                  missing        not in NEW
+matmul/bf16/512            4.003 ms   3.986 ms  0.996     [0.964, 1.029]     same
+matmul/fp8/256             -          -         -         -                  same           skipped in both: fp8 unsupported on cpu
 
 by family (geometric mean of new/base, oriented so > 1 is worse):
   family      geomean  verdicts
@@ -154,7 +154,7 @@ def test_no_common_cases_exit_3():
     base = synth.make_set([synth.make_case("a", "matmul", [1.0, 1.1])])
     new = synth.make_set([synth.make_case("b", "matmul", [1.0, 1.1])])
     cmp = compare.compare_sets(base, new)
-    assert [c.verdict for c in cmp.cases] == ["missing", "new"] and cmp.exit_code == 3
+    assert [c.verdict for c in cmp.cases] == ["new", "missing"] and cmp.exit_code == 3
 
 
 @pytest.mark.parametrize(
