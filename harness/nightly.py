@@ -1,5 +1,5 @@
 """The nightly regression gate: run the suite, store it, compare with the latest earlier set of
-the same machine fingerprint, write the report, and exit with compare's code.
+the same suite and machine fingerprint, write the report, and exit with compare's code.
 
 `gate()` is everything after the measuring, so it is tested on generated sets without running
 a kernel; `run_nightly()` only adds the run in front of it.
@@ -38,8 +38,9 @@ def _candidates(results_dir: Path, machine_id: str | None, warnings: list[str]) 
 
 
 def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[str]]:
-    """The latest complete set, earlier than `new`, with the same fingerprint_id; plus warnings
-    about files that could not be considered. Reads only."""
+    """The latest complete set, earlier than `new`, of the same suite with the same
+    fingerprint_id (a quick run is no baseline for a default one); plus warnings about files
+    that could not be considered. Reads only."""
     results_dir = Path(results_dir)
     fingerprint, created = new.meta.get("fingerprint_id"), str(new.meta.get("created_utc") or "")
     warnings: list[str] = []
@@ -54,7 +55,7 @@ def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[s
         except UserError as exc:
             warnings.append(f"skipped: {exc}")
             continue
-        if rs.foreign or rs.meta.get("fingerprint_id") != fingerprint:
+        if rs.foreign or rs.meta.get("fingerprint_id") != fingerprint or rs.meta.get("suite") != new.meta.get("suite"):
             continue
         if rs.meta.get("complete") is False:
             warnings.append(f"skipped: {path}: incomplete (interrupted) run")
@@ -84,7 +85,7 @@ def gate(new_path, results_dir="results", report_dir="reports", *, factor: float
     if new.meta.get("complete") is False:
         messages.append(f"{new_path}: the run is incomplete (interrupted); missing cases are expected")
     try:
-        hist = history.load_history(new_path.parent)
+        hist = history.load_history(new_path.parent, suite=new.meta.get("suite"), until=new.meta.get("created_utc"))
     except UserError as exc:
         hist = None
         messages.append(f"no history section: {exc}")

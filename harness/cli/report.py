@@ -13,7 +13,8 @@ from harness.resultset import check_writable_dir
 def register(p) -> None:
     p.description = (
         "Without --new: the newest set of the machine measured most recently in --results. "
-        "Without --base: the latest earlier set with the same machine fingerprint, if any.")
+        "Without --base: the latest earlier set of the same suite and machine fingerprint, if any. "
+        "The history shows the sets of NEW's suite up to NEW.")
     p.add_argument("--base", metavar="SET", help="baseline result set (a file, a directory, latest~N)")
     p.add_argument("--new", metavar="SET", help="result set to report on (a file, a directory, latest)")
     p.add_argument("--results", default="results", metavar="DIR", help="result store (default %(default)s)")
@@ -56,7 +57,7 @@ def run(args) -> int:
     for candidate in ((results / machine) if machine else None, new_path.parent):
         if candidate is not None and candidate.is_dir():
             try:
-                hist = history.load_history(candidate)
+                hist = history.load_history(candidate, suite=new.meta.get("suite"), until=new.meta.get("created_utc"))
                 break
             except UserError:
                 continue
