@@ -251,7 +251,7 @@ def comparability(base_meta: dict, new_meta: dict) -> tuple[list[str], list[str]
             notes.append(f"{label} is an incomplete (interrupted) run; missing cases are expected")
         busy = [w for w in meta.get("warnings") or [] if isinstance(w, str) and w.startswith("busy machine")]
         if busy:
-            notes.append(f"{label} was measured on a busy machine ({busy[0][len('busy machine: '):]}); "
+            notes.append(f"{label} was measured on a busy machine: {busy[0][len('busy machine: '):]}; "
                          "expect run-to-run noise")
     return reasons, notes
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from harness import compare, history, nightly, report, resultset
+from harness.cli.common import add_format, emit
 from harness.errors import UserError
 from harness.resultset import check_writable_dir
 
@@ -19,6 +20,7 @@ def register(p) -> None:
     p.add_argument("--new", metavar="SET", help="result set to report on (a file, a directory, latest)")
     p.add_argument("--results", default="results", metavar="DIR", help="result store (default %(default)s)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default %(default)s)")
+    add_format(p)
     p.set_defaults(func=run)
 
 
@@ -61,12 +63,15 @@ def run(args) -> int:
                 break
             except UserError:
                 continue
+    stem = new_path.name.removesuffix(".gz").removesuffix(".json")
     html_path, md_path = report.write_report(
-        args.out, f"report-{new_path.stem}", comparison=comparison, new=new, history=hist,
+        args.out, f"report-{stem}", comparison=comparison, new=new, history=hist,
         title=f"rackbench report: {new.meta.get('machine_id') or new_path.name}",
     )
-    if base is None:
-        print("report: no base set: comparison section left out")
-    print(f"report: {html_path}")
-    print(f"report: {md_path}")
+    lines = (["report: no base set: comparison section left out"] if base is None else []) + [
+        f"report: {html_path}", f"report: {md_path}"]
+    emit(args.format, table=lambda: "\n".join(lines), json_doc=lambda: {
+        "html": str(html_path), "markdown": str(md_path), "images": str(html_path.parent / f"report-{stem}-png"),
+        "new": str(new_path), "base": str(base.path) if base is not None else None,
+        "compare_exit_code": comparison.exit_code if comparison is not None else None})
     return 0

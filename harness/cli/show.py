@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from harness.ceilings import case_fractions, compute_from_run
 from harness.cli.common import add_format, emit
-from harness.format import byte_size, duration, markdown_table, percent, si, table
+from harness.format import byte_size, duration, markdown_table, measured, percent, si, table
 from harness.resultset import ResultSet, load, warning_summary
 from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN
 from harness.studies.closing_loop import closing_loop_line
@@ -28,7 +28,7 @@ _KINDS = {"flops": "rate in FLOP/s", "bytes": "rate in bytes/s (read + write); o
 class _Ceilings:
     """What the set's ceilings allow show to say about each case, for sets of every version."""
 
-    def __init__(self, meta: dict):
+    def __init__(self, meta: dict, cases=()):
         ceil = meta.get("ceilings") or {}
         self.raw = ceil
         self.peaks = {k: v for k, v in (ceil.get("peak_flops_per_s") or {}).items() if v}
@@ -39,6 +39,9 @@ class _Ceilings:
         # that case's memory fractions are 100% by construction
         origin = (ceil.get("measured_by") or {}).get("bandwidth") or {}
         self.bw_case = current_name(origin["case"]) if self.from_run and origin.get("case") and not self.memory else None
+        if self.from_run and self.bw and not self.memory and self.bw_case is None:  # version 1 did not name it
+            self.bw_case = next((c.name for c in cases if c.group == "membw" and c.status == "ok"
+                                 and c.achieved_bytes_per_s == self.bw), None)
 
     def fractions(self, c):
         """(fraction of peak, roofline fraction, above) as the runner stores them, derived
@@ -48,14 +51,24 @@ class _Ceilings:
         peak = c.peak_flops_per_s or self.peaks.get(c.extra.get("peak_dtype"))
         if c.name == self.bw_case:
             return None, None, {}
-        return case_fractions(c, peak, c.peak_bw_bytes_per_s or self.bw, self.from_run, self.memory.get("llc_bytes"))
+        of_peak, roofline, above = case_fractions(c, peak, c.peak_bw_bytes_per_s or self.bw, self.from_run,
+                                                  self.memory.get("llc_bytes"))
+        if "peak_dtype" not in c.extra and c.group in _COMPUTE_GROUPS:  # another writer's compute case:
+            of_peak = None  # its peak is unknown, and a memory fraction is not its "of peak"
+            above.pop("fraction_of_peak", None)
+        return of_peak, roofline, above
+
+
+# Families bound by compute, for records that do not name their peak dtype (other writers).
+_COMPUTE_GROUPS = ("matmul", "matmul_model", "attention", "train_step")
 
 
 def family_kind(cases) -> str:
     ok = [c for c in cases if c.status == "ok"]
     if any(c.group == "collective" for c in cases):
         return "collective"
-    if any(c.extra.get("peak_dtype") and c.achieved_flops_per_s for c in ok):
+    if any((c.extra.get("peak_dtype") or ("peak_dtype" not in c.extra and c.group in _COMPUTE_GROUPS))
+           and c.achieved_flops_per_s for c in ok):
         return "flops"
     if any(c.achieved_bytes_per_s for c in ok):
         return "bytes"
@@ -72,10 +85,11 @@ def case_record(c, ceilings: _Ceilings) -> dict:
     s = c.stats
     of_peak, roofline, above = ceilings.fractions(c)
     ok = c.status == "ok"
+    unit = c.unit or "s"  # the samples' unit: seconds, except in other writers' records
     rec = {
         "name": c.name, "group": c.group, "status": c.status, "reason": c.reason,
-        "median_s": s.get("median_s") if ok else None, "ci95_low_s": s.get("ci95_low_s") if ok else None,
-        "ci95_high_s": s.get("ci95_high_s") if ok else None, "iqr_over_median": _spread(c) if ok else None,
+        f"median_{unit}": s.get("median_s") if ok else None, f"ci95_low_{unit}": s.get("ci95_low_s") if ok else None,
+        f"ci95_high_{unit}": s.get("ci95_high_s") if ok else None, "iqr_over_median": _spread(c) if ok else None,
         "n_samples": len(c.samples_s) if ok else 0, "flops": c.flops, "bytes": c.bytes,
         "achieved_flops_per_s": c.achieved_flops_per_s if ok and c.group != "collective" else None,
         "achieved_bytes_per_s": c.achieved_bytes_per_s if ok and c.group != "collective" else None,
@@ -118,7 +132,8 @@ def _family_table(group: str, cases, ceilings: _Ceilings, others: bool, markdown
     for c in cases:
         s = c.stats
         spread = _spread(c)
-        row = [c.name, duration(s.get("median_s")), f"[{duration(s.get('ci95_low_s'))}, {duration(s.get('ci95_high_s'))}]",
+        row = [c.name, measured(s.get("median_s"), c.unit),
+               f"[{measured(s.get('ci95_low_s'), c.unit)}, {measured(s.get('ci95_high_s'), c.unit)}]",
                percent(spread) + ("*" if spread is not None and spread > LARGE_SPREAD_IQR_OVER_MEDIAN else "")]
         of_peak, roofline, above = ceilings.fractions(c)
         if kind == "flops":
@@ -178,13 +193,14 @@ def _ceiling_lines(rs: ResultSet, ceilings: _Ceilings) -> list[str]:
                      f"in place over a {size} buffer ({cache}): {each}")
         if memory.get("note"):
             lines.append(f"  note: {memory['note']}")
-    elif ceilings.bw:
+    elif ceilings.bw and ceilings.bw_case:
         origin = (ceil.get("measured_by") or {}).get("bandwidth") or {}
         busy = origin.get("other_cpu_fraction")
         lines.append(f"memory ceiling: {si(ceilings.bw, 'B/s')}, the best stream_add case of the run "
-                     f"({ceilings.bw_case or '?'}"
-                     + (f", others took {percent(busy)} of the CPUs" if busy is not None else "")
+                     f"({ceilings.bw_case}" + (f", others took {percent(busy)} of the CPUs" if busy is not None else "")
                      + "): a set from before the ceiling sweeps, whose buffer may fit a cache")
+    elif ceilings.bw:
+        lines.append(f"memory ceiling: {si(ceilings.bw, 'B/s')} ({ceil.get('source')})")
     else:
         lines.append("memory ceiling: none measured (no sweep in this run): no memory fraction or roofline")
     return lines
@@ -221,7 +237,7 @@ def render(rs: ResultSet, status_filter: str | None = None, warnings: str = "all
     m = rs.meta
     dev = m.get("device", {})
     sw = m.get("software", {})
-    ceilings = _Ceilings(m)
+    ceilings = _Ceilings(m, rs.cases)
     lines = [
         f"result set: {rs.path}",
         f"device: {dev.get('kind')} x{dev.get('count')} ({dev.get('platform')})"
@@ -283,7 +299,7 @@ def render(rs: ResultSet, status_filter: str | None = None, warnings: str = "all
 def document(rs: ResultSet, status_filter: str | None = None) -> dict:
     """The JSON form: the set's identity, its ceilings, counts, warnings and one record per case."""
     m = rs.meta
-    ceilings = _Ceilings(m)
+    ceilings = _Ceilings(m, rs.cases)
     return {
         "path": str(rs.path) if rs.path else None,
         "machine_id": m.get("machine_id"), "created_utc": m.get("created_utc"),
@@ -299,7 +315,7 @@ def document(rs: ResultSet, status_filter: str | None = None) -> dict:
 
 
 def records(rs: ResultSet, status_filter: str | None = None) -> list[dict]:
-    ceilings = _Ceilings(rs.meta)
+    ceilings = _Ceilings(rs.meta, rs.cases)
     return [case_record(c, ceilings) for c in rs.cases if not status_filter or c.status == status_filter]
 
 
@@ -329,8 +345,11 @@ def conditions_line(snap: dict) -> str:
 
 def print_set(rs: ResultSet, fmt: str, status_filter: str | None = None, warnings: str = "all") -> None:
     """Print a set in the --format asked for (show and run)."""
-    emit(fmt, json_doc=lambda: document(rs, status_filter), records=lambda: records(rs, status_filter),
-         columns=list(CASE_COLUMNS), table=lambda: render(rs, status_filter, warnings),
+    rows = records(rs, status_filter)
+    # CASE_COLUMNS, then the medians of a record whose samples are not seconds (another writer's)
+    columns = list(CASE_COLUMNS) + list(dict.fromkeys(k for r in rows for k in r if k not in CASE_COLUMNS))
+    emit(fmt, json_doc=lambda: document(rs, status_filter), records=lambda: rows,
+         columns=columns, table=lambda: render(rs, status_filter, warnings),
          markdown=lambda: render(rs, status_filter, warnings, markdown=True))
 
 

@@ -20,11 +20,17 @@ def run(args) -> int:
     out = [[r.what, r.ours_case or "(no matching case)", si(r.ours, r.unit), si(r.vendor, r.unit), percent(r.ratio),
             "-" if r.min_ratio is None else ("PASS" if r.passed else "FAIL") + f" (>= {r.min_ratio:.0%})"] for r in rows]
     header = ["figure", "our case", "ours", "vendor", "ratio", "gate"]
-    title = f"vendor: {vendor.get('device')} torch {vendor.get('torch')}"
-    emit(args.format, json_doc=lambda: {"result_set": str(rs.path), "vendor_device": vendor.get("device"),
+    ours_kind = (rs.meta.get("device") or {}).get("kind")
+    same = ours_kind == vendor.get("device")
+    title = f"vendor: {vendor.get('device')} torch {vendor.get('torch')}" + (
+        "" if same else f"\nnote: the set was measured on {ours_kind}, the vendor figures on {vendor.get('device')}: "
+                        "not the same card, so the ratios say little")
+    emit(args.format, json_doc=lambda: {"result_set": str(rs.path), "device": ours_kind,
+                                        "vendor_device": vendor.get("device"), "same_device": same,
                                         "torch": vendor.get("torch"), "rows": _records(rows)},
          records=lambda: _records(rows), table=lambda: title + "\n" + table(header, out, "llrrrl"),
-         markdown=lambda: f"- {title}\n\n" + markdown_table(header, out), indent=1)
+         markdown=lambda: "".join(f"- {line}\n" for line in title.split("\n")) + "\n" + markdown_table(header, out),
+         indent=1)
     if args.write:
         rs.meta["vendor_baselines"] = vendor
         rs.meta["vendor_check"] = [{"what": r.what, "case": r.ours_case, "ratio": r.ratio, "passed": r.passed} for r in rows]

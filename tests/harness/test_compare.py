@@ -1,4 +1,4 @@
-"""compare: golden files with an exactly asserted table, statistics that catch 5% and ignore noise."""
+"""compare: the golden pair's verdicts, statistics that catch 5% and ignore noise."""
 from __future__ import annotations
 
 import importlib.util
@@ -26,42 +26,8 @@ def _load_synth():
 synth = _load_synth()
 
 
-GOLDEN_TABLE = """\
-base: base.json, commit 11111111, 2026-11-01T02:00:00Z, cpu x1, jax 0.10.2
-new:  new.json, commit 22222222, 2026-11-02T02:00:00Z, cpu x1, jax 0.10.2
-factor 1.05, alpha 0.01 family-wise over 5 compared cases: each interval is 99.8% (2000 bootstrap resamples of the medians)
-run-to-run noise: not estimated: 5 compared cases (needs 12)
-slower (+): the interval lies above the factor; inconclusive (~): beyond the factor, not proven; faster (-): below 1/factor
-
-case                       base       new       new/base  interval           verdict        note
-attention/full/512         1.985 ms   -         -         -               x  newly failing  RESOURCE_EXHAUSTED: out of memory
-membw/copy/64MiB           9.97 GB/s  8 GB/s    0.802     [0.778, 0.827]  +  slower
-matmul/fp32/256            992.7 us   1.211 ms  1.220     [1.194, 1.246]  +  slower
-attention/causal/1024      3.882 ms   5.808 ms  1.496     [0.902, 2.482]  ~  inconclusive   beyond the factor, not proven: the interval reaches below it
-matmul/fp32/512            7.944 ms   5.968 ms  0.751     [0.734, 0.769]  -  faster
-collective/allreduce/1MiB  -          200.2 us  -         -               !  fixed          was failing: no second device
-train_step/tiny            -          29.88 ms  -         -                  new            not in BASE
-matmul/fp16/256            899.2 us   -         -         -                  missing        not in NEW
-matmul/bf16/512            4.003 ms   3.986 ms  0.996     [0.964, 1.029]     same
-matmul/fp8/256             -          -         -         -                  same           skipped in both: fp8 unsupported on cpu
-
-by family (geometric mean of new/base, oriented so > 1 is worse):
-  family      geomean  verdicts
-  attention   1.496    1 inconclusive, 1 newly failing
-  collective  -        1 fixed
-  matmul      0.970    1 faster, 1 slower, 2 same, 1 missing
-  membw       1.247    1 slower
-  train_step  -        1 new
-
-verdicts: 1 faster, 2 slower, 1 inconclusive, 2 same, 1 newly failing, 1 fixed, 1 new, 1 missing
-exit 1: something is slower or newly failing
-"""
-
-
-def test_golden_table_and_exit_code(cli, capsys, monkeypatch):
-    monkeypatch.chdir(DATA)
-    assert cli(["compare", "base.json", "new.json"]) == 1
-    assert capsys.readouterr().out == GOLDEN_TABLE
+# The whole table, JSON, CSV and Markdown of this pair are golden files:
+# tests/harness/test_golden_measure.py (golden/compare.*).
 
 
 def test_golden_only_changed_hides_same(cli, capsys, monkeypatch):
