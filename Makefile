@@ -15,8 +15,10 @@ setup:
 	@./scripts/bootstrap
 
 # Measure here, store the set, print its table (with the closing-the-loop line), then the
-# head-to-head projection with the calibration `rackbench project` would choose, then the
-# harness's own timing checks on this machine (reported; a busy machine can fail them).
+# head-to-head projection with the calibration `rackbench project` would choose: the default
+# file or a GPU set in results/reference/, never the run just made (versus says why in one
+# line), then the harness's own timing checks on this machine (reported; a busy machine can
+# fail them).
 bench: setup
 	$(RB) run --suite $(SUITE) --out $(RESULTS)
 	@mkdir -p $(REPORTS)

@@ -223,12 +223,14 @@ def overlap_chunks(gemms: list[Gemm], tp: int) -> list[tuple[Gemm, Gemm]]:
     return out
 
 
-def layer_gemms(model: Model, tokens: int, tp: int, ep: int = 1) -> list[Gemm]:
+def layer_gemms(model: Model, tokens: int, tp: int, ep: int = 1,
+                chunks: bool = True) -> list[Gemm]:
     """Every distinct GEMM shape a training step prices (clusters.train.layer_times and
     output_layer_s) for `tokens` tokens per rank at tensor parallelism `tp` and expert
     parallelism `ep`: the attention projections, the dense FFN (dense layers), the MoE layer's
     router, routed and shared experts, the output layer, and the chunks TP-communication
-    overlap runs the TP GEMMs in (overlap_chunks). The kernel suite measures exactly
+    overlap runs the TP GEMMs in (overlap_chunks; `chunks` False leaves them out). The kernel
+    suite measures exactly
     these shapes for the models it names (harness.suites)."""
     gemms = attention_gemms(model, tokens, tp)
     if model.n_dense_layers:
@@ -236,7 +238,8 @@ def layer_gemms(model: Model, tokens: int, tp: int, ep: int = 1) -> list[Gemm]:
     if model.moe is not None:
         gemms += moe_gemms(model, tokens, tp, ep)
     gemms.append(output_gemm(model, tokens, tp))
-    gemms += [chunk for _, chunk in overlap_chunks(gemms, tp)]
+    if chunks:
+        gemms += [chunk for _, chunk in overlap_chunks(gemms, tp)]
     seen, out = set(), []
     for g in gemms:
         if (g.m, g.n, g.k) not in seen:

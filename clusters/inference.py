@@ -31,7 +31,7 @@ from clusters.catalog import System
 from clusters.memory import USABLE_HBM_FRACTION
 from clusters.plan import Plan
 from clusters.software import stack_for
-from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times
+from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times, power_fields
 from clusters.workloads import Model
 from clusters.dtypes import bytes_per_element
 from clusters.errors import ModelInputError
@@ -199,9 +199,10 @@ class ServeResult:
     memory_bytes_per_chip: float
     capacity_bytes: float
     max_batch_per_chip: int
-    chip_power_w: float
-    system_power_w: float
+    chips_power_w: float  # all the instance's chips
+    system_power_w: float  # the whole systems, pro rata of their chips used
     notes: tuple = field(default_factory=tuple)
+    systems: float = 0.0  # systems used, pro rata (48 chips of a 72-chip rack: 0.667)
 
     @property
     def tpot_s(self) -> float:
@@ -233,8 +234,9 @@ class ServeResult:
             "step_time_s": self.step_time_s, "breakdown_s": dict(self.breakdown_s),
             "tokens_per_s_per_chip": self.tokens_per_s_per_chip,
             "memory_bytes_per_chip": self.memory_bytes_per_chip,
+            "usable_memory_bytes_per_chip": self.capacity_bytes,
             "max_batch_per_chip": self.max_batch_per_chip,
-            "chip_power_w": self.chip_power_w, "power_w": self.system_power_w,
+            **power_fields(self.chips_power_w, p.chips, self.system_power_w, self.systems),
             "joules_per_token": self.joules_per_token, "notes": list(self.notes),
         }
         if self.mode == "decode":
@@ -272,9 +274,9 @@ def _result(mode, model, system, plan, parts, tokens, cal):
         breakdown_s=parts, tokens_per_step_per_chip=tokens, memory_bytes_per_chip=mem,
         capacity_bytes=chip.hbm_bytes * USABLE_HBM_FRACTION,
         max_batch_per_chip=max_batch_per_chip(model, plan, chip.hbm_bytes),
-        chip_power_w=plan.chips * chip.power_w,
+        chips_power_w=plan.chips * chip.power_w,
         system_power_w=plan.chips / system.chips_per_domain * system.power_w,
-        notes=tuple(cal.notes_for(chip.family)))
+        notes=tuple(cal.notes_for(chip.family)), systems=plan.chips / system.chips_per_domain)
 
 
 def prefill(model: Model, system: System, plan: ServePlan,

@@ -128,7 +128,9 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
     if evaluated is not None:
         doc["plans_evaluated"] = evaluated
         doc["alternatives"] = [{"plan": r.to_dict()["plan"], "step_time_s": r.step_time_s,
-                                "mfu": r.mfu} for r in results[1:]]
+                                "tokens_per_s_per_chip": r.tokens_per_s_per_chip, "mfu": r.mfu,
+                                "memory_bytes_per_chip": r.memory.total_bytes}
+                               for r in results[1:]]
     doc["calibration"] = calibration.name
     if band:  # the band belongs to the plan shown (the search's winner)
         U.add_band_fields(doc, train_band(model, system, best.plan, calibration), TRAIN_RATES,

@@ -475,8 +475,8 @@ class Evaluation:
             model_flops_per_token=F.model_flops_per_token(self.model, plan.seq_len),
             hardware_flops_per_token=F.hardware_flops_per_token(self.model, plan.seq_len,
                                                                 plan.recompute),
-            peak_flops_per_s=chip.peak(plan.precision), chip_power_w=chips * chip.power_w,
-            system_power_w=n_systems * system.power_w,
+            peak_flops_per_s=chip.peak(plan.precision), chips_power_w=chips * chip.power_w,
+            system_power_w=n_systems * system.power_w, systems=n_systems,
             capex_usd=None if system.price_usd is None else n_systems * system.price_usd,
             notes=tuple(self.calibration.notes_for(chip.family)) + (
                 (f"{system.chip.name}: {devices} devices per chip, the plan's {plan.chips} ranks "
@@ -582,6 +582,17 @@ def evaluate(model: Model, system: System, plans: dict,
                       capacity_bytes=system.chip.hbm_bytes * USABLE_HBM_FRACTION)
 
 
+def power_fields(chips_power_w: float, chips: int, systems_power_w: float,
+                 systems: float) -> dict:
+    """A result's power, each figure named for what it covers: `power_w` the whole systems
+    used (pro rata of their chips; what joules_per_token divides), `power_w_per_system` one
+    of them, `chips_power_w` the chips alone (their rated power), `power_w_per_chip` one."""
+    return {"power_w": systems_power_w,
+            "power_w_per_system": systems_power_w / systems if systems else None,
+            "systems": systems, "chips_power_w": chips_power_w,
+            "power_w_per_chip": chips_power_w / chips if chips else None}
+
+
 @dataclass(frozen=True)
 class TrainResult:
     model: str
@@ -595,12 +606,13 @@ class TrainResult:
     model_flops_per_token: float
     hardware_flops_per_token: float
     peak_flops_per_s: float
-    chip_power_w: float
-    system_power_w: float
+    chips_power_w: float  # all the plan's chips
+    system_power_w: float  # the whole systems, pro rata of their chips used
     capex_usd: float | None
     notes: tuple[str, ...] = field(default_factory=tuple)
     causal_flops_per_token: float = 0.0  # model FLOPs with causal attention (what MFU divides)
     devices_per_chip: int = 1  # ranks per package (the plan's degrees count ranks)
+    systems: float = 0.0  # systems used, pro rata (64 chips of a CloudMatrix 384: 0.167)
 
     @property
     def feasible(self) -> bool:
@@ -668,8 +680,10 @@ class TrainResult:
             "mfu_palm": self.mfu_palm, "mfu_palm_definition": MFU_PALM_DEFINITION,
             "ranks": self.plan.chips, "devices_per_chip": self.devices_per_chip,
             "hfu": self.hfu, "hfu_definition": HFU_DEFINITION,
-            "memory_bytes_per_chip": self.memory.total_bytes, "memory": self.memory.to_dict(),
-            "chip_power_w": self.chip_power_w, "power_w": self.system_power_w,
+            "memory_bytes_per_chip": self.memory.total_bytes,
+            "usable_memory_bytes_per_chip": self.memory.capacity_bytes,
+            "memory": self.memory.to_dict(),
+            **power_fields(self.chips_power_w, self.chips, self.system_power_w, self.systems),
             "joules_per_token": self.joules_per_token, "capex_usd": self.capex_usd,
             "notes": list(self.notes),
         }

@@ -510,10 +510,12 @@ class Versus:
         return row.tokens_per_s / ref.tokens_per_s
 
     def relative_band(self, row: Row) -> tuple[float, float] | None:
-        """(p10, p90) of relative(row): the two projections' bands paired by sample."""
+        """(p10, p90) of relative(row): the two projections' bands paired by sample. None for
+        the reference itself, whose ratio to itself is exactly 1 (pairing its band with itself
+        as independent errors would give it a spread it does not have)."""
         rel = self.relative(row)
         ref = self.reference_row(row.workload, row.mode)
-        if rel is None or row.band is None or ref.band is None:
+        if rel is None or row is ref or row.band is None or ref.band is None:
             return None
         return U.ratio_band(row.band, ref.band, rel)
 

@@ -221,6 +221,16 @@ def flat_record(doc: dict, prefix: str = "") -> dict:
     return out
 
 
+def quantity(x: float | None, digits: int = 3) -> str:
+    """A large count as model sizes and token budgets are written: 8.03B, 671B, 15T, 69.6k."""
+    if _missing(x):
+        return "-"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.{digits}g}{suffix}"
+    return f"{x:.{digits}g}"
+
+
 def measured(value: float | None, unit: str | None) -> str:
     """A measured value in the unit a record names, as the rest of the tool writes it: seconds
     with an s/ms/us/ns prefix, `bytes_per_s` and `flops_per_s` as SI rates (8 GB/s), `bytes` as

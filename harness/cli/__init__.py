@@ -4,7 +4,7 @@ Each command's module (COMMANDS) defines `register(parser)`, which adds the comm
 sets `func` (a callable taking the parsed args and returning an exit code). A command module
 parses its flags and calls library functions with keyword arguments. Only the invoked command's
 module is imported, so `--help` loads none of them and the model commands (`catalog`,
-`collective`, `project`) never load JAX, SciPy or pandas: they start in a fraction of a second.
+`collective`, `model`, `project`) never load JAX, SciPy or pandas: they start in a fraction of a second.
 
 Input errors of every package (harness.errors.INPUT_ERRORS) are caught here once: one line on
 stderr naming the input, exit code 2. Ctrl-C is exit 130 with one line at any moment (a second
@@ -38,6 +38,7 @@ COMMANDS = (
     ("history", "trend table and change points over all stored sets of one machine"),
     ("migrate", "rewrite stored result sets at the current schema version"),
     ("report", "write a self-contained HTML report (and Markdown) of a result set"),
+    ("model", "model files: a commented template, the shipped models, one model's numbers"),
     ("project", "project training or inference of a model onto a system"),
     ("versus", "CloudMatrix 384 against GB200 NVL72 and H100/H800/H20 clusters"),
     ("validate", "project every published measurement and print the errors per row and mode"),

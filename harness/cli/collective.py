@@ -1,16 +1,15 @@
 """`rackbench collective`: modelled time and nccl-tests algbw/busbw of one collective on a catalog system."""
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 
 from clusters.catalog import load_system
 from clusters.collectives import ALGORITHMS, OPS, Group, collective
-from harness.cli.common import add_format, add_plot, check_plot_path, write_figure
+from harness.cli.common import add_format, add_plot, check_plot_path, emit, write_figure
 from harness.errors import UserError
-from harness.format import si, table
+from harness.format import byte_size, si, table
 
 SWEEP_MIN_BYTES = 2**10  # 1 KiB
 SWEEP_MAX_BYTES = 2**32  # 4 GiB
@@ -40,7 +39,7 @@ def register(p) -> None:
     p.add_argument("--algorithm", default=None, help=f"force one of {', '.join(ALGORITHMS)} (default: fastest)")
     p.add_argument("--sweep", action="store_true", help="sizes from 1 KiB to 4 GiB in powers of two")
     add_plot(p, "busbw against size (a sweep)")
-    add_format(p)
+    add_format(p, "csv")
     p.set_defaults(func=run)
 
 
@@ -104,15 +103,14 @@ def run(args) -> int:
              f"domain{'s' if doc['domains'] > 1 else ''})")
     if args.plot:
         _plot(args.plot, result, title)
-    if args.format == "json":
-        single = not (args.sweep or args.plot is not None)
-        context = {k: v for k, v in doc.items() if k != "results"}
-        print(json.dumps({**context, **rows[0]} if single else doc, indent=1))
-        return 0
-    print(title)
-    print(table(["bytes", "time", "algbw", "busbw", "algorithm"],
-                [[f"{r['size_bytes']:.0f}", si(r["time_s"], "s"), si(r["algbw_bytes_per_s"], "B/s"),
-                  si(r["busbw_bytes_per_s"], "B/s"), r["algorithm"]] for r in rows], align="rrrrl"))
-    if args.plot:
+    context = {k: v for k, v in doc.items() if k != "results"}
+    single = not (args.sweep or args.plot is not None)
+    emit(args.format, json_doc=lambda: {**context, **rows[0]} if single else doc, indent=1,
+         records=lambda: [{**context, **r} for r in rows],
+         table=lambda: title + "\n" + table(
+             ["size", "time", "algbw", "busbw", "algorithm"],
+             [[byte_size(r["size_bytes"]), si(r["time_s"], "s"), si(r["algbw_bytes_per_s"], "B/s"),
+               si(r["busbw_bytes_per_s"], "B/s"), r["algorithm"]] for r in rows], align="rrrrl"))
+    if args.plot and args.format == "table":
         print(f"plot: {args.plot}")
     return 0

@@ -90,14 +90,17 @@ def write_figure(fig, path: str, **savefig) -> None:
 
 
 def emit(fmt: str, *, json_doc=None, records=None, table=None, markdown=None,
-         columns: list[str] | None = None, indent: int = 2) -> None:
+         columns: list[str] | None = None, indent: int = 2, json_default=float) -> None:
     """Print a command's output in the --format asked for. Each form is a callable, so only
-    the one printed is built: json_doc -> the JSON document, records -> the rows of
-    harness.format.csv_text (`columns` picks and orders them), table and markdown -> text."""
+    the one printed is built: json_doc -> the JSON document (numpy scalars and the like through
+    `json_default`), records -> the rows of harness.format.csv_text (`columns` picks and
+    orders them), table and markdown -> text. JSON has no NaN or infinity: a figure that is
+    not finite is written as null, as csv_text leaves it empty."""
     import json
 
     if fmt == "json":
-        print(json.dumps(json_doc(), indent=indent, default=float))
+        print(json.dumps(_finite(json_doc()), indent=indent, default=json_default,
+                         allow_nan=False))
     elif fmt == "csv":
         from harness.format import csv_text
 
@@ -106,3 +109,16 @@ def emit(fmt: str, *, json_doc=None, records=None, table=None, markdown=None,
         print(markdown())
     else:
         print(table())
+
+
+def _finite(doc):
+    """`doc` with every float that is not finite replaced by None (strict JSON)."""
+    import math
+
+    if isinstance(doc, dict):
+        return {k: _finite(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_finite(v) for v in doc]
+    if isinstance(doc, float) and not math.isfinite(doc):
+        return None
+    return doc

@@ -1,12 +1,23 @@
 """`rackbench devices`: what JAX sees here, and which catalog chip it matches."""
 from __future__ import annotations
 
-import json
 import os
 
 from harness.device import catalog_ceilings, catalog_chip, default_cpu_devices, environment
-from harness.cli.common import add_format
+from harness.cli.common import add_format, emit
 from harness.format import si
+
+
+def _devices(dev: dict, chip) -> list[dict]:
+    """One record per device JAX sees (all of one kind: the memory figures are the first
+    device's, as `rackbench run` records them)."""
+    import jax
+
+    return [{"id": d.id, "process_index": d.process_index, "platform": d.platform,
+             "kind": d.device_kind, "memory_bytes": dev["memory_bytes"],
+             "memory_bytes_source": dev.get("memory_bytes_source"), "hbm_bytes": dev.get("hbm_bytes"),
+             "catalog_chip": chip.name if chip else None}
+            for d in jax.devices()]
 
 
 def run(args) -> int:
@@ -15,9 +26,11 @@ def run(args) -> int:
     env = environment()
     dev = env["device"]
     chip = catalog_chip(dev["kind"], dev["platform"])
-    if args.format == "json":
+    if args.format != "table":
         env["ceilings"] = catalog_ceilings(chip) if chip else None
-        print(json.dumps(env, indent=1, default=str))
+        env["devices"] = _devices(dev, chip)
+        emit(args.format, json_doc=lambda: env, indent=1, json_default=str,
+             records=lambda: env["devices"])
         return 0
     sw, host = env["software"], env["host"]
     print(f"platform: {dev['platform']}  kind: {dev['kind']}  count: {dev['count']} "
@@ -44,5 +57,5 @@ def run(args) -> int:
 
 
 def register(p) -> None:
-    add_format(p)
+    add_format(p, "csv")
     p.set_defaults(func=run)

@@ -2,13 +2,12 @@
 runs: each stage's cases, compile and sampling time, against the stage budget."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness.cli.common import add_format
+from harness.cli.common import add_format, emit
 from harness.errors import UserError
-from harness.format import duration, table
+from harness.format import duration, format_value, table
 
 
 def _target(args):
@@ -33,6 +32,16 @@ def _target(args):
     return device, device.platform, args.devices or jax.device_count(), chip, device.device_kind
 
 
+def _stage_record(p, budget_s: float) -> dict:
+    """--format csv: one stage, its cases summed (the table's columns, in seconds)."""
+    measured = [c for c in p.cases if not c.skipped]
+    return {"stage": p.name, "part": p.part, "cases": len(measured),
+            "skipped": len(p.cases) - len(measured),
+            "compile_s": sum(c.compile_s for c in measured), "run_s": sum(c.run_s for c in measured),
+            "check_s": sum(c.check_s for c in measured), "fixed_s": p.fixed_s,
+            "total_s": p.total_s, "budget_s": budget_s, "over_budget": p.total_s > budget_s}
+
+
 def run(args) -> int:
     from harness.estimate import Ceilings, costs_for
     from harness.resultset import load
@@ -53,15 +62,15 @@ def run(args) -> int:
     if args.stage != "all":
         plans = [p for p in plans if p.name == args.stage]
     over = [p for p in plans if p.total_s > args.budget_s]
-    if args.format == "json":
-        print(json.dumps({
+    if args.format != "table":
+        emit(args.format, indent=1, json_doc=lambda: {
             "device": label, "devices": count, "ceilings": ceilings.source, "costs": costs.source,
             "budget_s": args.budget_s, "stages": [
                 {"stage": p.name, "part": p.part, "total_s": p.total_s, "fixed_s": p.fixed_s,
                  "cases": [{"name": c.name, "skipped": c.skipped, "method": c.method, "compiles": c.compiles,
                             "compile_s": c.compile_s, "run_s": c.run_s, "check_s": c.check_s,
                             "total_s": c.total_s, "source": c.source} for c in p.cases]} for p in plans]},
-            indent=1))
+            records=lambda: [_stage_record(p, args.budget_s) for p in plans])
         return 1 if over else 0
     print(f"plan: suite {args.suite} on {label} x{count} ({ceilings.source}); stage budget {duration(args.budget_s)}")
     print(f"compile times: {costs.source}" + (f"; cases in {args.prior} from their recorded times" if prior else ""))
@@ -69,15 +78,14 @@ def run(args) -> int:
         print(f"{len(begun.cases)} cases already in {args.out_file}")
     rows = []
     for p in plans:
-        measured = [c for c in p.cases if not c.skipped]
-        rows.append([p.name, p.part, len(measured), len(p.cases) - len(measured),
-                     duration(sum(c.compile_s for c in measured)), duration(sum(c.run_s for c in measured)),
-                     duration(sum(c.check_s for c in measured)), duration(p.fixed_s), duration(p.total_s),
-                     "OVER" if p.total_s > args.budget_s else "ok"])
+        r = _stage_record(p, args.budget_s)
+        rows.append([r["stage"], r["part"], r["cases"], r["skipped"], duration(r["compile_s"]),
+                     duration(r["run_s"]), duration(r["check_s"]), duration(r["fixed_s"]),
+                     duration(r["total_s"]), "OVER" if r["over_budget"] else "ok"])
     print(table(["stage", "call", "cases", "skipped", "compile", "run", "check", "start+other", "estimate", "budget"],
                 rows, "lrrrrrrrrl"))
     total = sum(p.total_s for p in plans)
-    print(f"{len(plans)} commands, estimated {duration(total)} ({total / 60:.1f} min) of device time, "
+    print(f"{len(plans)} command{'s' if len(plans) != 1 else ''}, estimated {format_value(total, 's')} ({total / 60:.1f} min) of device time, "
           "plus the machine's own start")
     return 1 if over else 0
 
@@ -98,5 +106,5 @@ def register(p) -> None:
     p.add_argument("--prior", help="an earlier set of the same machine: its cases' recorded wall times "
                                    "replace the model's estimate")
     p.add_argument("--stage", default="all", choices=("all",) + STAGES)
-    add_format(p)
+    add_format(p, "csv")
     p.set_defaults(func=run)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 from clusters.catalog import load_system
 from clusters.projection import MAX_CHIPS, PLAN_DEGREES, project_serve, project_train
 from clusters.workloads import load_model
-from harness.cli.common import add_calibration, add_format, positive
+from harness.cli.common import add_calibration, add_format, emit, positive
 from harness.errors import UserError
-from harness.format import percent, percent_range, si, si_range, table
+from harness.format import (band_text, count, count_range, fixed_column, flat_record, number,
+                            percent, percent_range, quantity, si, si_range, table, time_unit)
 from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
 
 PLAN_FLAGS = PLAN_DEGREES
@@ -93,7 +93,7 @@ def register(p) -> None:
                    help="10th-90th percentile band and the inputs that move it most "
                         "(default: on)")
     add_calibration(p)
-    add_format(p)
+    add_format(p, "csv")
     p.set_defaults(func=run)
 
 
@@ -150,76 +150,145 @@ def compute(args) -> dict:
 
 def run(args) -> int:
     doc = compute(args)
-    if args.format == "json":
-        print(json.dumps(doc, indent=2, default=float))
-    else:
-        print(_render(doc))
+    emit(args.format, json_doc=lambda: doc, records=lambda: records(doc),
+         table=lambda: render(doc))
     return 0
+
+
+def records(doc: dict) -> list[dict]:
+    """--format csv: one row per plan shown, `rank` 1 the projection (the search's best), then
+    the search's alternatives; nested fields flattened (plan_tp, breakdown_gemm_s,
+    memory_weights_bytes), bands as <metric>_p10/_p90 columns. The band's sensitivity, the
+    notes and the definitions are in the JSON only."""
+    best = {k: v for k, v in doc.items()
+            if k not in ("alternatives", "band", "notes") and not k.endswith("_definition")}
+    context = {k: doc[k] for k in ("model", "system", "chips", "mode", "calibration")}
+    return [{"rank": 1, **flat_record(best)}] + [
+        {"rank": i, **context, **flat_record(alt)}
+        for i, alt in enumerate(doc.get("alternatives", []), 2)]
+
+
+def _plan_text(plan: dict) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in plan.items())
+
+
+def _ranged(doc: dict, key: str, unit: str) -> str:
+    return si_range(doc[key], doc.get(f"{key}_p10"), doc.get(f"{key}_p90"), unit)
+
+
+def _pct(doc: dict, key: str) -> str:
+    return percent_range(doc[key], doc.get(f"{key}_p10"), doc.get(f"{key}_p90"))
+
+
+def _rate(doc: dict, key: str, times: float = 1.0) -> str:
+    lo, hi = doc.get(f"{key}_p10"), doc.get(f"{key}_p90")
+    return count_range(doc[key] * times, None if lo is None else lo * times,
+                       None if hi is None else hi * times)
+
+
+def _breakdown(doc: dict) -> tuple[str, float, str]:
+    """The step's named parts in one unit (the total's), with the total and its band."""
+    step = doc["step_time_s"]
+    scale, unit = time_unit(step)
+    parts = {k: v for k, v in doc["breakdown_s"].items() if v > 0}
+    cells = fixed_column([*parts.values(), step], scale, step)
+    rows = [[k.removesuffix("_s"), c, percent(v / step)]
+            for (k, v), c in zip(parts.items(), cells)]
+    rows.append(["total step", cells[-1] + band_text(doc.get("step_time_s_p10"),
+                                                     doc.get("step_time_s_p90"), scale), "100%"])
+    return table(["part", f"time ({unit})", "share"], rows, "lrr"), scale, unit
 
 
 def _days(doc: dict) -> str:
     days = doc["time_to_train_s"] / 86400
     lo, hi = doc.get("time_to_train_s_p10"), doc.get("time_to_train_s_p90")
+    if days >= 100:  # 2486 days, not 2485.6
+        return f"{days:.0f} days" + ("" if lo is None else f" ({lo / 86400:.0f}-{hi / 86400:.0f})")
     band = "" if lo is None else f" ({lo / 86400:.0f}-{hi / 86400:.0f})" if days >= 10 else \
         f" ({lo / 86400:.1f}-{hi / 86400:.1f})"
     return f"{days:.1f} days{band}"
 
 
-def _render(doc: dict) -> str:
-    lines = [f"{doc['model']} on {doc['chips']} chips of {doc['system']} ({doc['mode']}), "
+def _train_lines(doc: dict, scale: float, unit: str) -> list[str]:
+    step, chips = doc["step_time_s"], doc["chips"]
+    peak = f"{si(doc['peak_flops_per_s'], 'FLOP/s')} {doc['plan']['precision']} peak"
+    mem = doc["memory"]
+    lines = [
+        f"tokens/s per chip: {_rate(doc, 'tokens_per_s_per_chip')}; "
+        f"for the {chips:,} chips: {_rate(doc, 'tokens_per_s')}",
+        f"model FLOP/s per chip (causal attention): "
+        f"{_ranged(doc, 'causal_model_flops_per_s_per_chip', 'FLOP/s')}; MFU {_pct(doc, 'mfu')} "
+        f"of the {peak}",
+        f"  MFU: {doc['mfu_definition']}",
+        f"  PaLM's count (attention without causal halving): "
+        f"{_ranged(doc, 'model_flops_per_s_per_chip', 'FLOP/s')} per chip, MFU "
+        f"{_pct(doc, 'mfu_palm')}",
+        f"hardware FLOP/s per chip (recompute included): "
+        f"{_ranged(doc, 'hardware_flops_per_s_per_chip', 'FLOP/s')}; HFU {_pct(doc, 'hfu')}",
+        f"memory per chip: {si(doc['memory_bytes_per_chip'], 'B')} of "
+        f"{si(doc['usable_memory_bytes_per_chip'], 'B')} usable (weights "
+        f"{si(mem['weights_bytes'], 'B')}, gradients {si(mem['grads_bytes'], 'B')}, optimizer "
+        f"{si(mem['optimizer_bytes'], 'B')}, activations {si(mem['activations_bytes'], 'B')})",
+        _power_line(doc),
+        f"time to train {quantity(doc['train_tokens'])} tokens: " + _days(doc),
+    ]
+    if doc.get("capex_usd"):
+        lines.append(f"capex: ${doc['capex_usd']:,.0f} (the systems used, pro rata)")
+    for alt in doc.get("alternatives", []):
+        plan = {k: v for k, v in alt["plan"].items() if k in PLAN_FLAGS}
+        lines.append(f"also: {_plan_text(plan)}: step {fixed_column([alt['step_time_s']], scale, step)[0]} "
+                     f"{unit}, {count(alt['tokens_per_s_per_chip'])} tokens/s per chip, "
+                     f"MFU {percent(alt['mfu'])}")
+    return lines
+
+
+def _serve_lines(doc: dict) -> list[str]:
+    plan, chips = doc["plan"], doc["chips"]
+    if doc["mode"] == "decode":
+        lines = [
+            f"output tokens/s per chip: {_rate(doc, 'output_tokens_per_s_per_chip')}; for the "
+            f"{chips:,} chips: {_rate(doc, 'output_tokens_per_s_per_chip', chips)}",
+            f"TPOT: {_ranged(doc, 'tpot_s', 's')}" + (
+                f" ({plan['mtp_tokens']} multi-token-prediction draft{'s' if plan['mtp_tokens'] > 1 else ''} "
+                f"at {percent(plan['mtp_acceptance'])} acceptance)" if plan["mtp_tokens"] else ""),
+            f"batch per chip: {_plural(plan['batch_per_chip'], 'sequence')} of "
+            f"{plan['context']:,}-token context (the KV cache holds {doc['max_batch_per_chip']:,})"]
+    else:
+        lines = [
+            f"input tokens/s per chip: {_rate(doc, 'input_tokens_per_s_per_chip')}; for the "
+            f"{chips:,} chips: {_rate(doc, 'input_tokens_per_s_per_chip', chips)}",
+            f"TTFT: {_ranged(doc, 'ttft_s', 's')}",
+            f"batch per chip: {_plural(plan['batch_per_chip'], 'prompt')} of "
+            f"{plan['context']:,} tokens"]
+    lines += [f"memory per chip: {si(doc['memory_bytes_per_chip'], 'B')} of "
+              f"{si(doc['usable_memory_bytes_per_chip'], 'B')} usable", _power_line(doc)]
+    return lines
+
+
+def _plural(n: float, noun: str, digits: int = 4) -> str:
+    return f"{number(n, digits)} {noun}" + ("" if n == 1 else "s")
+
+
+def _power_line(doc: dict) -> str:
+    return (f"power: {si(doc['power_w_per_chip'], 'W')} per chip ({si(doc['chips_power_w'], 'W')} "
+            f"for the {doc['chips']:,} chips); {si(doc['power_w_per_system'], 'W')} per "
+            f"{doc['system']} system ({_plural(doc['systems'], 'system', 3)} used: {si(doc['power_w'], 'W')}); "
+            f"{_ranged(doc, 'joules_per_token', 'J/token')} at the systems' power")
+
+
+def render(doc: dict) -> str:
+    """The table form: header, plan, the step's parts, then the named figures with bands."""
+    lines = [f"{doc['model']} on {doc['chips']:,} chips of {doc['system']} ({doc['mode']}), "
              f"calibration: {doc.get('calibration')}"]
     if "plans_evaluated" in doc:
         lines.append(f"searched {doc['plans_evaluated']:,} plans; best:")
-    plan = doc.get("plan", {})
-    lines.append("plan: " + " ".join(f"{k}={v}" for k, v in plan.items()))
+    lines.append("plan: " + _plan_text(doc["plan"]))
     if not doc.get("feasible", True):
         lines.append(f"INFEASIBLE: {doc.get('infeasible_reason')}")
-    def ranged(key, unit, scale=1.0):
-        lo, hi = doc.get(f"{key}_p10"), doc.get(f"{key}_p90")
-        return si_range(doc[key] * scale, None if lo is None else lo * scale,
-                        None if hi is None else hi * scale, unit)
-
-    def pct(key):
-        return percent_range(doc[key], doc.get(f"{key}_p10"), doc.get(f"{key}_p90"))
-
-    if doc["mode"] == "train":
-        step = doc["step_time_s"]
-        rows = [[k.removesuffix("_s"), f"{v:.4g} s", percent(v / step)]
-                for k, v in doc["breakdown_s"].items() if v > 0]
-        rows.append(["total step", ranged("step_time_s", "s"), "100%"])
-        lines += ["", table(["part", "time", "share"], rows, "lrr"), ""]
-        lines += [
-            f"tokens/s: {ranged('tokens_per_s_per_chip', '')} per chip, "
-            f"{ranged('tokens_per_s', '')} per cluster",
-            f"model FLOP/s per chip: {ranged('model_flops_per_s_per_chip', 'FLOP/s')}; "
-            f"MFU {pct('mfu')} ({doc['mfu_definition']})",
-            f"hardware FLOP/s per chip: {ranged('hardware_flops_per_s_per_chip', 'FLOP/s')}; "
-            f"HFU {pct('hfu')}",
-            f"memory per chip: {doc['memory_bytes_per_chip'] / 1e9:.1f} GB "
-            f"(usable {doc['memory']['capacity_bytes'] / 1e9:.1f} GB)",
-            f"power: {si(doc['chip_power_w'], 'W')} chips, {si(doc['power_w'], 'W')} systems; "
-            f"{ranged('joules_per_token', 'J')}/token",
-            f"time to train {doc['train_tokens']:.3g} tokens: " + _days(doc),
-        ]
-        if doc.get("capex_usd"):
-            lines.append(f"capex (pro rata of systems used): ${doc['capex_usd']:,.0f}")
-        for alt in doc.get("alternatives", []):
-            lines.append("also: " + " ".join(f"{k}={v}" for k, v in alt["plan"].items()
-                                             if k in PLAN_FLAGS) +
-                         f" step {alt['step_time_s']:.4g} s, MFU {percent(alt['mfu'])}")
-    else:
-        step = doc["step_time_s"]
-        rows = [[k.removesuffix("_s"), f"{v * 1e3:.4g} ms", percent(v / step)]
-                for k, v in doc["breakdown_s"].items() if v > 0]
-        rows.append(["total step", ranged("step_time_s", "s"), "100%"])
-        lines += ["", table(["part", "time", "share"], rows, "lrr"), ""]
-        for k, v in doc.items():
-            if k.endswith(("_s", "_per_chip", "_w", "_per_token")) and isinstance(v, float) \
-                    and k != "step_time_s" and not k.endswith(("_p10", "_p90")):
-                unit = "B" if "bytes" in k else {"_s": "s", "_w": "W", "_per_token": "J"}.get(
-                    next((e for e in ("_s", "_w", "_per_token") if k.endswith(e)), ""), "")
-                lines.append(f"{k}: {ranged(k, unit)}")
-        lines.append(f"max_batch_per_chip (KV-cache limit): {doc['max_batch_per_chip']}")
+    parts, scale, unit = _breakdown(doc)
+    lines += ["", parts, ""]
+    lines += _train_lines(doc, scale, unit) if doc["mode"] == "train" else _serve_lines(doc)
     band = doc.get("band")
     if band:
         form = band["model_form"]

@@ -15,7 +15,7 @@ from kernels.naming import current_name
 # Columns of the CSV and the keys of each JSON case, units in the names (ARCHITECTURE.md).
 CASE_COLUMNS = (
     "name", "group", "status", "reason", "median_s", "ci95_low_s", "ci95_high_s", "iqr_over_median", "n_samples",
-    "flops", "bytes", "achieved_flops_per_s", "achieved_bytes_per_s", "size_bytes", "ranks", "algbw_bytes_per_s",
+    "work_flops", "traffic_bytes", "achieved_flops_per_s", "achieved_bytes_per_s", "size_bytes", "ranks", "algbw_bytes_per_s",
     "busbw_bytes_per_s", "fraction_of_peak", "roofline_fraction", "above_ceiling_fraction", "above_ceiling",
     "timing_method", "reps_per_sample", "other_cpu_fraction",
 )
@@ -90,7 +90,7 @@ def case_record(c, ceilings: _Ceilings) -> dict:
         "name": c.name, "group": c.group, "status": c.status, "reason": c.reason,
         f"median_{unit}": s.get("median_s") if ok else None, f"ci95_low_{unit}": s.get("ci95_low_s") if ok else None,
         f"ci95_high_{unit}": s.get("ci95_high_s") if ok else None, "iqr_over_median": _spread(c) if ok else None,
-        "n_samples": len(c.samples_s) if ok else 0, "flops": c.flops, "bytes": c.bytes,
+        "n_samples": len(c.samples_s) if ok else 0, "work_flops": c.flops, "traffic_bytes": c.bytes,
         "achieved_flops_per_s": c.achieved_flops_per_s if ok and c.group != "collective" else None,
         "achieved_bytes_per_s": c.achieved_bytes_per_s if ok and c.group != "collective" else None,
         "size_bytes": c.params.get("size_bytes") if c.group == "collective" else None,

@@ -1,16 +1,16 @@
 """`rackbench versus`: CloudMatrix 384 head to head with NVIDIA's racks (clusters.versus)."""
 from __future__ import annotations
 
-import json
 import math
 
 import matplotlib
 
 from clusters.projection import TRAIN_TOKENS_PER_STEP
 from clusters.versus import CONTEXT, DEFAULT_TPOT_S, PROMPT, WORKLOADS, versus
-from harness.cli.common import add_calibration, add_format, add_plot, check_plot_path, write_figure
+from harness.cli.common import (add_calibration, add_format, add_plot, check_plot_path, emit,
+                                write_figure)
 from harness.errors import UserError
-from harness.format import count, markdown_table, percent, table
+from harness.format import count, count_range, markdown_table, percent, table
 from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
 
 matplotlib.use("Agg")
@@ -28,7 +28,7 @@ def register(p) -> None:
                     "software efficiency at which CloudMatrix would match each rival.")
     p.add_argument("--workload", action="append", choices=tuple(WORKLOADS),
                    help="repeatable; default: all three")
-    add_format(p, "markdown")
+    add_format(p, "csv", "markdown")
     add_plot(p, "a bar chart of throughput relative to CloudMatrix")
     add_calibration(p)
     p.add_argument("--tpot-ms", type=float, default=DEFAULT_TPOT_S * 1e3,
@@ -48,13 +48,29 @@ def run(args) -> int:
     v = versus(workloads, cal, args.tpot_ms / 1e3)
     if args.plot:
         plot(v, args.plot)
-    if args.format == "json":
-        print(json.dumps(v.to_dict(), indent=2, default=float))
-    else:
-        print(render(v, markdown=args.format == "markdown"))
-    if args.plot:
+    # chosen, not asked for: say why no run of this machine (make bench's own) calibrates it
+    why = DEFAULT_WHY if args.calibration is None and cal.measured_on is None else None
+    emit(args.format, json_doc=v.to_dict, records=lambda: records(v),
+         table=lambda: render(v, why=why), markdown=lambda: render(v, markdown=True, why=why))
+    if args.plot and args.format != "json" and args.format != "csv":
         print(f"plot: {args.plot}")
     return 0
+
+
+# harness.studies.calibrate.choose_calibration: --calibration, else the newest *.json in
+# REFERENCE_DIR whose device is a GPU, else the default file; `make bench` stores its run under
+# results/<machine>/, so its head-to-head is never calibrated by the run it just made.
+DEFAULT_WHY = ("why the default calibration: runs of this machine (make bench's included) are "
+               "never picked, since a CPU run is no basis for GPU projections; a GPU result set "
+               "copied into results/reference/ (the newest *.json there measured on a GPU) "
+               "replaces it, as does --calibration SET")
+
+
+def records(v) -> list[dict]:
+    """--format csv: one row per contender and workload (the table's rows); the break-evens
+    are in the table and the JSON."""
+    return [{k: val for k, val in r.items() if k != "sensitivity"}
+            for r in v.to_dict()["rows"]]
 
 
 # ------------------------------------------------------------------ display
@@ -79,8 +95,7 @@ def rows_for_table(v) -> list[list[str]]:
                         "-", "-", "-", "-", f"infeasible: {(r.reason or '')[:60]}"])
             continue
         rel, rel_band, tps_band = v.relative(r), v.relative_band(r), r.tokens_per_s_band
-        tps = count(r.tokens_per_s) + ("" if tps_band is None else
-                                       f" ({count(tps_band[0])}-{count(tps_band[1])})")
+        tps = count_range(r.tokens_per_s, *(tps_band or (None, None)))
         vs = "-" if rel is None else f"{rel:.2f}x" + (
             "" if rel_band is None or c.basis == "reference"
             else f" ({rel_band[0]:.2f}-{rel_band[1]:.2f})")
@@ -92,11 +107,12 @@ def rows_for_table(v) -> list[list[str]]:
     return out
 
 
-def render(v, markdown: bool = False) -> str:
+def render(v, markdown: bool = False, why: str | None = None) -> str:
+    """The table (or Markdown) form; `why` a line saying why this calibration was chosen."""
     rows = rows_for_table(v)
     body = markdown_table(HEADERS, rows) if markdown else table(HEADERS, rows, "lllrrrrrrrrrrll")
     lines = [
-        f"CloudMatrix 384 head to head; calibration: {v.calibration}",
+        f"CloudMatrix 384 head to head; calibration: {v.calibration}", *([why] if why else []),
         f"training: bf16, ~{TRAIN_TOKENS_PER_STEP / 1e6:g}M tokens per step, best plan per system; "
         f"serving DeepSeek-R1: 8-bit (fp8 NVIDIA, int8 Ascend), decode at TPOT <= "
         f"{v.tpot_s * 1e3:g} ms with {CONTEXT}-token contexts, prefill of {PROMPT}-token prompts",

@@ -19,6 +19,12 @@ PATHS = [
     ["project", "--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8"],
     ["project", "--model", "deepseek-r1", "--system", "hgx-h200", "--chips", "8", "--mode",
      "decode", "--precision", "fp8", "--tpot-ms", "50"],
+    ["project", "--model", "llama3-8b", "--system", "hgx-h100", "--chips", "8", "--format", "csv"],
+    ["model", "template"],
+    ["model", "list"],
+    ["model", "show", "deepseek-v3", "--format", "json"],
+    ["collective", "--system", "hgx-h100", "--op", "all_reduce", "--ranks", "8", "--sweep",
+     "--format", "csv"],
 ]
 PROBE = """
 import contextlib, io, json, sys
