@@ -13,21 +13,17 @@ tests/harness/test_cli_formats.py checks its forms instead.
 """
 from __future__ import annotations
 
-import csv
 import importlib
-import io
 import json
-import math
-import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from harness import cli
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("RACKBENCH_GOLDEN") == "update"
-EXT = {"table": "txt", "markdown": "md", "json": "json", "csv": "csv"}
+sys.path.insert(0, str(Path(__file__).parent))
+from golden_files import EXT, GOLDEN, check  # noqa: E402
 
 TRAIN = ["project", "--model", "llama3-70b", "--system", "hgx-h100", "--chips", "64", "--tp", "8",
          "--pp", "4", "--global-batch", "128"]
@@ -73,51 +69,12 @@ def no_reference_sets(tmp_path, monkeypatch):
                             tmp_path)
 
 
-def _same(got, want, where: str = "") -> None:
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys differ"
-        for k in want:
-            _same(got[k], want[k], f"{where}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), f"{where}: lengths differ"
-        for i, (g, w) in enumerate(zip(got, want)):
-            _same(g, w, f"{where}[{i}]")
-    elif isinstance(want, float) or isinstance(got, float):
-        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-300), \
-            f"{where}: {got!r} != {want!r}"
-    else:
-        assert got == want, f"{where}: {got!r} != {want!r}"
-
-
-def _cell(text: str):
-    try:
-        return float(text) if any(c.isdigit() for c in text) and text.strip() == text else text
-    except ValueError:
-        return text
-
-
-def _compare(fmt: str, got: str, want: str) -> None:
-    if fmt == "json":
-        _same(json.loads(got), json.loads(want))
-    elif fmt == "csv":
-        rows = [[_cell(c) for c in r] for r in csv.reader(io.StringIO(got))]
-        _same(rows, [[_cell(c) for c in r] for r in csv.reader(io.StringIO(want))])
-    else:
-        assert got == want
-
-
 @pytest.mark.parametrize("argv, name, fmt", PARAMS)
 def test_golden(argv, name, fmt, capsys, no_reference_sets):
     code = cli.main([*argv, *([] if fmt == "table" else ["--format", fmt])])
     got = capsys.readouterr().out
     assert code == 0, got
-    path = GOLDEN / f"{name}.{EXT[fmt]}"
-    if UPDATE:
-        GOLDEN.mkdir(exist_ok=True)
-        path.write_text(got)
-        return
-    assert path.exists(), f"no golden file {path}: RACKBENCH_GOLDEN=update (see this module)"
-    _compare(fmt, got, path.read_text())
+    check(name, fmt, got)
 
 
 # The measurement commands' golden files, which test_golden_measure.py checks.

@@ -1,10 +1,9 @@
 """Golden outputs of the measurement commands (show, compare, history, fit-fabric, vendor-check,
 nightly, migrate, report): each case runs the real entry point (harness.cli.main) from
 tests/harness/data on its checked-in sets and compares what it prints (and, for nightly and
-report, the Markdown it writes) with tests/harness/golden/<command>-<case>.<format>. A table
-or Markdown file must match to the character; JSON and CSV in every key, column and string,
-and in every number to 1e-9 (the last bits of numpy's exp and log may differ between CPUs).
-Temporary directories are written as <tmp>.
+report, the Markdown it writes) with tests/harness/golden/<command>-<case>.<format>, as
+golden_files.check does (to the character; JSON and CSV numbers to 1e-9). Temporary
+directories are written as <tmp>.
 
 After an intended change to an output, regenerate the files and review their diff:
 
@@ -15,13 +14,9 @@ After an intended change to an output, regenerate the files and review their dif
 """
 from __future__ import annotations
 
-import csv
 import gzip
-import io
-import json
-import math
-import os
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -29,10 +24,10 @@ import pytest
 
 from harness import cli, report
 
+sys.path.insert(0, str(Path(__file__).parent))
+from golden_files import EXT, GOLDEN, check  # noqa: E402
+
 DATA = Path(__file__).parent / "data"
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("RACKBENCH_GOLDEN") == "update"
-EXT = {"table": "txt", "markdown": "md", "json": "json", "csv": "csv"}
 # The prefixes of this module's golden files (the model commands' are test_golden.py's).
 COMMANDS = ("show", "compare", "history", "fit-fabric", "vendor-check", "nightly", "migrate", "report")
 
@@ -61,47 +56,6 @@ PARAMS = [pytest.param(argv, name, fmt, code, id=f"{name}.{EXT[fmt]}")
           for name, argv, fmts, code in CASES for fmt in fmts]
 
 
-def _same(got, want, where: str = "") -> None:
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys differ: {list(got)} vs {list(want)}"
-        for k in want:
-            _same(got[k], want[k], f"{where}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), f"{where}: lengths differ"
-        for i, (g, w) in enumerate(zip(got, want)):
-            _same(g, w, f"{where}[{i}]")
-    elif isinstance(want, float) or isinstance(got, float):
-        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-300), \
-            f"{where}: {got!r} != {want!r}"
-    else:
-        assert got == want, f"{where}: {got!r} != {want!r}"
-
-
-def _cell(text: str):
-    try:
-        return float(text) if any(c.isdigit() for c in text) and text.strip() == text else text
-    except ValueError:
-        return text
-
-
-def check_golden(name: str, fmt: str, got: str) -> None:
-    """`got` against golden/<name>.<ext> (or, with RACKBENCH_GOLDEN=update, written there)."""
-    path = GOLDEN / f"{name}.{EXT[fmt]}"
-    if UPDATE:
-        GOLDEN.mkdir(exist_ok=True)
-        path.write_text(got)
-        return
-    assert path.exists(), f"no golden file {path}: RACKBENCH_GOLDEN=update (see this module)"
-    want = path.read_text()
-    if fmt == "json":
-        _same(json.loads(got), json.loads(want))
-    elif fmt == "csv":
-        rows = [[_cell(c) for c in r] for r in csv.reader(io.StringIO(got))]
-        _same(rows, [[_cell(c) for c in r] for r in csv.reader(io.StringIO(want))])
-    else:
-        assert got == want, f"{path} differs; RACKBENCH_GOLDEN=update regenerates it (see this module)"
-
-
 def _run(argv, fmt, capsys) -> tuple[int, str]:
     code = cli.main([*argv, *([] if fmt == "table" else ["--format", fmt])])
     return code, capsys.readouterr().out
@@ -112,7 +66,7 @@ def test_golden(argv, name, fmt, code, capsys, monkeypatch):
     monkeypatch.chdir(DATA)
     got_code, out = _run(argv, fmt, capsys)
     assert got_code == code, out
-    check_golden(name, fmt, out)
+    check(name, fmt, out)
 
 
 @pytest.fixture
@@ -153,20 +107,20 @@ def test_golden_nightly(fmt, tmp_path, capsys, monkeypatch, fixed_projections):
     monkeypatch.setattr("harness.nightly._run_suite", fake_run)
     code, out = _run(["nightly", "--results", str(results), "--report-dir", str(tmp_path / "reports")], fmt, capsys)
     assert code == 1
-    check_golden("nightly", fmt, _normalised(out, tmp_path))
+    check("nightly", fmt, _normalised(out, tmp_path))
     if fmt == "table":
         md = (tmp_path / "reports" / "nightly-new-set.md").read_text()
-        check_golden("nightly-report", "markdown", _normalised(md, tmp_path))
+        check("nightly-report", "markdown", _normalised(md, tmp_path))
 
 
 def test_golden_report(tmp_path, capsys, fixed_projections):
     results = _results(tmp_path)
     code, out = _run(["report", "--results", str(results), "--out", str(tmp_path / "o")], "table", capsys)
     assert code == 0
-    check_golden("report", "table", _normalised(out, tmp_path))
-    check_golden("report", "markdown", _normalised((tmp_path / "o" / "report-new-set.md").read_text(), tmp_path))
+    check("report", "table", _normalised(out, tmp_path))
+    check("report", "markdown", _normalised((tmp_path / "o" / "report-new-set.md").read_text(), tmp_path))
     code, out = _run(["report", "--results", str(results), "--out", str(tmp_path / "o")], "json", capsys)
-    check_golden("report", "json", _normalised(out, tmp_path))
+    check("report", "json", _normalised(out, tmp_path))
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "csv"])
@@ -175,7 +129,7 @@ def test_golden_migrate(fmt, tmp_path, capsys):
     copy.write_bytes(gzip.decompress((DATA / CPU_V1).read_bytes()))
     code, out = _run(["migrate", str(copy)], fmt, capsys)
     assert code == 0
-    check_golden("migrate", fmt, _normalised(out, tmp_path))
+    check("migrate", fmt, _normalised(out, tmp_path))
 
 
 def test_every_golden_file_of_these_commands_has_a_case():
