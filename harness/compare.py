@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as _sps
 
-from harness.format import format_value, markdown_cell, markdown_table, table
+from harness.format import markdown_cell, markdown_table, measured, table
 from harness.resultset import CaseResult, ResultSet, load
 from harness.stats import bootstrap_medians, padded_sorted, row_medians
 
@@ -48,6 +48,10 @@ WORSE_VERDICTS = ("slower", "newly failing")
 COMPARED_VERDICTS = ("faster", "slower", "inconclusive", "same", "newly failing", "fixed")
 # asv-style marks in the table (asv prints `~` for a change beyond the factor it cannot prove).
 MARKS = {"slower": "+", "faster": "-", "inconclusive": "~", "newly failing": "x", "fixed": "!"}
+# The order a comparison lists its cases in: what got worse first, then what got better, then
+# what changed status, then the rest (a case measured in neither set last).
+DISPLAY_ORDER = ("newly failing", "slower", "inconclusive", "faster", "fixed", "new", "missing",
+                 "not comparable", "same")
 
 EXIT_OK = 0
 EXIT_WORSE = 1
@@ -247,7 +251,7 @@ def comparability(base_meta: dict, new_meta: dict) -> tuple[list[str], list[str]
             notes.append(f"{label} is an incomplete (interrupted) run; missing cases are expected")
         busy = [w for w in meta.get("warnings") or [] if isinstance(w, str) and w.startswith("busy machine")]
         if busy:
-            notes.append(f"{label} was measured on a busy machine ({busy[0][len('busy machine: '):]}); "
+            notes.append(f"{label} was measured on a busy machine: {busy[0][len('busy machine: '):]}; "
                          "expect run-to-run noise")
     return reasons, notes
 
@@ -410,6 +414,7 @@ def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FAC
             row["base_median"] = b.median_s if b is not None else None
             row["new_median"] = n.median_s if n is not None else None
         cases.append(CaseComparison(**row))
+    cases = changed_first(cases)
     return Comparison(
         base_label=_label(base, "BASE"), new_label=_label(new, "NEW"), factor=factor, alpha=alpha,
         resamples=resamples, comparable=comparable, not_comparable_reasons=tuple(reasons),
@@ -417,6 +422,19 @@ def compare_sets(base: ResultSet, new: ResultSet, *, factor: float = DEFAULT_FAC
         run_noise_source=noise_source, family_run_noise=family_noise, strict=strict, base_meta=base.meta,
         new_meta=new.meta,
     )
+
+
+def changed_first(cases) -> list[CaseComparison]:
+    """Cases in DISPLAY_ORDER; the biggest slowdown first among the worse, the biggest speed-up
+    first among the faster; a case measured in neither set after every other `same`; otherwise
+    the suite's order."""
+    def key(item):
+        i, c = item
+        worse = c.slowdown if c.slowdown is not None else 1.0
+        size = -worse if c.verdict in ("slower", "inconclusive") else worse if c.verdict == "faster" else 0.0
+        return (DISPLAY_ORDER.index(c.verdict), c.verdict == "same" and c.ratio is None, size, i)
+
+    return [c for _, c in sorted(enumerate(cases), key=key)]
 
 
 def compare_files(base_path, new_path, **kwargs) -> Comparison:
@@ -442,7 +460,7 @@ def table_rows(cmp: Comparison, only_changed: bool = False) -> list[tuple[str, .
         if only_changed and c.verdict == "same":
             continue
         ratio, ci = format_ratio(c)
-        out.append((c.name, format_value(c.base_median, c.unit), format_value(c.new_median, c.unit),
+        out.append((c.name, measured(c.base_median, c.unit), measured(c.new_median, c.unit),
                     ratio, ci, c.mark, c.verdict, c.reason))
     return out
 
@@ -519,6 +537,33 @@ def _num(v):
     return v if v is None or math.isfinite(v) else None
 
 
+def case_record(c: CaseComparison) -> dict:
+    """One compared case with its units in the keys (JSON and CSV): the medians in the record's
+    unit (`base_median_s` for times), the interval on new/base, the log-scale spreads."""
+    unit = c.unit or "s"
+    return {"name": c.name, "key": c.key, "group": c.group, "verdict": c.verdict, "mark": c.mark, "reason": c.reason,
+            "direction": c.direction, "unit": unit, f"base_median_{unit}": _num(c.base_median),
+            f"new_median_{unit}": _num(c.new_median), "ratio": _num(c.ratio), "ratio_ci_low": _num(c.ratio_ci_low),
+            "ratio_ci_high": _num(c.ratio_ci_high), "slowdown": _num(c.slowdown),
+            "sampling_sd_log": _num(c.sampling_sd), "run_noise_sd_log": _num(c.run_noise),
+            "base_samples": c.base_n, "new_samples": c.new_n}
+
+
+def csv_records(cmp: Comparison, only_changed: bool = False) -> list[dict]:
+    return [case_record(c) for c in cmp.cases if not (only_changed and c.verdict == "same")]
+
+
+CSV_COLUMNS = ("name", "group", "verdict", "mark", "reason", "direction", "unit", "base_median_s", "new_median_s",
+               "ratio", "ratio_ci_low", "ratio_ci_high", "slowdown", "sampling_sd_log", "run_noise_sd_log",
+               "base_samples", "new_samples", "key")
+
+
+def csv_columns(records: list[dict]) -> list[str]:
+    """CSV_COLUMNS, with the median columns of any unit other than seconds after them."""
+    extra = [k for r in records for k in r if k not in CSV_COLUMNS]
+    return list(CSV_COLUMNS) + list(dict.fromkeys(extra))
+
+
 def to_json_dict(cmp: Comparison, only_changed: bool = False) -> dict:
     return {
         "base": cmp.base_label,
@@ -537,9 +582,6 @@ def to_json_dict(cmp: Comparison, only_changed: bool = False) -> dict:
         "counts": cmp.counts(),
         "families": [{"group": f.group, "n_compared": f.n_compared, "geomean_slowdown": f.geomean_slowdown,
                       "counts": f.counts} for f in cmp.families()],
-        "cases": [
-            {**{k: (_num(v) if isinstance(v, float) else v) for k, v in c.__dict__.items()}, "mark": c.mark}
-            for c in cmp.cases if not (only_changed and c.verdict == "same")
-        ],
+        "cases": csv_records(cmp, only_changed),
         "exit_code": cmp.exit_code,
     }

@@ -229,3 +229,16 @@ def quantity(x: float | None, digits: int = 3) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.{digits}g}{suffix}"
     return f"{x:.{digits}g}"
+
+
+def measured(value: float | None, unit: str | None) -> str:
+    """A measured value in the unit a record names, as the rest of the tool writes it: seconds
+    with an s/ms/us/ns prefix, `bytes_per_s` and `flops_per_s` as SI rates (8 GB/s), `bytes` as
+    a size; any other unit as format_value writes it."""
+    if unit == "bytes_per_s":
+        return si(value, "B/s")
+    if unit == "flops_per_s":
+        return si(value, "FLOP/s")
+    if unit == "bytes":
+        return byte_size(value)
+    return format_value(value, unit)

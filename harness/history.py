@@ -21,8 +21,9 @@ from scipy import stats as _sps
 from harness.errors import UserError
 from harness import resultset, schema
 from harness.compare import plain_table
-from harness.format import format_value
+from harness.format import markdown_table, measured
 from harness.resultset import SCHEMA_VERSION, case_key
+from kernels.naming import current_name
 
 # Family-wise false-alarm rate per case series (split positions are Bonferroni-corrected).
 DEFAULT_ALPHA = 0.001
@@ -67,6 +68,7 @@ class History:
     sets: tuple[SetInfo, ...]
     cases: tuple[CaseHistory, ...]
     warnings: tuple[str, ...]
+    suite: str | None = None
 
 
 # ---------------------------------------------------------------------------- change points
@@ -208,7 +210,8 @@ def _read(path: Path) -> tuple[dict, list[dict], bool]:
     if section is not None:
         try:
             cases = [
-                {"key": _key(c["name"], c["params"]), "name": c["name"], "group": c["group"], "status": c["status"],
+                {"key": _key(current_name(c["name"]), c["params"]), "name": current_name(c["name"]),
+                 "group": c["group"], "status": c["status"],
                  "direction": c["direction"], "unit": c["unit"], "median": c["stats"].get("median_s")}
                 for c in section["cases"]
             ]
@@ -222,25 +225,21 @@ def _read(path: Path) -> tuple[dict, list[dict], bool]:
 
 
 def result_files(directory: Path) -> list[Path]:
-    return sorted(p for p in Path(directory).glob("*.json") if p.is_file())
+    return resultset.set_files(directory)
 
 
 def machine_directory(path) -> Path:
     """A machine's directory: PATH itself if it holds sets, else its subdirectory whose newest
-    file name (<UTC stamp>-<commit>.json) is the newest (the machine measured most recently)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: no such results directory")
-    if result_files(path):
-        return path
-    candidates = [(max(p.name for p in result_files(d)), d) for d in path.iterdir() if d.is_dir() and result_files(d)]
-    if not candidates:
-        raise UserError(f"{path}: no result sets (*.json) here or in its machine subdirectories")
-    return max(candidates)[1]
+    set is the newest (the machine measured most recently; resultset.machine_directory)."""
+    return resultset.machine_directory(path)
 
 
 def load_history(directory, *, case_regex: str | None = None, alpha: float = DEFAULT_ALPHA,
-                 min_change: float = DEFAULT_MIN_CHANGE) -> History:
+                 min_change: float = DEFAULT_MIN_CHANGE, suite: str | None = None,
+                 until: str | None = None) -> History:
+    """The series of one machine (the newest set's) and one suite (`suite`, else the newest
+    set's: a quick run's medians are not a default run's), of the sets created up to `until`
+    (a report on an older set shows nothing after it)."""
     directory = machine_directory(directory)
     try:
         pattern = re.compile(case_regex) if case_regex else None
@@ -261,6 +260,19 @@ def load_history(directory, *, case_regex: str | None = None, alpha: float = DEF
         else:
             loaded.append((str(meta.get("created_utc") or ""), path.name, path, meta, cases))
     loaded.sort(key=lambda t: (t[0], t[1]))
+    if until is not None:
+        later = [item for item in loaded if item[0] > until]
+        if later:
+            warnings.append(f"left out: {len(later)} set(s) created after {until}, the set reported on")
+        loaded = [item for item in loaded if item[0] <= until]
+    if loaded:
+        want = suite if suite is not None else loaded[-1][3].get("suite")
+        other = [item for item in loaded if item[3].get("suite") != want]
+        if other:
+            names = sorted({str(item[3].get("suite")) for item in other})
+            warnings.append(f"left out: {len(other)} set(s) of another suite ({', '.join(names)}); this series is "
+                            f"suite {want} (history --suite picks one)")
+        loaded = [item for item in loaded if item[3].get("suite") == want]
     # One machine: the newest set decides which; sets with another fingerprint are not merged.
     machine_id = fingerprint_id = None
     if loaded:
@@ -287,7 +299,8 @@ def load_history(directory, *, case_regex: str | None = None, alpha: float = DEF
             if c["status"] == "ok" and c["median"] is not None and c["median"] > 0:
                 s["values"][i] = c["median"]
     out = [_case_history(s, sets, alpha, min_change) for s in series.values()]
-    return History(directory, machine_id, fingerprint_id, sets, tuple(out), tuple(warnings))
+    suite_name = loaded[-1][3].get("suite") if loaded else suite
+    return History(directory, machine_id, fingerprint_id, sets, tuple(out), tuple(warnings), suite_name)
 
 
 def _case_history(s: dict, sets: tuple[SetInfo, ...], alpha: float, min_change: float) -> CaseHistory:
@@ -318,18 +331,24 @@ def sparkline(values: np.ndarray, width: int = 24) -> str:
 
 
 def _fmt(v: float, unit: str) -> str:
-    return format_value(None if not math.isfinite(v) else float(v), unit)
+    return measured(None if not math.isfinite(v) else float(v), unit)
 
 
 def _short(info: SetInfo) -> str:
     return f"{(info.commit or 'unknown')[:8]} ({(info.created_utc or '?')[:10]})"
 
 
-def format_table(h: History) -> str:
-    lines = [f"history: {h.directory} (machine {h.machine_id}, fingerprint {h.fingerprint_id}), {len(h.sets)} sets"]
+TABLE_HEADER = ("case", "sets", "first", "last", "last/first", "last/best", "trend", "change points")
+
+
+def format_table(h: History, markdown: bool = False) -> str:
+    lines = [f"history: {h.directory} (machine {h.machine_id}, fingerprint {h.fingerprint_id}), {len(h.sets)} sets "
+             f"of suite {h.suite}"]
     if h.sets:
         lines.append(f"from {_short(h.sets[0])} to {_short(h.sets[-1])}")
     lines += [f"warning: {w}" for w in h.warnings]
+    if markdown:
+        lines = [f"- {line}" for line in lines]
     rows = []
     for c in h.cases:
         v = c.values[np.isfinite(c.values)]
@@ -340,14 +359,30 @@ def format_table(h: History) -> str:
         steps = ", ".join(f"{cp.verdict} x{cp.ratio:.3f} at #{cp.index}" for cp in c.change_points)
         rows.append((c.name, str(v.size), _fmt(v[0], c.unit), _fmt(v[-1], c.unit), f"{v[-1] / v[0]:.3f}",
                      f"{v[-1] / best:.3f}", sparkline(c.values), steps))
-    lines += ["", *plain_table(("case", "sets", "first", "last", "last/first", "last/best", "trend",
-                                "change points"), rows).split("\n")]
+    table = markdown_table(TABLE_HEADER, rows) if markdown else plain_table(TABLE_HEADER, rows)
+    lines += ["", *table.split("\n")]
     cps = [(cp, c) for c in h.cases for cp in c.change_points]
     lines += ["", f"change points: {len(cps)}"]
     for cp, c in sorted(cps, key=lambda t: (t[0].index, t[1].name)):
-        lines.append(f"  {c.name}: {cp.verdict} x{cp.ratio:.3f} (z={cp.z:.1f}) between set #{cp.index - 1} "
-                     f"{_short(cp.before)} and #{cp.index} {_short(cp.after)}")
+        lines.append(("- " if markdown else "  ") + f"{c.name}: {cp.verdict} x{cp.ratio:.3f} (z={cp.z:.1f}) between "
+                     f"set #{cp.index - 1} {_short(cp.before)} and #{cp.index} {_short(cp.after)}")
     return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ("name", "group", "set", "created_utc", "commit", "median_s", "unit", "direction", "path", "key")
+
+
+def csv_records(h: History) -> list[dict]:
+    """One row per case per set, oldest first (the long form pandas and spreadsheets pivot):
+    the median in the record's unit (`median_s` for times), empty where the case was not
+    measured in that set."""
+    rows = []
+    for c in h.cases:
+        for i, (s, v) in enumerate(zip(h.sets, c.values)):
+            rows.append({"name": c.name, "group": c.group, "set": i, "created_utc": s.created_utc, "commit": s.commit,
+                         f"median_{c.unit}": float(v) if math.isfinite(v) else None, "unit": c.unit,
+                         "direction": c.direction, "path": str(s.path), "key": c.key})
+    return rows
 
 
 def to_json_dict(h: History) -> dict:
@@ -358,11 +393,12 @@ def to_json_dict(h: History) -> dict:
         "directory": str(h.directory),
         "machine_id": h.machine_id,
         "fingerprint_id": h.fingerprint_id,
+        "suite": h.suite,
         "warnings": list(h.warnings),
         "sets": [info(s) for s in h.sets],
         "cases": [
             {"key": c.key, "name": c.name, "group": c.group, "direction": c.direction, "unit": c.unit,
-             "medians": [float(x) if math.isfinite(x) else None for x in c.values],
+             f"medians_{c.unit}": [float(x) if math.isfinite(x) else None for x in c.values],
              "change_points": [{"index": cp.index, "ratio": cp.ratio, "z": cp.z, "verdict": cp.verdict,
                                 "before": info(cp.before), "after": info(cp.after)} for cp in c.change_points]}
             for c in h.cases

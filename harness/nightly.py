@@ -1,5 +1,5 @@
 """The nightly regression gate: run the suite, store it, compare with the latest earlier set of
-the same machine fingerprint, write the report, and exit with compare's code.
+the same suite and machine fingerprint, write the report, and exit with compare's code.
 
 `gate()` is everything after the measuring, so it is tested on generated sets without running
 a kernel; `run_nightly()` only adds the run in front of it.
@@ -25,26 +25,29 @@ class NightlyOutcome:
     messages: tuple[str, ...]
 
 
-def _candidates(results_dir: Path, machine_id: str | None) -> list[Path]:
-    """Result files, newest first by name (<UTC stamp>-<commit>.json): the machine's own
-    directory before the others, since that is where its fingerprint almost always is."""
+def _candidates(results_dir: Path, machine_id: str | None, warnings: list[str]) -> list[Path]:
+    """Result files, newest first by created time (resultset.sets_by_age): the machine's own
+    directory before the others, since that is where its fingerprint almost always is. Files
+    that cannot be read are left out with a line in `warnings`."""
     own = results_dir / machine_id if machine_id else None
-    mine = sorted(own.glob("*.json"), key=lambda p: p.name, reverse=True) if own and own.is_dir() else []
-    rest = sorted((p for p in results_dir.rglob("*.json") if own is None or p.parent != own),
-                  key=lambda p: p.name, reverse=True)
+    mine = resultset.sets_by_age(own, warnings)[::-1] if own and own.is_dir() else []
+    rest = [p for d in sorted({p.parent for p in results_dir.rglob("*.json*")}) if own is None or d != own
+            for p in resultset.sets_by_age(d, warnings)]
+    rest.sort(key=lambda p: (resultset.created_time(p) or "", p.name), reverse=True)
     return mine + rest
 
 
 def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[str]]:
-    """The latest complete set, earlier than `new`, with the same fingerprint_id; plus warnings
-    about files that could not be considered. Reads only."""
+    """The latest complete set, earlier than `new`, of the same suite with the same
+    fingerprint_id (a quick run is no baseline for a default one); plus warnings about files
+    that could not be considered. Reads only."""
     results_dir = Path(results_dir)
     fingerprint, created = new.meta.get("fingerprint_id"), str(new.meta.get("created_utc") or "")
     warnings: list[str] = []
     if not fingerprint or not results_dir.is_dir():
         return None, warnings
     new_path = Path(new.path).resolve() if new.path else None
-    for path in _candidates(results_dir, new.meta.get("machine_id")):
+    for path in _candidates(results_dir, new.meta.get("machine_id"), warnings):
         if new_path is not None and path.resolve() == new_path:
             continue
         try:
@@ -52,7 +55,7 @@ def find_baseline(results_dir, new: ResultSet) -> tuple[ResultSet | None, list[s
         except UserError as exc:
             warnings.append(f"skipped: {exc}")
             continue
-        if rs.foreign or rs.meta.get("fingerprint_id") != fingerprint:
+        if rs.foreign or rs.meta.get("fingerprint_id") != fingerprint or rs.meta.get("suite") != new.meta.get("suite"):
             continue
         if rs.meta.get("complete") is False:
             warnings.append(f"skipped: {path}: incomplete (interrupted) run")
@@ -82,7 +85,7 @@ def gate(new_path, results_dir="results", report_dir="reports", *, factor: float
     if new.meta.get("complete") is False:
         messages.append(f"{new_path}: the run is incomplete (interrupted); missing cases are expected")
     try:
-        hist = history.load_history(new_path.parent)
+        hist = history.load_history(new_path.parent, suite=new.meta.get("suite"), until=new.meta.get("created_utc"))
     except UserError as exc:
         hist = None
         messages.append(f"no history section: {exc}")

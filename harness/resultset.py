@@ -10,7 +10,9 @@ Layout (so `pytest-benchmark compare FILE` reads our files as they are):
                                                    conditions, complete, warnings, and cases[]
                                                    with EVERY case (ok, failed, skipped) in full
 
-`rackbench.cases` is the source of truth; `benchmarks` is derived from it on write. A plain
+`rackbench.cases` is the source of truth; `benchmarks` is derived from it on write. Case names
+that a later suite writes differently (kernels.naming.current_name) are renamed on load, so an
+older set pairs with a newer one in compare, history and nightly; no version change is needed. A plain
 pytest-benchmark file (no `rackbench` section) loads too, as a foreign set. Every load goes
 through one schema check (harness.schema): a file that fails it is one UserError naming the file
 and the field. Files may be gzip-compressed (the test fixtures are).
@@ -32,6 +34,7 @@ from typing import Any
 from harness import schema
 from harness.errors import UserError
 from harness.stats import pytest_benchmark_stats
+from kernels.naming import current_name
 
 SCHEMA_VERSION = 2
 # What each version changed. Loading an older version migrates it in memory (see _MIGRATIONS);
@@ -467,9 +470,11 @@ def _case_from_dict(d: dict, where: str) -> CaseResult:
     if unknown:
         raise UserError(f"{where}: unknown case field(s) {sorted(unknown)}")
     try:
-        return CaseResult(**d)
+        case = CaseResult(**d)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{where}: bad case record ({exc})") from None
+    case.name = current_name(case.name)  # a set of an older suite pairs with new ones by name
+    return case
 
 
 def _foreign_cases(doc: dict) -> list[CaseResult]:
@@ -534,8 +539,9 @@ def section_of(doc, path) -> dict | None:
 
 def load(path) -> ResultSet:
     """Load a result set (ours or pytest-benchmark's, plain or gzip). Any problem is a one-line
-    UserError naming the file and, for a bad field, the field."""
-    path = Path(path)
+    UserError naming the file and, for a bad field, the field. `path` may also be `latest`,
+    `latest~N`, a directory or `DIR~N` (resolve_set, in ./results)."""
+    path = resolve_set(path)
     doc = read_document(path)
     section = section_of(doc, path)
     if section is None:
@@ -549,6 +555,113 @@ def load(path) -> ResultSet:
         seen[c.key] = i
     meta = {k: v for k, v in section.items() if k != "cases"}
     return ResultSet(meta=meta, cases=cases, path=path)
+
+
+# ---------------------------------------------------------------------------- naming sets
+
+# `latest` is the newest set, `latest~1` the one before it, ... (as git's HEAD~1); DIR~N counts
+# back in a directory the same way.
+_LATEST = re.compile(r"latest(?:~([0-9]+))?")
+_BACK = re.compile(r"(.+)~([0-9]+)")
+# The top-level pytest-benchmark key our files carry the set's creation time in (save() writes
+# one space of indent): read without parsing the whole file.
+_DATETIME = re.compile(rb'^ "datetime": "([^"\\]*)"', re.M)
+
+
+def set_files(directory) -> list[Path]:
+    """The result files (*.json, *.json.gz) directly in `directory`, by name."""
+    directory = Path(directory)
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith((".json", ".json.gz")))
+
+
+def created_time(path) -> str | None:
+    """When a set was measured (its `created_utc`; a pytest-benchmark file's `datetime`), read
+    cheaply; None for a file that is not a readable set."""
+    try:
+        raw = Path(path).read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error):
+        return None
+    m = _DATETIME.search(raw)
+    if m:
+        return m.group(1).decode("utf-8", "replace")
+    try:  # another layout (a pytest-benchmark file, an older writer): parse it
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    section = doc.get("rackbench") if isinstance(doc.get("rackbench"), dict) else {}
+    value = section.get("created_utc") or doc.get("datetime")
+    return value if isinstance(value, str) else None
+
+
+def sets_by_age(directory, warnings: list | None = None) -> list[Path]:
+    """The sets directly in `directory`, oldest first: by created time, then by file name. A
+    file whose time cannot be read is left out if it does not load either (with a line in
+    `warnings` naming it and what is wrong), and counts as the oldest if it does."""
+    dated = []
+    for p in set_files(directory):
+        t = created_time(p)
+        if t is None:
+            try:
+                load(p)
+            except UserError as exc:
+                if warnings is not None:
+                    warnings.append(f"skipped: {exc}")
+                continue
+            t = ""
+        dated.append((t, p.name, p))
+    return [p for _, _, p in sorted(dated)]
+
+
+def machine_directory(path) -> Path:
+    """PATH itself if it holds sets, else its subdirectory (one machine's) whose newest set is
+    the newest of all: the machine measured most recently."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such results directory")
+    if set_files(path):
+        return path
+    newest = []
+    for d in sorted(p for p in path.iterdir() if p.is_dir()):
+        files = sets_by_age(d)
+        if files:
+            newest.append((created_time(files[-1]), files[-1].name, d))
+    if not newest:
+        raise UserError(f"{path}: no result sets (*.json) here or in its machine subdirectories")
+    return max(newest)[2]
+
+
+def resolve_set(name, results_dir="results") -> Path:
+    """The file a result-set argument names: a file as it is; `latest` (or `latest~N`, the Nth
+    before it) in `results_dir`; a directory (or `DIR~N`) for its newest set. A directory of
+    machine directories (results/) means the machine measured most recently, as `history` and
+    `report` read it. Newest is by the sets' created time, ties by file name."""
+    text = str(name)
+    path = Path(text)
+    if path.is_file() or path.is_symlink():
+        return path
+    latest = _LATEST.fullmatch(text)
+    back_match = _BACK.fullmatch(text)
+    if latest:
+        base, back = Path(results_dir), int(latest.group(1) or 0)
+        if not base.is_dir():
+            raise UserError(f"{text}: no results directory {base} here (run from where results/ is, "
+                            "or name the set's file or directory)")
+    elif path.is_dir():
+        base, back = path, 0
+    elif back_match and Path(back_match.group(1)).is_dir():
+        base, back = Path(back_match.group(1)), int(back_match.group(2))
+    else:
+        return path  # load() says it does not exist
+    directory = machine_directory(base)
+    files = sets_by_age(directory)
+    if back >= len(files):
+        raise UserError(f"{text}: {directory} holds {len(files)} readable result set(s); {text} needs "
+                        f"{back + 1}")
+    return files[-1 - back]
 
 
 def rewrite(rs: ResultSet) -> Path:
@@ -571,7 +684,7 @@ def rewrite(rs: ResultSet) -> Path:
 def migrate_file(path) -> tuple[int, int]:
     """Rewrite one of our result files at the current schema version, atomically, in place.
     Returns (version before, version after); a current file is left untouched."""
-    path = Path(path)
+    path = resolve_set(path)
     doc = read_document(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("rackbench"), dict):
         raise UserError(f"{path}: not a rackbench result set (only sets rackbench wrote are migrated)")

@@ -9,11 +9,13 @@ import traceback
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import jax
 import numpy as np
 
+from harness import ceilings as ceilings_mod
+from harness.ceilings import apply_ceilings, measured_ceilings
 from harness import conditions
 from harness import device as device_mod
 from harness import distributed
@@ -105,55 +107,6 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
     if summary.relative_iqr > LARGE_SPREAD_IQR_OVER_MEDIAN:
         res.timing["notes"].append(f"large spread: IQR is {summary.relative_iqr:.0%} of the median")
     return res
-
-
-def measured_ceilings(cases: Iterable[CaseResult]) -> dict:
-    """Ceilings of a device the catalog does not know: the best matmul rate per dtype and the
-    best streaming bandwidth seen in this run, each with the case it came from and the share of
-    the CPUs other processes took while that case ran (a busy machine lowers a ceiling, and
-    every fraction of peak with it)."""
-    flops: dict[str, float] = {}
-    bw = None
-    origin: dict[str, dict] = {}
-    for c in cases:
-        if c.status != "ok":
-            continue
-        if c.group in ("matmul", "matmul_model") and c.achieved_flops_per_s:
-            d = c.params["dtype"]
-            if c.achieved_flops_per_s > flops.get(d, 0.0):
-                flops[d] = c.achieved_flops_per_s
-                origin[d] = {"case": c.name, **c.conditions}
-        if c.group == "membw" and c.params.get("op") == "stream_add" and c.achieved_bytes_per_s:
-            if c.achieved_bytes_per_s > (bw or 0.0):
-                bw = c.achieved_bytes_per_s
-                origin["bandwidth"] = {"case": c.name, **c.conditions}
-    return {
-        "peak_flops_per_s": flops,
-        "peak_bw_bytes_per_s": bw,
-        "source": "measured in this run: best matmul rate per dtype, best stream_add bandwidth",
-        "measured_by": origin,
-    }
-
-
-def apply_ceilings(rs: ResultSet, ceilings: dict) -> None:
-    """Fill peak, fraction-of-peak and roofline fraction of every ok case."""
-    peaks = ceilings.get("peak_flops_per_s") or {}
-    bw = ceilings.get("peak_bw_bytes_per_s")
-    for c in rs.cases:
-        if c.status != "ok" or not c.median_s:
-            continue
-        if c.group == "collective":  # bytes are nccl-tests message sizes, not memory traffic
-            continue
-        dtype = c.extra.get("peak_dtype")
-        peak = peaks.get(dtype) if dtype else None
-        c.peak_flops_per_s = peak
-        c.peak_bw_bytes_per_s = bw
-        if peak:
-            c.fraction_of_peak = c.achieved_flops_per_s / peak
-        elif bw and dtype is None:
-            c.fraction_of_peak = c.achieved_bytes_per_s / bw
-        bound_s = max((c.flops / peak) if peak else 0.0, (c.bytes / bw) if bw else 0.0)
-        c.roofline_fraction = bound_s / c.median_s if bound_s > 0 else None
 
 
 @dataclass
@@ -260,8 +213,16 @@ def run_suite(
     if announce:
         announce(plan_line(estimates, planned, budget_s, len(scope) - len(chosen)))
 
+    # a device the catalog does not know gets its memory ceiling from sweeps before and after
+    # the cases (harness.ceilings), measured by the process that writes the set
+    memory = None
+    if ceilings is None and (previous is not None or any(c.group != "collective" for c in chosen)):
+        kept = ((previous.meta.get("ceilings") or {}).get("memory") if previous else None) or {}
+        memory = ceilings_mod.memory_section(dev.platform, cfg)
+        memory["sweeps"] = list(kept.get("sweeps") or [])
+
     def prepare() -> None:
-        used = ceilings or measured_ceilings(rs.cases)
+        used = ceilings or measured_ceilings(rs.cases, memory)
         rs.meta["ceilings"] = used
         apply_ceilings(rs, used)
         have = {c.name for c in rs.cases}
@@ -289,6 +250,8 @@ def run_suite(
     # what the device loop costs by itself, so the cases it would dominate can be flagged
     rs.meta["device_loop_overhead"] = device_loop_overhead(cfg)
     overhead_s = rs.meta["device_loop_overhead"]["per_rep_s"]
+    if memory is not None and write:
+        _memory_sweep(memory, dev, cfg, "before the cases", rs.meta["warnings"])
 
     interrupted = False
     stopped_at = None
@@ -327,6 +290,11 @@ def run_suite(
             rs.meta["warnings"].append(f"interrupted after {len(rs.cases) - n_before} of {len(chosen)} cases")
     finally:
         bar.close()
+    if memory is not None and write and not interrupted:
+        try:
+            _memory_sweep(memory, dev, cfg, "after the cases", rs.meta["warnings"])
+        except KeyboardInterrupt:  # every case is stored; the ceiling keeps the first sweep
+            memory["sweeps_interrupted"] = True
     after = conditions.snapshot()
     rs.meta["conditions"]["after"] = after
     if busy_cases:
@@ -349,6 +317,17 @@ def run_suite(
     return RunOutcome(rs, path, interrupted)
 
 
+def _memory_sweep(memory: dict, dev, cfg: TimingConfig, when: str, warnings: list) -> None:
+    """One memory-ceiling sweep appended to `memory["sweeps"]`; a failure (out of memory, a
+    wrong result) is a warning, never a failed run."""
+    try:
+        memory["sweeps"].append(ceilings_mod.sweep(dev, memory["buffer_bytes"], cfg.ceiling_calls, when))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the run goes on without this sweep
+        warnings.append(f"memory ceiling sweep {when} failed: {_reason(exc)}")
+
+
 def _estimates(cases: list[Case], dev, chip, previous, cfg: TimingConfig) -> list:
     """harness.estimate's figures for `cases` on this device."""
     ceilings = Ceilings.best(chip, dev.platform, previous.meta.get("ceilings") if previous else None)
@@ -369,8 +348,9 @@ def plan_line(estimates: list, planned: int, budget_s: float | None, done: int) 
 def default_timing(suite: str, platform: str) -> TimingConfig:
     """Sample budgets per suite. Every case gets at least MIN_SAMPLES (10) samples, the slowest
     included; beyond that, up to `samples` while its sampling stays within `max_case_time_s`."""
-    if suite == "quick":
-        return TimingConfig(min_time_s=0.005, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=0.3)
+    if suite == "quick":  # a smoke test: its memory-ceiling buffer (64 MiB) may sit in a cache, and says so
+        return TimingConfig(min_time_s=0.005, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=0.3,
+                            ceiling_calls=3, ceiling_buffer_bytes=64 * 2**20)
     if platform == "cpu":
         return TimingConfig(min_time_s=0.02, samples=15, min_samples=MIN_SAMPLES, max_case_time_s=1.0)
     if suite == "default":

@@ -51,6 +51,10 @@ class TimingConfig:
     warmup_calls: int = 2  # timed one by one; the best is the single dispatched call time
     host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device
     max_reps: int = 1_000_000
+    # The memory-ceiling sweep of a device the catalog does not know (harness/ceilings.py):
+    # timed calls per sweep, and each buffer's size (None: from the last-level cache).
+    ceiling_calls: int = 5
+    ceiling_buffer_bytes: int | None = None
 
 
 @dataclass

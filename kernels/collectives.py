@@ -30,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from kernels.errors import KernelInputError
 from kernels.base import DTYPES, TOLERANCE, Case, itemsize, relative_error
+from kernels.naming import size_label
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send")
 PRIMITIVE = {
@@ -75,11 +76,6 @@ def bus_factor(op: str, n: int) -> float:
     raise KernelInputError(f"unknown collective {op!r}; valid: {', '.join(OPS)}")
 
 
-def size_label(size_bytes: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size_bytes >= scale and size_bytes % scale == 0:
-            return f"{size_bytes // scale}{unit}"
-    return f"{size_bytes}B"
 
 
 def shapes(op: str, size_bytes: int, n: int, dtype: str) -> tuple[int, int, int, int]:

@@ -1,5 +1,7 @@
 """Memory-bound kernels: a STREAM-style add (the copy ceiling) and an RMSNorm, the
-memory-bound op class that transformer layers spend their non-GEMM time in."""
+memory-bound op class that transformer layers spend their non-GEMM time in. The harness's
+memory-ceiling sweep (harness/ceilings.py) times the same add over buffers several times the
+last-level cache, filled by `ramp` (random data at that size would cost seconds to draw)."""
 from __future__ import annotations
 
 import functools
@@ -7,7 +9,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kernels.base import ROUNDING_EXCESS_METRIC, TOLERANCE, Case, itemsize, random_array, rounding_excess
+from kernels.base import (DTYPES, ROUNDING_EXCESS_METRIC, TOLERANCE, Case, itemsize, random_array,
+                          rounding_excess)
+from kernels.naming import size_label
 
 # On the device: these outputs are up to 2^28 elements, which in float64 on the host would
 # cost seconds and gigabytes per check. float32 x + 1 is what a correct kernel writes; the
@@ -38,17 +42,32 @@ def rmsnorm_flops(rows: int, cols: int) -> float:
     return 4.0 * rows * cols + rows
 
 
+def stream_add(x):
+    """y = x + 1: the +1 keeps XLA from turning the kernel into a no-op alias of its input."""
+    return x + jnp.asarray(1, x.dtype)
+
+
+# ramp's values cycle through 1.._RAMP_PERIOD: small integers, exact in every dtype (so x + 1
+# is exact too), never zero.
+_RAMP_PERIOD = 61
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def ramp(n: int, dtype: str) -> jax.Array:
+    """n elements 1, 2, ..., 61, 1, 2, ... built on the device: no host copy, no PRNG."""
+    return (jax.lax.iota(jnp.int32, n) % _RAMP_PERIOD + 1).astype(DTYPES[dtype])
+
+
 def stream_case(n: int, dtype: str = "fp32") -> Case:
     def make(key):
-        # The +1 keeps XLA from turning the kernel into a no-op alias of its input.
-        return (lambda x: x + jnp.asarray(1, x.dtype)), (random_array(key, (n,), dtype),)
+        return stream_add, (random_array(key, (n,), dtype),)
 
     def check(args, out):
         ref = args[0].astype(jnp.float32) + 1.0
         return rounding_excess(out, ref, dtype), TOLERANCE[dtype], ROUNDING_EXCESS_METRIC + _REF
 
     return Case(
-        name=f"membw/stream_add/{dtype}/{n * itemsize(dtype)}B",
+        name=f"membw/stream_add/{dtype}/{size_label(n * itemsize(dtype))}",
         group="membw",
         params={"op": "stream_add", "elements": n, "dtype": dtype},
         make=make,

@@ -1,39 +1,40 @@
 """`rackbench fit-fabric`: fit latency and bandwidth to a result set's measured collective sweep."""
 from __future__ import annotations
 
-import json
-
-from harness.cli.common import add_format
-from harness.format import si, table
-from harness.studies.fabric_fit import fit_result_set
+from harness.cli.common import add_format, emit
+from harness.format import byte_size, markdown_table, si, table
+from harness.studies.fabric_fit import bus_factor, fit_result_set
 
 
 def register(p) -> None:
     p.description = ("Weighted least-squares alpha-beta fit (relative residuals) of one collective's "
                     "measured sweep in RESULT_SET, with 95% confidence intervals, and the measured "
                     "fabric the collective model can use in place of a catalog scale-up fabric.")
-    p.add_argument("result_set", metavar="RESULT_SET", help="a stored result set (JSON)")
+    p.add_argument("result_set", metavar="RESULT_SET",
+                   help="a stored result set (a file, a directory for its newest set, or latest~N)")
     p.add_argument("--op", default="all_reduce",
                    help="all_reduce, all_gather, reduce_scatter, all_to_all or send (default: all_reduce)")
     p.add_argument("--ranks", type=int, default=None, help="pick one rank count if the set has several")
     p.add_argument("--dtype", default=None, help="pick one dtype if the set has several")
-    add_format(p)
+    add_format(p, "csv", "markdown")
     p.set_defaults(func=run)
-
-
-def _size(size_bytes: float) -> str:
-    """Sweep sizes are powers of two: say 1 KiB, not 1.02 kB."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size_bytes >= scale and size_bytes % scale == 0:
-            return f"{int(size_bytes // scale)} {unit}"
-    return si(size_bytes, "B")
 
 
 def _ci(pair, unit) -> str:
     return f"[{si(pair[0], unit)}, {si(pair[1], unit)}]"
 
 
-def render(fit) -> str:
+def size_records(fit) -> list[dict]:
+    """One row per measured size (CSV): measured and fitted time, residual, prediction error,
+    and the measured algbw and busbw."""
+    factor = bus_factor(fit.op, fit.ranks)
+    return [{"size_bytes": float(s), "measured_s": float(t), "fitted_s": float(f), "relative_residual": float(r),
+             "prediction_error95": float(e), "algbw_bytes_per_s": float(s / t), "busbw_bytes_per_s": float(factor * s / t)}
+            for s, t, f, r, e in zip(fit.size_bytes, fit.time_s, fit.fitted_s, fit.relative_residuals,
+                                     fit.prediction_error95(fit.size_bytes))]
+
+
+def render(fit, markdown: bool = False) -> str:
     fab = fit.fabric()
     lines = [
         f"{fit.op} over {fit.ranks} ranks ({fit.dtype}), {len(fit.size_bytes)} sizes, from {fit.source}",
@@ -48,19 +49,17 @@ def render(fit) -> str:
     ]
     if fit.note:
         lines.append(f"  note: {fit.note}")
-    rows = []
-    for s, t, f, r, e in zip(fit.size_bytes, fit.time_s, fit.fitted_s, fit.relative_residuals,
-                             fit.prediction_error95(fit.size_bytes)):
-        rows.append([_size(s), si(t, "s"), si(f, "s"), f"{100 * r:+.1f}%", f"±{100 * e:.0f}%",
-                     si(s / t, "B/s")])
-    lines += ["", table(["size", "measured", "fitted", "residual", "95% pred.", "algbw"], rows)]
-    return "\n".join(lines)
+    rows = [[byte_size(r["size_bytes"]), si(r["measured_s"], "s"), si(r["fitted_s"], "s"),
+             f"{100 * r['relative_residual']:+.1f}%", f"±{100 * r['prediction_error95']:.0f}%",
+             si(r["algbw_bytes_per_s"], "B/s"), si(r["busbw_bytes_per_s"], "B/s")] for r in size_records(fit)]
+    header = ["size", "measured", "fitted", "residual", "95% pred.", "algbw", "busbw"]
+    if markdown:
+        return "\n".join([f"- {l.strip()}" for l in lines] + ["", markdown_table(header, rows)])
+    return "\n".join(lines + ["", table(header, rows)])
 
 
 def run(args) -> int:
     fit = fit_result_set(args.result_set, op=args.op, ranks=args.ranks, dtype=args.dtype)
-    if args.format == "json":
-        print(json.dumps(fit.to_dict(), indent=1))
-    else:
-        print(render(fit))
+    emit(args.format, json_doc=fit.to_dict, records=lambda: size_records(fit), table=lambda: render(fit),
+         markdown=lambda: render(fit, markdown=True), indent=1)
     return 0

@@ -9,7 +9,8 @@ from pathlib import Path
 import jax
 
 from harness import distributed
-from harness.cli.show import render
+from harness.cli.common import add_format
+from harness.cli.show import print_set
 from harness.device import cpu_device_warning, default_cpu_devices
 from harness.errors import UserError
 from harness.interrupts import deferred
@@ -27,6 +28,12 @@ def _check_output(args) -> None:
         check_new_file(args.out_file, "--out-file")
     else:
         check_writable_dir(args.out, "--out")
+
+
+def _note(fmt: str):
+    """Where lines around the set's table go: stdout beside a table, stderr beside JSON or CSV
+    (stdout then holds the data alone)."""
+    return print if fmt in ("table", "markdown") else (lambda text: print(text, file=sys.stderr))
 
 
 def run(args) -> int:
@@ -63,7 +70,7 @@ def run(args) -> int:
     outcome = run_suite(
         suite=args.suite, pattern=args.filter, results_dir=Path(args.out), cfg=cfg, seed=args.seed,
         out_path=out_file, progress=progress_for(sys.stderr, args.quiet) if lead else None, write=lead,
-        budget_s=args.budget_s, resume=args.resume, announce=print if lead else None,
+        budget_s=args.budget_s, resume=args.resume, announce=_note(args.format) if lead else None,
     )
     if dist is not None:
         if lead:  # how the processes found each other, next to meta.device.process_count
@@ -75,16 +82,18 @@ def run(args) -> int:
         return 130 if outcome.interrupted else 0
     add_projections(outcome.result_set)  # closing the loop: the step projected from this set
     save(outcome.result_set, outcome.path)
+    # JSON and CSV keep stdout to the data; what would follow the table goes to stderr
+    note = _note(args.format)
     if not args.quiet:
-        print(render(outcome.result_set, warnings="summary"))
+        print_set(outcome.result_set, args.format, warnings="summary")
     else:
         summary = warning_summary(outcome.result_set.meta.get("warnings") or [], outcome.path)
         if summary:
-            print(summary)
-    print(f"stored: {outcome.path}")
+            note(summary)
+    note(f"stored: {outcome.path}")
     if not outcome.result_set.meta["complete"] and not outcome.interrupted:
         left = outcome.result_set.meta["stages"][-1]["cases_left"]
-        print(f"incomplete: {left} cases of the suite left; run again with --resume --out-file {outcome.path}")
+        note(f"incomplete: {left} cases of the suite left; run again with --resume --out-file {outcome.path}")
     if outcome.interrupted:
         print("interrupted: the result set keeps every case measured before Ctrl-C", file=sys.stderr)
         return 130
@@ -100,6 +109,7 @@ def register(p) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="input PRNG seed (recorded)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (bar or per-case lines) and no table; the stored path and the warnings line stay")
+    add_format(p, "csv", "markdown")
     p.add_argument("--budget-s", type=float, metavar="S",
                    help="stop before a case whose estimate (harness/estimate.py) would not fit the seconds "
                         "left; the plan is printed first; the set is then incomplete, to --resume")

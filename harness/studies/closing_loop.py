@@ -122,7 +122,8 @@ def local_system(meta: Mapping, dtype: str, where: str = "result set") -> System
                         f"has {', '.join(sorted(peaks)) or 'none'})")
     if not bw:
         raise UserError(f"{where}: no memory-bandwidth ceiling (meta.ceilings."
-                        "peak_bw_bytes_per_s); the set needs an ok membw stream_add case")
+                        "peak_bw_bytes_per_s): the run's memory-ceiling sweep (a device the catalog does not know) "
+                        "did not run or failed; the set's warnings say which")
     kind = str(dev.get("kind") or "unknown device")
     catalog = load_chip(dev["catalog_chip"]) if dev.get("catalog_chip") else None
     slot = training_slot(dtype)

@@ -176,16 +176,25 @@ def sweep_points(rs: ResultSet, op: str, ranks: int | None = None, dtype: str | 
         raise UserError(f"collective {op!r} is not one the suite measures; valid: {', '.join(MEASURED_OPS)}")
     cases = [c for c in rs.cases if c.group == "collective" and c.params.get("op") == op]
     if not cases:
-        raise UserError(f"{where}: no {op} collective cases (run a suite with collectives, e.g. `rackbench run`)")
-    ok = [c for c in cases if c.status == "ok" and c.median_s]
-    if ranks is not None:
-        ok = [c for c in ok if c.params.get("ranks") == ranks]
-    if dtype is not None:
-        ok = [c for c in ok if c.params.get("dtype") == dtype]
+        ops = sorted({str(c.params.get("op")) for c in rs.cases if c.group == "collective"})
+        raise UserError(f"{where}: no {op} case; its collectives: {', '.join(ops) or 'none'} (the default suite of "
+                        "`rackbench run` sweeps all five)")
+    measured = [c for c in cases if c.status == "ok" and c.median_s]
+    ok = [c for c in measured if (ranks is None or c.params.get("ranks") == ranks)
+          and (dtype is None or c.params.get("dtype") == dtype)]
     if not ok:
-        reasons = sorted({c.reason or c.status for c in cases})
-        raise UserError(f"{where}: no measured {op} case{' with those filters' if ranks or dtype else ''} "
-                        f"({'; '.join(reasons)[:200]})")
+        wanted = " ".join(filter(None, [op, "case", f"over {ranks} ranks" if ranks is not None else "",
+                                        f"in {dtype}" if dtype is not None else ""]))
+        if measured:
+            have: dict[tuple, int] = {}
+            for c in measured:
+                k = (c.params.get("ranks"), c.params.get("dtype"))
+                have[k] = have.get(k, 0) + 1
+            what = ", ".join(f"over {n} ranks in {d} ({k} sizes)" for (n, d), k in sorted(have.items(), key=str))
+            raise UserError(f"{where}: no measured {wanted}; the set measured {op} {what}")
+        reasons = sorted({f"{c.status}: {c.reason}" if c.reason else c.status for c in cases})
+        raise UserError(f"{where}: no measured {wanted}; its {len(cases)} {op} case(s) were "
+                        f"{'; '.join(reasons)[:200]}")
     for key in ("ranks", "dtype"):
         values = sorted({c.params.get(key) for c in ok}, key=str)
         if len(values) > 1:

@@ -29,5 +29,6 @@ def tiny_case(name="tiny/ok", out=None, raises=None, interrupt=False):
 
 def fast_cfg():
     """Exactly 5 samples a case: no extra samples for a noisy one (a busy CI box would make the
-    count vary)."""
-    return TimingConfig(min_time_s=0.002, samples=5, min_samples=5, max_samples=5, max_case_time_s=0.2)
+    count vary); a 1 MiB memory-ceiling sweep of one call (the real one takes seconds)."""
+    return TimingConfig(min_time_s=0.002, samples=5, min_samples=5, max_samples=5, max_case_time_s=0.2,
+                        ceiling_calls=1, ceiling_buffer_bytes=2**20)

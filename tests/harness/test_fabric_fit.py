@@ -123,10 +123,11 @@ def _store(tmp_path, cases, name="set.json"):
 
 def test_result_set_errors_name_the_file_and_the_problem(tmp_path):
     none = _store(tmp_path, [], "none.json")
-    with pytest.raises(UserError, match=r"none\.json: no all_reduce collective cases"):
+    with pytest.raises(UserError, match=r"none\.json: no all_reduce case; its collectives: none"):
         fit_result_set(none)
     skipped = _store(tmp_path, [_case("all_reduce", 1024, 0, status="skipped")], "skipped.json")
-    with pytest.raises(UserError, match="no measured all_reduce case.*at least 2 devices"):
+    with pytest.raises(UserError, match="no measured all_reduce case; its 1 all_reduce case.* were skipped: .*at least 2 "
+                                        "devices"):
         fit_result_set(skipped)
     two = _store(tmp_path, [_case("send", 2**k, 1e-4 + 2**k / 1e9) for k in (10, 12)], "two.json")
     with pytest.raises(UserError, match="2 distinct sizes.*at least 3"):
@@ -136,6 +137,10 @@ def test_result_set_errors_name_the_file_and_the_problem(tmp_path):
     with pytest.raises(UserError, match="several ranks .*; choose one ranks"):
         fit_result_set(mixed, op="send")
     assert fit_result_set(mixed, op="send", ranks=4).ranks == 4
+    # a filter nothing matches says what was looked for and what the set has
+    with pytest.raises(UserError, match=r"mixed\.json: no measured send case over 2 ranks; the set measured send over "
+                                        r"4 ranks in fp32 \(3 sizes\), over 8 ranks in fp32 \(3 sizes\)"):
+        fit_result_set(mixed, op="send", ranks=2)
     for op in ("broadcst", "broadcast"):  # a typo, and an op the model has but no kernel measures
         with pytest.raises(UserError, match=f"collective '{op}' is not one the suite measures"):
             fit_result_set(mixed, op=op)

@@ -13,21 +13,17 @@ tests/harness/test_cli_formats.py checks its forms instead.
 """
 from __future__ import annotations
 
-import csv
 import importlib
-import io
 import json
-import math
-import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from harness import cli
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("RACKBENCH_GOLDEN") == "update"
-EXT = {"table": "txt", "markdown": "md", "json": "json", "csv": "csv"}
+sys.path.insert(0, str(Path(__file__).parent))
+from golden_files import EXT, GOLDEN, check  # noqa: E402
 
 TRAIN = ["project", "--model", "llama3-70b", "--system", "hgx-h100", "--chips", "64", "--tp", "8",
          "--pp", "4", "--global-batch", "128"]
@@ -73,57 +69,22 @@ def no_reference_sets(tmp_path, monkeypatch):
                             tmp_path)
 
 
-def _same(got, want, where: str = "") -> None:
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys differ"
-        for k in want:
-            _same(got[k], want[k], f"{where}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), f"{where}: lengths differ"
-        for i, (g, w) in enumerate(zip(got, want)):
-            _same(g, w, f"{where}[{i}]")
-    elif isinstance(want, float) or isinstance(got, float):
-        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-300), \
-            f"{where}: {got!r} != {want!r}"
-    else:
-        assert got == want, f"{where}: {got!r} != {want!r}"
-
-
-def _cell(text: str):
-    try:
-        return float(text) if any(c.isdigit() for c in text) and text.strip() == text else text
-    except ValueError:
-        return text
-
-
-def _compare(fmt: str, got: str, want: str) -> None:
-    if fmt == "json":
-        _same(json.loads(got), json.loads(want))
-    elif fmt == "csv":
-        rows = [[_cell(c) for c in r] for r in csv.reader(io.StringIO(got))]
-        _same(rows, [[_cell(c) for c in r] for r in csv.reader(io.StringIO(want))])
-    else:
-        assert got == want
-
-
 @pytest.mark.parametrize("argv, name, fmt", PARAMS)
 def test_golden(argv, name, fmt, capsys, no_reference_sets):
     code = cli.main([*argv, *([] if fmt == "table" else ["--format", fmt])])
     got = capsys.readouterr().out
     assert code == 0, got
-    path = GOLDEN / f"{name}.{EXT[fmt]}"
-    if UPDATE:
-        GOLDEN.mkdir(exist_ok=True)
-        path.write_text(got)
-        return
-    assert path.exists(), f"no golden file {path}: RACKBENCH_GOLDEN=update (see this module)"
-    _compare(fmt, got, path.read_text())
+    check(name, fmt, got)
+
+
+# The measurement commands' golden files, which test_golden_measure.py checks.
+MEASUREMENT_COMMANDS = ("show", "compare", "history", "fit-fabric", "vendor-check", "nightly", "migrate", "report")
 
 
 def test_every_golden_file_has_a_case():
     """A golden file whose case was removed would sit there checked by nothing."""
     names = {f"{name}.{EXT[fmt]}" for name, _, fmts in CASES for fmt in fmts}
-    assert {p.name for p in GOLDEN.iterdir()} == names
+    assert {p.name for p in GOLDEN.iterdir() if not p.name.startswith(MEASUREMENT_COMMANDS)} == names
 
 
 # JSON keys without a unit suffix, by what makes them unitless. A new key must carry its unit
@@ -156,8 +117,36 @@ UNITLESS = {
     "band", "band_coverage", "model_form", "sensitivity", "inputs", "memory", "moe_a2a",
     "points", "summary", "targets", "stages", "keys", "per_pool",
 }
+# The measurement commands' keys (test_golden_measure.py), by the same groups.
+UNITLESS |= {
+    # names, labels, text and a set's identity
+    "case", "group", "status", "reason", "verdict", "mark", "direction", "dtype", "figure", "note",
+    "above_ceiling", "timing_method", "run_noise_source", "not_comparable_reasons", "messages",
+    "warnings", "commit", "created_utc", "machine_id", "fingerprint_id", "suite", "platform",
+    "catalog_chip", "compute_capability", "software", "python", "python_compiler",
+    "python_implementation", "executable", "jax", "jaxlib", "numpy", "optax", "torch", "xla_flags",
+    "jax_env", "vendor_device", "result_set", "directory", "sets", "base", "new", "baseline",
+    "html", "markdown", "images", "reports", "fabric",
+    # switches
+    "complete", "comparable", "strict", "migrated", "passed", "same_device", "compute_from_run",
+    # counts (of samples, repetitions, resamples, devices, cases per verdict), versions, exit codes
+    "n_samples", "base_samples", "new_samples", "n_compared", "reps_per_sample", "bootstrap_resamples",
+    "count", "local_count", "process_count", "counts", "ok", "failed", "faster", "slower",
+    "inconclusive", "same", "newly failing", "fixed", "missing", "not comparable", "dof",
+    "schema_version_before", "schema_version_after", "exit_code", "compare_exit_code",
+    # fractions, ratios and log-scale spreads
+    "fraction_of_peak", "roofline_fraction", "above_ceiling_fraction", "iqr_over_median",
+    "other_cpu_fraction", "ratio", "ratio_ci_low", "ratio_ci_high", "slowdown", "geomean_slowdown",
+    "min_ratio", "factor", "alpha", "interval_level", "sampling_sd_log", "run_noise_sd_log",
+    "family_run_noise_sd_log", "relative_residuals", "rms_relative_residual", "prediction_error95",
+    "t95",
+    # fit-fabric's slope, seconds per byte (the unit is the name), and its covariance
+    "s_per_byte", "s_per_byte_ci95", "cov",
+    # tables of named parts
+    "families", "comparison", "change_points",
+}
 UNIT_SUFFIXES = ("_s", "_w", "_j", "_bytes", "_per_s", "_usd", "_per_token", "_per_chip",
-                 "_per_system", "_per_step", "_tokens")
+                 "_per_system", "_per_step", "_tokens", "_flops")
 FREE_KEYS = ("peak_flops_per_s", "breakdown_s", "sources", "notes", "per_pool")  # keys are data
 
 

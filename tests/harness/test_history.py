@@ -70,7 +70,7 @@ def test_json_format(cli, capsys, stepped_results):
     doc = json.loads(capsys.readouterr().out)
     assert doc["machine_id"] == "box-a" and len(doc["sets"]) == 60
     assert [c["name"] for c in doc["cases"]] == ["matmul/case0000", "attention/case0001"]
-    assert len(doc["cases"][0]["medians"]) == 60
+    assert len(doc["cases"][0]["medians_s"]) == 60
     assert len(doc["cases"][0]["change_points"]) == 1 and doc["cases"][1]["change_points"] == []
 
 
@@ -150,3 +150,23 @@ def test_empty_and_missing_dirs_are_user_errors(cli, capsys, tmp_path):
 def test_sparkline():
     assert history.sparkline(np.array([1.0, 2.0, np.nan, 8.0])) == "▁▂ █"
     assert history.sparkline(np.array([np.nan])) == ""
+
+
+def test_one_suite_per_series_and_nothing_after_until(tmp_path):
+    """A quick run's medians are not a default run's: the series is the newest set's suite (or
+    --suite), the others are left out with one line; `until` (a report on an older set) drops
+    the sets created after it."""
+    rng = np.random.default_rng(11)
+    made = []
+    for day, suite in ((1, "default"), (2, "quick"), (3, "default"), (4, "quick"), (5, "default")):
+        rs = synth.make_set(synth.many_cases(rng, 2), created_utc=f"2026-11-0{day}T02:00:00Z", commit=str(day) * 40)
+        rs.meta["suite"] = suite
+        made.append(synth.save_in(tmp_path, rs))
+    h = history.load_history(tmp_path / "box-a")
+    assert h.suite == "default" and [s.path for s in h.sets] == [made[0], made[2], made[4]]
+    assert "left out: 2 set(s) of another suite (quick); this series is suite default (history --suite picks one)" in h.warnings
+    q = history.load_history(tmp_path / "box-a", suite="quick")
+    assert [s.path for s in q.sets] == [made[1], made[3]]
+    older = history.load_history(tmp_path / "box-a", until="2026-11-03T02:00:00Z")
+    assert [s.path for s in older.sets] == [made[0], made[2]]
+    assert "left out: 2 set(s) created after 2026-11-03T02:00:00Z, the set reported on" in older.warnings

@@ -10,7 +10,8 @@ from kernels.matmul import matmul_case
 from kernels.membw import stream_case
 
 # host_loop_min_call_s of a second: every case here is device-looped, however loaded the machine
-CFG = TimingConfig(min_time_s=0.002, samples=5, min_samples=5, max_case_time_s=0.1, host_loop_min_call_s=1.0)
+CFG = TimingConfig(min_time_s=0.002, samples=5, min_samples=5, max_case_time_s=0.1, host_loop_min_call_s=1.0,
+                   ceiling_calls=1, ceiling_buffer_bytes=2**20)
 
 
 def test_flag_arithmetic():

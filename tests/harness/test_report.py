@@ -84,8 +84,9 @@ def test_markdown_report_escapes_and_links_written_pngs(tmp_path):
     md = md_path.read_text()
     assert EVIL not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert "r-roofline.png" in links
+    assert "r-png/roofline.png" in links  # in a folder of its own: the HTML stands alone beside it
     assert all((tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG" for name in links)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r-png", "r.html", "r.md"]
 
 
 def test_roofline_points_are_flops_over_bytes_and_achieved_rate():
@@ -100,7 +101,7 @@ def test_projection_tables_hook_included_and_escaped(tmp_path, monkeypatch):
     monkeypatch.setattr(report.projections, "projection_tables", lambda: [(
         f"Llama 70B {EVIL}", pd.DataFrame({"system": [EVIL, "NVL72"], "step_time_s": [1.5, 0.25]}))])
     r = report.build_report(new=synth.make_set([]))
-    assert "<h2>Projections</h2>" in r.html and "<td>0.25</td>" in r.html
+    assert "<h2>Projections</h2>" in r.html and '<td class="num">0.25</td>' in r.html
     assert EVIL not in r.html and EVIL not in r.markdown
     assert "| &lt;script&gt;alert(1)&lt;/script&gt; | 1.5 |" in r.markdown
 
@@ -113,20 +114,98 @@ def test_report_defaults_to_newest_set_and_its_baseline(cli, capsys, tmp_path):
     assert sorted((str(p), p.read_bytes()) for p in results.rglob("*.json")) == before
 
 
-def test_html_renders_in_headless_chromium(tmp_path):
-    """Debian's chromium renders the page; the DOM it builds has no script element."""
+def _browser():
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("chromium not installed (Debian package `chromium`); the html.parser test still ran")
+        pytest.skip("chromium not installed (Debian package `chromium`; CI installs it); the html.parser tests still ran")
+    return browser
+
+
+def _chromium(browser, *args, timeout=120):
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_html_renders_in_headless_chromium(tmp_path):
+    """Debian's chromium renders the page: the DOM it builds has no script element, shows the
+    changed cases with the full table folded away, and a screenshot of it is a page of text
+    and plots, not a blank or an error page."""
+    from matplotlib.image import imread
+
+    browser = _browser()
     results, base, new = _evil_sets(tmp_path)
     html_path, _ = report.write_report(tmp_path / "out", "r", comparison=compare.compare_files(base, new),
                                        new=resultset.load(new), history=history.load_history(results / "box-a"))
-    proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_path.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
+    proc = _chromium(browser, "--dump-dom", html_path.resolve().as_uri())
     dom = proc.stdout
     assert proc.returncode == 0 and "<table>" in dom, proc.stderr[-2000:]
     assert "<script" not in dom.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert dom.count("<img ") == 6
+    assert "Changed: 7 of 8 cases, worst first" in dom and "<summary>All 8 cases</summary>" in dom
+    assert "<summary>The 8 points, numbered as on the plot</summary>" in dom
+    shot = tmp_path / "shot.png"
+    proc = _chromium(browser, "--window-size=1200,1800", f"--screenshot={shot}", html_path.resolve().as_uri())
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1800, 1200)
+    dark = (pixels.mean(axis=2) < 0.5).mean()  # text, table rules, plot lines
+    assert 0.005 < dark < 0.5, dark  # neither blank nor a dark error page
+    colours = len(np.unique((pixels[::4, ::4] * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    assert colours > 50  # the verdict colours and the plots, not a single-colour page
+
+
+def test_projection_cells_never_print_none_or_exponents(monkeypatch):
+    monkeypatch.setattr(report.projections, "projection_tables", lambda: [(
+        "t", pd.DataFrame({"system": ["a", "b"], "tokens_per_s_per_kw": [11670.25, None], "mfu": [0.5937, None],
+                           "throughput_vs_cloudmatrix": [1.0, float("nan")]}))])
+    r = report.build_report()
+    assert "None" not in r.markdown and "e+" not in r.markdown and "nan" not in r.markdown
+    assert "| system | tokens/s per kW | MFU | throughput vs cloudmatrix |" in r.markdown
+    assert "| a | 11,670 | 59.4% | 1 |" in r.markdown and "| b | - | - | - |" in r.markdown
+
+
+def test_trend_plots_warn_nothing_and_claim_no_change_points_they_lack(tmp_path, monkeypatch):
+    """A family none of whose cases ran in one set used to leak numpy's 'All-NaN slice'
+    RuntimeWarning; a title said '(dashed: change points)' with none drawn."""
+    import warnings
+
+    rng = np.random.default_rng(4)
+    for day in range(1, 5):
+        cases = synth.many_cases(rng, 12, n_samples=10)
+        if day == 2:  # every case of the family failed this night
+            cases = [synth.make_case(c.name, c.group, status="failed", reason="x") for c in cases]
+        synth.save_in(tmp_path, synth.make_set(cases, created_utc=f"2026-11-0{day}T02:00:00Z", commit=str(day) * 40))
+    h = history.load_history(tmp_path / "box-a")
+    titles = []
+    real = report._figure
+
+    def spy(*a, **kw):
+        fig, ax = real(*a, **kw)
+        titles.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(report, "_figure", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots = report.trend_plots(h)
+    assert plots and all(png[:4] == b"\x89PNG" for png in plots.values())
+    assert not any("change points" in ax.get_title() for ax in titles)
+    # the x axis is the sets' dates, each tick naming its commit
+    assert [t.get_text() for t in titles[0].get_xticklabels()][0] == "11-01 02:00\n11111111"
+
+
+def test_report_on_an_older_set_shows_nothing_after_it_and_one_suite(cli, capsys, tmp_path):
+    rng = np.random.default_rng(5)
+    paths = []
+    for day, suite in ((1, "default"), (2, "quick"), (3, "default"), (4, "default")):
+        rs = synth.make_set(synth.many_cases(rng, 3), created_utc=f"2026-11-0{day}T02:00:00Z", commit=str(day) * 40)
+        rs.meta["suite"] = suite
+        paths.append(synth.save_in(tmp_path / "results", rs))
+    assert cli(["report", "--new", str(paths[2]), "--results", str(tmp_path / "results"), "--out",
+                str(tmp_path / "o")]) == 0
+    md = (tmp_path / "o" / f"report-{paths[2].stem}.md").read_text()
+    assert "2 sets of suite default on machine box-a, 2026-11-01 to 2026-11-03" in md
+    assert "left out: 1 set(s) created after 2026-11-03T02:00:00Z, the set reported on" in md
+    assert "left out: 1 set(s) of another suite (quick)" in md
+    assert "base: " in md and paths[0].name in md  # its baseline: the earlier set of its suite

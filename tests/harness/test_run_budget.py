@@ -15,7 +15,8 @@ from harness.timing import TimingConfig
 from kernels.matmul import matmul_case
 from kernels.membw import stream_case
 
-CFG = TimingConfig(min_time_s=0.002, samples=5, min_samples=5, max_case_time_s=0.05)
+CFG = TimingConfig(min_time_s=0.002, samples=5, min_samples=5, max_case_time_s=0.05, ceiling_calls=1,
+                   ceiling_buffer_bytes=2**20)
 CASES = [matmul_case(32, 32, 32, "fp32"), stream_case(1024), matmul_case(48, 48, 48, "fp32")]
 
 

@@ -70,7 +70,13 @@ def test_result_set_records_environment_seed_and_ceilings(tmp_path):
     # a CPU is not in the catalog: the ceilings are measured, and the set says so
     assert stored.meta["ceilings"]["source"].startswith("measured in this run")
     (case,) = stored.cases
-    assert case.fraction_of_peak == 1.0  # the only fp32 matmul is the measured fp32 ceiling
+    # the only fp32 matmul is the measured fp32 ceiling: 100% by construction, so no fraction
+    assert case.fraction_of_peak is None and case.peak_flops_per_s == case.achieved_flops_per_s
+    memory = stored.meta["ceilings"]["memory"]
+    assert [s["when"] for s in memory["sweeps"]] == ["before the cases", "after the cases"]
+    assert stored.meta["ceilings"]["peak_bw_bytes_per_s"] == max(s["best_bytes_per_s"] for s in memory["sweeps"])
+    assert all("loadavg_1m" in s for s in memory["sweeps"])  # the load each sweep ran under (and the CPU
+    # share others took, where the sweep outlasts a clock tick: not this 1 MiB one)
     assert case.achieved_flops_per_s == case.flops / case.stats["median_s"]
     assert rs.cases[0].stats == case.stats
 
