@@ -53,6 +53,8 @@ _CHIP_FIELDS: dict[str, Field] = {
     "price_usd": _num(_MAX_PRICE_USD, required=False),
     # devices one package presents to software (dies with their own HBM); absent means 1
     "devices_per_package": _num(16, lo=0.5, required=False, integer=True),
+    # NVIDIA streaming multiprocessors: what share of the chip a kernel holding N of them takes
+    "sm_count": _num(1e4, lo=0.5, required=False, integer=True),
 }
 
 _FABRIC_FIELDS: dict[str, Field] = {
@@ -108,6 +110,7 @@ class Chip:
     sources: Mapping[str, str]
     notes: Mapping[str, str]
     devices_per_package: int | None = None  # dies software sees as devices; None means 1
+    sm_count: int | None = None  # streaming multiprocessors (NVIDIA); None: not an SM design
 
     @property
     def devices(self) -> int:

@@ -22,6 +22,7 @@ _STACK = {
     "tp_comm_overlap": Field("table", spec={"value": Field("bool"), "source": Field("str")}),
     "ep_overlap": Field("table", spec={"value": Field("bool"), "source": Field("str")}),
     "comm_core_fraction": Field("sourced", hi=0.9),
+    "tp_overlap_sms": Field("sourced", hi=1000, required=False),
     "moe_dispatch": Field("table", spec={"mode": Field("str", choices=DISPATCH_MODES),
                                          "source": Field("str")}),
     "decode_overlap": Field("table", spec={"mode": Field("str", choices=("hooks", "split")),
@@ -49,6 +50,9 @@ class Stack:
     sources: dict
     decode_overlap: DecodeOverlap
     moe_dispatch: str = "per_expert"
+    # SMs the TP-overlap GEMMs give up for as long as they run (Transformer Engine's userbuffers
+    # margin); None: the stack's TP overlap costs comm_core_fraction while communication runs
+    tp_overlap_sms: int | None = None
 
 
 @lru_cache(maxsize=4)
@@ -65,7 +69,8 @@ def stacks(path: Path = PATH) -> tuple[Stack, ...]:
                          {k: s[k]["value"] for k in OVERLAPS}, s["comm_core_fraction"],
                          {k: s[k]["source"] for k in OVERLAPS},
                          DecodeOverlap(d["mode"], d["attention_share"], d["source"]),
-                         s["moe_dispatch"]["mode"]))
+                         s["moe_dispatch"]["mode"],
+                         None if s["tp_overlap_sms"] is None else int(s["tp_overlap_sms"])))
     return tuple(out)
 
 

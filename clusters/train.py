@@ -116,6 +116,22 @@ class LayerTimes:
     # what overlapping the TP collectives with the GEMMs adds to them (forward + backward):
     # the overlapped GEMMs run in chunks (gemm_split_extra_s)
     gemm_split: float = 0.0
+    # forward + backward time of the GEMMs Transformer Engine overlaps with an SM margin
+    # (sm_margin_gemm_s): they run on fewer SMs while TP communication is overlapped
+    gemm_margin: float = 0.0
+
+
+def sm_margin_gemm_s(gemms: list, rates: "Rates") -> float:
+    """Forward + backward time (at full speed) of the GEMMs TE's 'pipeline' and 'bulk'
+    overlaps run with an SM margin: the row-parallel forward GEMMs (output projection, FC2) and
+    the column-parallel ones' backward dgrad and wgrad (QKV, FC1), each as long as its forward."""
+    total = 0.0
+    for g in gemms:
+        if g.name in F.ROW_PARALLEL:
+            total += rates.gemm_s(g)
+        elif g.name in F.COLUMN_PARALLEL:
+            total += 2 * rates.gemm_s(g)
+    return total
 
 
 def gemm_split_extra_s(gemms: list, tp: int, rates: "Rates") -> float:
@@ -209,6 +225,7 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
         gemms += F.ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
     gemm = sum(rates.gemm_s(g) for g in gemms)
     gemm_split = gemm_split_extra_s(gemms, tp, rates) if (tp > 1 and sp) else 0.0
+    gemm_margin = sm_margin_gemm_s(gemms, rates) if (tp > 1 and sp) else 0.0
 
     heads = model.n_heads // tp
     if model.mla is not None:
@@ -253,7 +270,7 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
         ep_comm = ep_dispatch_s(system, model, sent, plan.ep, bytes_per_element(plan.precision),
                                 dispatch) + ep_dispatch_s(system, model, sent, plan.ep, 2, dispatch)
     return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm,
-                      gemm_split)
+                      gemm_split, gemm_margin)
 
 
 def ep_dispatch_s(system: System, model: Model, tokens: float, ep: int, token_bytes: float,
@@ -326,18 +343,24 @@ def _overlapped(comm, compute, slowdown):
 
 
 def layer_parts(lt: dict, tp_comm_overlap, ep_overlap, recompute,
-                comm_core_fraction: float = 0.0) -> dict:
+                comm_core_fraction: float = 0.0, sm_margin: float | None = None) -> dict:
     """One layer, one micro-batch, forward + backward (+ recompute): the exposed parts, from
     the forward times `lt` (LayerTimes fields as arrays) and each plan's software choices.
     Overlapped communication is not free: while its kernels run they hold
     `comm_core_fraction` of the cores (clusters.software), so the compute it hides behind runs
-    1/(1 - fraction) times longer; that extra is charged to the communication part."""
+    1/(1 - fraction) times longer; that extra is charged to the communication part. TP
+    overlap on a stack with an SM margin (`sm_margin`: the share of the chip's SMs Transformer
+    Engine's userbuffers take) instead slows the margin GEMMs by 1/(1 - margin) for as long
+    as they run, whatever the communication's length; charged to the TP part too."""
     gemm, attn, attn_bwd, elem = lt["gemm"], lt["attention"], lt["attention_bwd"], lt["elementwise"]
     slowdown = comm_core_fraction / (1.0 - comm_core_fraction)
+    tp_slowdown = 0.0 if sm_margin is not None else slowdown
+    margin_extra = lt["gemm_margin"] * (sm_margin / (1.0 - sm_margin)) if sm_margin else 0.0
     fwd_compute = gemm + attn + elem
-    tp_fwd = np.where(tp_comm_overlap, _overlapped(lt["tp_comm"], gemm, slowdown), lt["tp_comm"])
-    tp_bwd = np.where(tp_comm_overlap, _overlapped(lt["tp_comm"], 2 * gemm, slowdown),
+    tp_fwd = np.where(tp_comm_overlap, _overlapped(lt["tp_comm"], gemm, tp_slowdown),
                       lt["tp_comm"])
+    tp_bwd = np.where(tp_comm_overlap, _overlapped(lt["tp_comm"], 2 * gemm, tp_slowdown)
+                      + margin_extra, lt["tp_comm"])
     full = recompute == RECOMPUTE.index("full")
     selective = recompute == RECOMPUTE.index("selective")
     # each EP direction hidden behind the same pass of another micro-batch when overlapped
@@ -362,7 +385,7 @@ def layer_parts(lt: dict, tp_comm_overlap, ep_overlap, recompute,
 _LAYER_KEY = ("tp", "cp", "micro_batch", "seq_len", "precision", "sequence_parallel",
               "attention_impl", "dropout")
 _LAYER_FIELDS = ("gemm", "attention", "attention_bwd", "elementwise", "tp_comm", "cp_comm",
-                 "ep_comm", "gemm_split")
+                 "ep_comm", "gemm_split", "gemm_margin")
 
 
 class _RatesByPrecision(dict):
@@ -493,7 +516,8 @@ def _scale_layer_table(lt: dict, c: dict, cpd: int, eff: dict) -> None:
     fabric = {"tp_comm": eff["scale_up"],
               "cp_comm": np.where(tp * cp > cpd, eff["scale_out"], eff["scale_up"]),
               "ep_comm": np.where(ep > cpd, eff["scale_out"], eff["scale_up"])}
-    by_field = {"gemm": eff["gemm"], "gemm_split": eff["gemm"], "attention": eff["attention"],
+    by_field = {"gemm": eff["gemm"], "gemm_split": eff["gemm"], "gemm_margin": eff["gemm"],
+                "attention": eff["attention"],
                 "attention_bwd": eff["attention"], "elementwise": eff["memory"], **fabric}
     for kind in ("dense", "moe"):
         lt[kind] = {f: lt[kind][f] / by_field[f] for f in _LAYER_FIELDS}
@@ -524,9 +548,14 @@ def evaluate(model: Model, system: System, plans: dict,
     lt = _layer_table(model, system, c, rates)
     if eff_scale:
         _scale_layer_table(lt, c, cpd, eff)
-    cores = stack_for(system.chip.family).comm_core_fraction
-    dense = layer_parts(lt["dense"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores)
-    moe = layer_parts(lt["moe"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores)
+    stack = stack_for(system.chip.family)
+    cores = stack.comm_core_fraction
+    margin = (stack.tp_overlap_sms / system.chip.sm_count
+              if stack.tp_overlap_sms and system.chip.sm_count else None)
+    dense = layer_parts(lt["dense"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores,
+                        margin)
+    moe = layer_parts(lt["moe"], c["tp_comm_overlap"], c["ep_overlap"], c["recompute"], cores,
+                      margin)
     per_layer = {k: dense[k] * model.n_dense_layers / L + moe[k] * model.n_moe_layers / L
                  for k in LAYER_PARTS}
     logits = {k: np.zeros(len(tp)) for k in LAYER_PARTS}

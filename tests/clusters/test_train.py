@@ -309,3 +309,33 @@ def test_tp_comm_overlap_runs_the_tp_gemms_in_chunks():
     one = replace(base, tp=1, dp=8, global_batch=8)
     assert train_step(m, H100, replace(one, tp_comm_overlap=True)).breakdown_s["gemm_s"] == \
         pytest.approx(train_step(m, H100, one).breakdown_s["gemm_s"])
+
+
+def test_tp_overlap_holds_an_sm_margin_on_transformer_engine_stacks():
+    """TE's pipeline and bulk overlaps run their GEMMs on the chip's SMs less 16 for as long as
+    they run (initialize_ub: num_sm 16, set_sm_margin): on H100 (132 SMs) those GEMMs, the
+    row-parallel forward ones and the column-parallel ones' dgrad and wgrad, take 132/116 as
+    long. H20, with 78 SMs, loses more of itself; a chip with no SM count keeps the old rule."""
+    from clusters.train import evaluate, layer_times, Rates, sm_margin_gemm_s
+    from clusters import flops as F
+    from clusters.plan import to_table
+    m = load_model("llama3-70b")
+    plan = Plan(tp=8, pp=1, dp=1, global_batch=1, seq_len=8192, precision="bf16",
+                tp_comm_overlap=True)
+    on = train_step(m, H100, plan)
+    h100 = replace(H100, chip=replace(H100.chip, sm_count=None))
+    old = train_step(m, h100, plan)
+    rates = Rates(H100.chip, default_calibration(), "bf16")
+    tokens = 8192
+    gemms = F.attention_gemms(m, tokens, 8) + F.ffn_gemms(m, tokens, m.ffn_hidden_size, 8)
+    margin = sm_margin_gemm_s(gemms, rates) * m.n_layers
+    assert margin > 0.5 * on.breakdown_s["gemm_s"]  # most of the GEMM time is in the margin set
+    assert on.breakdown_s["gemm_s"] == pytest.approx(old.breakdown_s["gemm_s"])
+    assert on.step_time_s > old.step_time_s
+    extra = margin * 16 / (132 - 16)
+    assert on.breakdown_s["tp_comm_s"] >= extra * (1 - 1e-9)
+    h20 = load_system("hgx-h20")
+    r20 = train_step(m, h20, plan)
+    assert r20.breakdown_s["tp_comm_s"] >= sm_margin_gemm_s(
+        gemms, Rates(h20.chip, default_calibration(), "bf16")) * m.n_layers * 16 / (78 - 16) * (
+        1 - 1e-9)
