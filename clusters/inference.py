@@ -31,7 +31,8 @@ from clusters.catalog import System
 from clusters.memory import USABLE_HBM_FRACTION
 from clusters.plan import Plan
 from clusters.software import stack_for
-from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times, power_fields
+from clusters.train import (Rates, comm_s, elementwise_bytes_per_token, ep_dispatch_s,
+                            layer_times, power_fields)
 from clusters.workloads import Model
 from clusters.dtypes import bytes_per_element
 from clusters.errors import ModelInputError
@@ -249,10 +250,11 @@ class ServeResult:
 
 
 def _hide_prefill_comm(parts: dict, system: System, comm_keys=("tp_comm_s", "ep_comm_s")) -> None:
-    """Prefill with two overlapped micro-batches (compute-bound, so splitting the batch costs
-    no extra weight traffic): communication hides behind the other micro-batch's compute, but
-    the communication kernels hold the family's core share while they run (clusters.software),
-    slowing the compute they hide behind; the exposed remainder stays in the comm parts."""
+    """Prefill of a model without an expert all-to-all, with two overlapped micro-batches
+    (compute-bound, so splitting the batch costs no extra weight traffic): communication hides
+    behind the other micro-batch's compute, but the communication kernels hold the family's core
+    share while they run (clusters.software), slowing the compute they hide behind; the exposed
+    remainder stays in the comm parts."""
     compute = sum(v for k, v in parts.items() if k not in comm_keys)
     comm = sum(parts.get(k, 0.0) for k in comm_keys)
     if comm <= 0:
@@ -262,6 +264,51 @@ def _hide_prefill_comm(parts: dict, system: System, comm_keys=("tp_comm_s", "ep_
     for k in comm_keys:
         share = parts.get(k, 0.0) / comm
         parts[k] -= hidden * share * (1 - f / (1 - f))
+
+
+def _beside_comm_s(compute: float, comm: float, f: float) -> float:
+    """Time of `compute` (seconds at the full chip) issued while `comm` seconds of communication
+    run beside it on f of the cores: the compute runs on 1 - f of them until the communication
+    ends, then on all of them; the slot lasts until both are done."""
+    return max(comm, compute + f * comm)
+
+
+def _overlapped_moe_prefill_s(model: Model, system: System, rates: Rates, p: Plan,
+                              halves: tuple[int, int], dispatch: str) -> float:
+    """One MoE layer's forward with the batch split into two micro-batches of `halves`
+    sequences (per TP group), as SGLang's two-batch overlap runs prefill on DeepEP's normal
+    kernels (sglang/srt/operations_strategy.py, _compute_moe_deepseek_blog_prefill: stages
+    split after the dispatch and combine launches, both micro-batches at the same stage) and
+    CloudMatrix-Infer's prefill micro-batches: each micro-batch runs attention, dispatch,
+    experts and combine; the four communications queue on one stream and each runs beside the
+    other micro-batch's compute, so a layer is four slots: (A's attention | B's combine),
+    (B's attention | A's dispatch), (A's experts | B's dispatch), (B's experts | A's combine).
+    Every slot lasts as long as the longer side. The communication kernels' cores are the
+    family's practice (clusters.software): where the stack reserves SMs for the all-to-all
+    for the whole overlapped forward (prefill_overlap_sms: SGLang runs DeepGEMM on the rest),
+    every GEMM runs on the chip's SMs less those; otherwise the kernels hold the family's core
+    share while they run (_beside_comm_s). The TP collectives stay on the compute stream
+    (exposed)."""
+    stack = stack_for(system.chip.family)
+    sms, reserved = system.chip.sm_count, stack.prefill_overlap_sms
+    if reserved and sms and sms > reserved:
+        f, gemm_slow = 0.0, sms / (sms - reserved)
+    else:
+        f, gemm_slow = stack.comm_core_fraction, 1.0
+    a, m, d, c = [], [], [], []
+    for b in halves:
+        q = replace(p, micro_batch=b, global_batch=b * p.dp)
+        lt = layer_times(model, q, system, rates, True, dispatch)
+        tokens = q.micro_batch * q.seq_len
+        attn_gemm = sum(rates.gemm_s(g) for g in F.attention_gemms(model, tokens, q.tp))
+        a.append(gemm_slow * attn_gemm + lt.attention + lt.elementwise + lt.tp_comm)
+        m.append(gemm_slow * (lt.gemm - attn_gemm))
+        sent = tokens // q.tp if (q.sequence_parallel and q.tp > 1) else tokens
+        d.append(ep_dispatch_s(system, model, sent, q.ep, bytes_per_element(q.precision),
+                               dispatch))
+        c.append(ep_dispatch_s(system, model, sent, q.ep, 2, dispatch))
+    return (_beside_comm_s(a[0], c[1], f) + _beside_comm_s(a[1], d[0], f)
+            + _beside_comm_s(m[0], d[1], f) + _beside_comm_s(m[1], c[0], f))
 
 
 def _result(mode, model, system, plan, parts, tokens, cal):
@@ -291,20 +338,44 @@ def prefill(model: Model, system: System, plan: ServePlan,
              micro_batch=group_batch, global_batch=group_batch * max(1, plan.ep),
              seq_len=plan.context, precision="fp8" if plan.precision in ("fp8", "int8")
              else "bf16")
+    dispatch = stack_for(system.chip.family).moe_dispatch
     parts = {"gemm_s": 0.0, "attention_s": 0.0, "elementwise_s": 0.0, "tp_comm_s": 0.0,
              "ep_comm_s": 0.0}
     for moe_layer, n in ((False, model.n_dense_layers), (True, model.n_moe_layers)):
         if n == 0:
             continue
-        lt = layer_times(model, p, system, rates, moe_layer,
-                         stack_for(system.chip.family).moe_dispatch)
+        lt = layer_times(model, p, system, rates, moe_layer, dispatch)
         for k, v in (("gemm_s", lt.gemm), ("attention_s", lt.attention),
                      ("elementwise_s", lt.elementwise), ("tp_comm_s", lt.tp_comm),
                      ("ep_comm_s", lt.ep_comm)):
             parts[k] += n * v
     # logits only for each prompt's last token
     parts["gemm_s"] += rates.gemm_s(F.output_gemm(model, group_batch, plan.tp))
-    if plan.overlap is not False:  # None: overlap, which never loses in prefill
+    if plan.overlap is not False and model.n_moe_layers and parts["ep_comm_s"] > 0:
+        # two micro-batches of whole prompts through each MoE layer
+        # (_overlapped_moe_prefill_s); the dense layers run both back to back. What the step
+        # spends beyond its compute is the wait on communication. With overlap None the faster
+        # of the two is taken: holding SMs for the all-to-all can cost more than it hides when
+        # the all-to-all is short. A single prompt per group is not split: no overlap.
+        if group_batch / plan.ranks_per_chip < 2:
+            if plan.overlap:
+                raise ModelInputError(
+                    f"--overlap: two-batch overlap splits each rank's prompts into two "
+                    f"micro-batches, and a rank holds "
+                    f"{group_batch / plan.ranks_per_chip:g} prompt(s)")
+            return _result("prefill", model, system, replace(plan, overlap=False), parts,
+                           plan.batch_per_chip * plan.context, cal)
+        halves = (math.ceil(group_batch / 2), group_batch // 2)
+        moe_s = model.n_moe_layers * _overlapped_moe_prefill_s(model, system, rates, p, halves,
+                                                               dispatch)
+        serial = sum(parts.values())
+        step = serial - model.n_moe_layers * (lt.gemm + lt.attention + lt.elementwise
+                                              + lt.tp_comm + lt.ep_comm) + moe_s
+        if plan.overlap or step < serial:
+            parts["ep_comm_s"] = 0.0
+            parts["overlap_wait_s"] = max(0.0, step - sum(parts.values()))
+        plan = replace(plan, overlap="overlap_wait_s" in parts)
+    elif plan.overlap is not False:  # no expert all-to-all: overlap never loses
         _hide_prefill_comm(parts, system)
         plan = replace(plan, overlap=True)
     return _result("prefill", model, system, plan, parts,

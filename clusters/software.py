@@ -23,6 +23,7 @@ _STACK = {
     "ep_overlap": Field("table", spec={"value": Field("bool"), "source": Field("str")}),
     "comm_core_fraction": Field("sourced", hi=0.9),
     "tp_overlap_sms": Field("sourced", hi=1000, required=False),
+    "prefill_overlap_sms": Field("sourced", hi=1000, required=False),
     "moe_dispatch": Field("table", spec={"mode": Field("str", choices=DISPATCH_MODES),
                                          "source": Field("str")}),
     "decode_overlap": Field("table", spec={"mode": Field("str", choices=("hooks", "split")),
@@ -53,6 +54,10 @@ class Stack:
     # SMs the TP-overlap GEMMs give up for as long as they run (Transformer Engine's userbuffers
     # margin); None: the stack's TP overlap costs comm_core_fraction while communication runs
     tp_overlap_sms: int | None = None
+    # SMs the expert all-to-all holds for the whole of an overlapped (two-batch) prefill: the
+    # GEMMs run on the rest throughout; None: the all-to-all takes comm_core_fraction of the
+    # cores only while it runs
+    prefill_overlap_sms: int | None = None
 
 
 @lru_cache(maxsize=4)
@@ -70,7 +75,9 @@ def stacks(path: Path = PATH) -> tuple[Stack, ...]:
                          {k: s[k]["source"] for k in OVERLAPS},
                          DecodeOverlap(d["mode"], d["attention_share"], d["source"]),
                          s["moe_dispatch"]["mode"],
-                         None if s["tp_overlap_sms"] is None else int(s["tp_overlap_sms"])))
+                         None if s["tp_overlap_sms"] is None else int(s["tp_overlap_sms"]),
+                         None if s["prefill_overlap_sms"] is None
+                         else int(s["prefill_overlap_sms"])))
     return tuple(out)
 
 

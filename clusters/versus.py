@@ -55,6 +55,11 @@ RIVALS = (("gb200-nvl72", "per system"), ("gb200-nvl72", "equal chips"),
 GRANULARITY = 8
 CONTEXT = 4096  # decode: tokens in each sequence's KV cache
 PROMPT = 4096  # prefill: prompt length
+# prefill: prompts per chip in one forward, 16,384 tokens as the published large-EP prefill
+# setups run (SGLang's 96-H100 deployment, lmsys.org 2025-05-05: 16,384 tokens per device;
+# CloudMatrix-Infer, arXiv 2506.12708: 16K tokens per NPU), so the two-batch overlap every
+# such stack uses has prompts to split
+PROMPTS_PER_CHIP = 4
 DEFAULT_TPOT_S = 0.050
 # Decode may verify one multi-token-prediction draft per step where the model has an MTP module
 # and it raises throughput under the TPOT target: the same acceptance for every contender, the
@@ -272,6 +277,7 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
         # with tp 1 every device of a multi-die chip is its own attention-DP rank
         ranks = devices_per_chip(c.system.chip) if tp == 1 else 1
         plan = ServePlan(chips=inst, tp=tp, ep=ep, context=CONTEXT if mode == "decode" else PROMPT,
+                         batch_per_chip=1 if mode == "decode" else PROMPTS_PER_CHIP,
                          precision=prec, kv_bytes=kv, overlap=None, ranks_per_chip=ranks,
                          mtp_tokens=mtp, mtp_acceptance=MTP_ACCEPTANCE if mtp else 0.0)
         try:
@@ -292,7 +298,7 @@ def project_serve(model: Model, c: Contender, cal: Calibration, workload: str, m
         return Row(workload, mode, c, False, reason=why)
     r, inst, tp = best
     text = f"inst{inst} tp{tp} ep{r.plan.ep} {prec}" + (
-        f" batch{r.plan.batch_per_chip:g}/chip" if mode == "decode" else "") + (
+        f" batch{r.plan.batch_per_chip:g}/chip") + (
         " +overlap" if r.plan.overlap else "") + (
         f" +mtp{r.plan.mtp_tokens}" if r.plan.mtp_tokens else "")
     return Row(workload, mode, c, True, step_time_s=r.tpot_s if mode == "decode" else r.step_time_s,

@@ -218,3 +218,52 @@ def test_prefill_dispatch_is_deduplicated_on_deepep_stacks():
     r = prefill(DSV3, H100, plan)
     assert r.breakdown_s["ep_comm_s"] == pytest.approx(
         DSV3.n_moe_layers * (dedup + ep_dispatch_s(H100, DSV3, tokens, 32, 2, "deduplicated")))
+
+
+def test_overlapped_moe_prefill_runs_four_slots_on_the_sms_deepep_leaves():
+    """Two-batch prefill overlap as SGLang runs it: each MoE layer is four slots, each as long
+    as the longer of one micro-batch's compute and the other's communication, and the GEMMs run
+    on the SMs DeepEP does not hold for the whole overlapped forward. The old model hid
+    min(compute, comm) in one lump and let overlap never lose."""
+    import clusters.inference as I
+    from dataclasses import replace
+    on = ServePlan(chips=32, ep=32, batch_per_chip=4, context=4096, precision="fp8",
+                   kv_bytes=1, overlap=True)
+    serial = prefill(DSV3, H100, replace(on, overlap=False))
+    over = prefill(DSV3, H100, on)
+    b = over.breakdown_s
+    compute = b["gemm_s"] + b["attention_s"] + b["elementwise_s"] + b["tp_comm_s"]
+    # the GEMMs of the overlapped layers run on 112 of 132 SMs: the step exceeds the serial
+    # compute by at least that slowdown, and hides the rest of the all-to-all
+    moe_gemm_share = DSV3.n_moe_layers / DSV3.n_layers
+    assert over.step_time_s >= compute + 0.9 * (132 / 112 - 1) * b["gemm_s"] * moe_gemm_share
+    assert over.step_time_s < serial.step_time_s
+
+    # a slot is as long as its longer side: a combine longer than the other micro-batch's
+    # attention shows as wait
+    calls = []
+    orig = I._beside_comm_s
+
+    def spy(compute_s, comm_s, f):
+        calls.append((compute_s, comm_s, f))
+        return orig(compute_s, comm_s, f)
+
+    I._beside_comm_s = spy
+    try:
+        prefill(DSV3, H100, on)
+    finally:
+        I._beside_comm_s = orig
+    assert len(calls) == 4 and all(f == 0.0 for *_, f in calls)  # SMs reserved: no share
+    assert orig(1.0, 2.0, 0.0) == 2.0 and orig(2.0, 1.0, 0.0) == 2.0
+    assert orig(2.0, 1.0, 0.25) == 2.25  # without reserved SMs the comm takes its share
+
+    # where the all-to-all is short (4 GB200 on NVLink), holding 20 SMs costs more than it
+    # hides: forced on, overlap loses; left to the model (None) the serial step is chosen
+    gb = load_system("gb200-nvl72")
+    p4 = ServePlan(chips=4, ep=4, batch_per_chip=8, context=2000,
+                   precision="fp8", kv_bytes=1, overlap=True)
+    forced = prefill(R1, gb, p4)
+    off = prefill(R1, gb, replace(p4, overlap=False))
+    auto = prefill(R1, gb, replace(p4, overlap=None))
+    assert forced.step_time_s > off.step_time_s
+    assert auto.step_time_s == pytest.approx(off.step_time_s) and auto.plan.overlap is False

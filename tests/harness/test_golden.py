@@ -129,9 +129,9 @@ UNITLESS |= {
     "html", "markdown", "images", "reports", "fabric",
     # switches
     "complete", "comparable", "strict", "migrated", "passed", "same_device", "compute_from_run",
-    # counts (of samples, repetitions, resamples, devices, cases per verdict), versions, exit codes
+    # counts (of samples, repetitions, resamples, devices, SMs, cases per verdict), versions, exit codes
     "n_samples", "base_samples", "new_samples", "n_compared", "reps_per_sample", "bootstrap_resamples",
-    "count", "local_count", "process_count", "counts", "ok", "failed", "faster", "slower",
+    "count", "local_count", "process_count", "counts", "sm_count", "ok", "failed", "faster", "slower",
     "inconclusive", "same", "newly failing", "fixed", "missing", "not comparable", "dof",
     "schema_version_before", "schema_version_after", "exit_code", "compare_exit_code",
     # fractions, ratios and log-scale spreads

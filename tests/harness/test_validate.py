@@ -53,7 +53,7 @@ def test_row_is_reproduced(row: RowResult):
 # The two prefill rows left after the known gaps read +19% (SGLang on H100: two-batch overlap
 # credited +52% where the blog measured +27-35%, see the gaps of I-SGL-H100-PREFILL-2K and
 # I-RTP-H800-PREFILL) and +9% (CloudMatrix-Infer): median 14%.
-MEDIAN_GAPS = {"prefill": "the two reproduced prefill rows read +19% and +9% (median 14%): "
+MEDIAN_GAPS = {"prefill": "the two reproduced prefill rows read +18% and +10% (median 14%): "
                           "overlapped prefill on H100 is credited more than SGLang's ablation "
                           "measures"}
 
