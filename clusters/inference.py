@@ -266,11 +266,18 @@ def _hide_prefill_comm(parts: dict, system: System, comm_keys=("tp_comm_s", "ep_
         parts[k] -= hidden * share * (1 - f / (1 - f))
 
 
-def _beside_comm_s(compute: float, comm: float, f: float) -> float:
-    """Time of `compute` (seconds at the full chip) issued while `comm` seconds of communication
-    run beside it on f of the cores: the compute runs on 1 - f of them until the communication
-    ends, then on all of them; the slot lasts until both are done."""
-    return max(comm, compute + f * comm)
+def _beside_comm_s(fixed: float, shared: float, comm: float, f: float) -> float:
+    """Time of a slot of compute issued while `comm` seconds of communication run beside it on
+    f of the cores. `shared` is compute (seconds at the full chip) that runs on 1 - f of the
+    cores while the communication runs and on all of them after; `fixed` is compute that the
+    communication does not slow (GEMMs already confined to the cores it leaves). The two mix
+    evenly through the slot, which lasts until both the compute and the communication are
+    done."""
+    work = fixed + shared
+    if work <= 0:
+        return comm
+    slow = (fixed + shared / (1 - f)) / work  # the compute's stretch while comm runs
+    return comm if comm >= work * slow else work + comm * (1 - 1 / slow)
 
 
 def _overlapped_moe_prefill_s(model: Model, system: System, rates: Rates, p: Plan,
@@ -283,32 +290,38 @@ def _overlapped_moe_prefill_s(model: Model, system: System, rates: Rates, p: Pla
     experts and combine; the four communications queue on one stream and each runs beside the
     other micro-batch's compute, so a layer is four slots: (A's attention | B's combine),
     (B's attention | A's dispatch), (A's experts | B's dispatch), (B's experts | A's combine).
-    Every slot lasts as long as the longer side. The communication kernels' cores are the
-    family's practice (clusters.software): where the stack reserves SMs for the all-to-all
-    for the whole overlapped forward (prefill_overlap_sms: SGLang runs DeepGEMM on the rest),
-    every GEMM runs on the chip's SMs less those; otherwise the kernels hold the family's core
-    share while they run (_beside_comm_s). The TP collectives stay on the compute stream
-    (exposed)."""
+    Every slot lasts as long as the longer side (_beside_comm_s). The communication kernels'
+    cores are the family's practice (clusters.software). Where the stack reserves SMs for the
+    all-to-all for the whole overlapped forward (prefill_overlap_sms: SGLang runs DeepGEMM on
+    the rest), every GEMM runs on the chip's SMs less those throughout, and the other kernels
+    (attention, memory-bound work), which take whatever SMs are free, lose them only while the
+    all-to-all runs; otherwise all compute loses the family's core share while it runs. The
+    TP collectives stay on the compute stream (exposed)."""
     stack = stack_for(system.chip.family)
     sms, reserved = system.chip.sm_count, stack.prefill_overlap_sms
     if reserved and sms and sms > reserved:
-        f, gemm_slow = 0.0, sms / (sms - reserved)
+        f, gemm_slow = reserved / sms, sms / (sms - reserved)
     else:
-        f, gemm_slow = stack.comm_core_fraction, 1.0
-    a, m, d, c = [], [], [], []
+        f, gemm_slow = stack.comm_core_fraction, None
+    a, m, d, c = [], [], [], []  # per micro-batch: (fixed, shared) compute, and comm times
     for b in halves:
         q = replace(p, micro_batch=b, global_batch=b * p.dp)
         lt = layer_times(model, q, system, rates, True, dispatch)
         tokens = q.micro_batch * q.seq_len
         attn_gemm = sum(rates.gemm_s(g) for g in F.attention_gemms(model, tokens, q.tp))
-        a.append(gemm_slow * attn_gemm + lt.attention + lt.elementwise + lt.tp_comm)
-        m.append(gemm_slow * (lt.gemm - attn_gemm))
+        other = lt.attention + lt.elementwise + lt.tp_comm
+        if gemm_slow is None:
+            a.append((0.0, attn_gemm + other))
+            m.append((0.0, lt.gemm - attn_gemm))
+        else:
+            a.append((gemm_slow * attn_gemm, other))
+            m.append((gemm_slow * (lt.gemm - attn_gemm), 0.0))
         sent = tokens // q.tp if (q.sequence_parallel and q.tp > 1) else tokens
         d.append(ep_dispatch_s(system, model, sent, q.ep, bytes_per_element(q.precision),
                                dispatch))
         c.append(ep_dispatch_s(system, model, sent, q.ep, 2, dispatch))
-    return (_beside_comm_s(a[0], c[1], f) + _beside_comm_s(a[1], d[0], f)
-            + _beside_comm_s(m[0], d[1], f) + _beside_comm_s(m[1], c[0], f))
+    return (_beside_comm_s(*a[0], c[1], f) + _beside_comm_s(*a[1], d[0], f)
+            + _beside_comm_s(*m[0], d[1], f) + _beside_comm_s(*m[1], c[0], f))
 
 
 def _result(mode, model, system, plan, parts, tokens, cal):

@@ -239,23 +239,28 @@ def test_overlapped_moe_prefill_runs_four_slots_on_the_sms_deepep_leaves():
     assert over.step_time_s >= compute + 0.9 * (132 / 112 - 1) * b["gemm_s"] * moe_gemm_share
     assert over.step_time_s < serial.step_time_s
 
-    # a slot is as long as its longer side: a combine longer than the other micro-batch's
-    # attention shows as wait
+    # a slot is as long as its longer side; GEMMs confined to the SMs DeepEP leaves are not
+    # slowed further, the other kernels lose DeepEP's 20 SMs while it runs
     calls = []
     orig = I._beside_comm_s
 
-    def spy(compute_s, comm_s, f):
-        calls.append((compute_s, comm_s, f))
-        return orig(compute_s, comm_s, f)
+    def spy(fixed, shared, comm_s, f):
+        calls.append((fixed, shared, comm_s, f))
+        return orig(fixed, shared, comm_s, f)
 
     I._beside_comm_s = spy
     try:
         prefill(DSV3, H100, on)
     finally:
         I._beside_comm_s = orig
-    assert len(calls) == 4 and all(f == 0.0 for *_, f in calls)  # SMs reserved: no share
-    assert orig(1.0, 2.0, 0.0) == 2.0 and orig(2.0, 1.0, 0.0) == 2.0
-    assert orig(2.0, 1.0, 0.25) == 2.25  # without reserved SMs the comm takes its share
+    assert len(calls) == 4 and all(f == pytest.approx(20 / 132) for *_, f in calls)
+    attention_slots, expert_slots = calls[:2], calls[2:]
+    assert all(fixed > 0 and shared > 0 for fixed, shared, *_ in attention_slots)
+    assert all(fixed > 0 and shared == 0 for fixed, shared, *_ in expert_slots)
+    assert orig(0.0, 1.0, 2.0, 0.25) == 2.0  # communication-bound
+    assert orig(0.0, 2.0, 1.0, 0.25) == pytest.approx(2.25)  # 1 s at 3/4 speed, then full
+    assert orig(2.0, 0.0, 1.0, 0.25) == 2.0  # reserved-SM GEMMs do not slow
+    assert orig(1.0, 1.0, 1.0, 0.5) == pytest.approx(2 + 1 / 3)  # an even mix of the two
 
     # where the all-to-all is short (4 GB200 on NVLink), holding 20 SMs costs more than it
     # hides: forced on, overlap loses; left to the model (None) the serial step is chosen
