@@ -378,7 +378,10 @@ def prefill(model: Model, system: System, plan: ServePlan,
                     f"{group_batch / plan.ranks_per_chip:g} prompt(s)")
             return _result("prefill", model, system, replace(plan, overlap=False), parts,
                            plan.batch_per_chip * plan.context, cal)
-        halves = (math.ceil(group_batch / 2), group_batch // 2)
+        # whole prompts where the group holds a whole number of them; an average batch that
+        # is not (some ranks one prompt more than others) splits evenly
+        first = math.ceil(group_batch / 2) if float(group_batch).is_integer() else group_batch / 2
+        halves = (first, group_batch - first)
         moe_s = model.n_moe_layers * _overlapped_moe_prefill_s(model, system, rates, p, halves,
                                                                dispatch)
         serial = sum(parts.values())

@@ -272,3 +272,15 @@ def test_overlapped_moe_prefill_runs_four_slots_on_the_sms_deepep_leaves():
     auto = prefill(R1, gb, replace(p4, overlap=None))
     assert forced.step_time_s > off.step_time_s
     assert auto.step_time_s == pytest.approx(off.step_time_s) and auto.plan.overlap is False
+
+
+def test_overlapped_prefill_halves_hold_the_whole_batch():
+    """The two micro-batches of an overlapped prefill hold the group's prompts, no more: an
+    average of 2.5 prompts per chip reads between 2 and 3 per chip in tokens/s (a split into
+    2 + 1 prompts would price three)."""
+    from dataclasses import replace
+    base = ServePlan(chips=32, ep=32, batch_per_chip=2, context=4096, precision="fp8",
+                     kv_bytes=1, overlap=True)
+    rate = {b: prefill(DSV3, H100, replace(base, batch_per_chip=b)).tokens_per_s_per_chip
+            for b in (2, 2.5, 3)}
+    assert min(rate[2], rate[3]) * 0.97 <= rate[2.5] <= max(rate[2], rate[3]) * 1.03
