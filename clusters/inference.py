@@ -31,8 +31,7 @@ from clusters.catalog import System
 from clusters.memory import USABLE_HBM_FRACTION
 from clusters.plan import Plan
 from clusters.software import stack_for
-from clusters.train import (Rates, comm_s, elementwise_bytes_per_token, ep_dispatch_s,
-                            layer_times, power_fields)
+from clusters.train import Rates, comm_s, elementwise_bytes_per_token, layer_times, power_fields
 from clusters.workloads import Model
 from clusters.dtypes import bytes_per_element
 from clusters.errors import ModelInputError
@@ -305,21 +304,17 @@ def _overlapped_moe_prefill_s(model: Model, system: System, rates: Rates, p: Pla
         f, gemm_slow = stack.comm_core_fraction, None
     a, m, d, c = [], [], [], []  # per micro-batch: (fixed, shared) compute, and comm times
     for b in halves:
-        q = replace(p, micro_batch=b, global_batch=b * p.dp)
-        lt = layer_times(model, q, system, rates, True, dispatch)
-        tokens = q.micro_batch * q.seq_len
-        attn_gemm = sum(rates.gemm_s(g) for g in F.attention_gemms(model, tokens, q.tp))
+        lt = layer_times(model, replace(p, micro_batch=b, global_batch=b * p.dp), system, rates,
+                         True, dispatch)
         other = lt.attention + lt.elementwise + lt.tp_comm
         if gemm_slow is None:
-            a.append((0.0, attn_gemm + other))
-            m.append((0.0, lt.gemm - attn_gemm))
+            a.append((0.0, lt.attention_gemm + other))
+            m.append((0.0, lt.gemm - lt.attention_gemm))
         else:
-            a.append((gemm_slow * attn_gemm, other))
-            m.append((gemm_slow * (lt.gemm - attn_gemm), 0.0))
-        sent = tokens // q.tp if (q.sequence_parallel and q.tp > 1) else tokens
-        d.append(ep_dispatch_s(system, model, sent, q.ep, bytes_per_element(q.precision),
-                               dispatch))
-        c.append(ep_dispatch_s(system, model, sent, q.ep, 2, dispatch))
+            a.append((gemm_slow * lt.attention_gemm, other))
+            m.append((gemm_slow * (lt.gemm - lt.attention_gemm), 0.0))
+        d.append(lt.ep_dispatch)
+        c.append(lt.ep_comm - lt.ep_dispatch)
     return (_beside_comm_s(*a[0], c[1], f) + _beside_comm_s(*a[1], d[0], f)
             + _beside_comm_s(*m[0], d[1], f) + _beside_comm_s(*m[1], c[0], f))
 

@@ -119,6 +119,11 @@ class LayerTimes:
     # forward + backward time of the GEMMs Transformer Engine overlaps with an SM margin
     # (sm_margin_gemm_s): they run on fewer SMs while TP communication is overlapped
     gemm_margin: float = 0.0
+    # the parts of `gemm` and `ep_comm` that serving's overlapped prefill schedules apart: the
+    # attention projections' GEMMs, and the dispatch direction of the expert all-to-all
+    # (ep_comm less it is the combine)
+    attention_gemm: float = 0.0
+    ep_dispatch: float = 0.0
 
 
 def sm_margin_gemm_s(gemms: list, rates: "Rates") -> float:
@@ -219,11 +224,13 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
     tokens = plan.micro_batch * plan.seq_len // cp  # tokens of this chip's sequence shard
     sp = plan.sequence_parallel and tp > 1
     gemms = F.attention_gemms(model, tokens, tp)
+    n_attention = len(gemms)
     if moe_layer:
         gemms += F.moe_gemms(model, tokens, tp, plan.ep)
     else:
         gemms += F.ffn_gemms(model, tokens, model.ffn_hidden_size, tp)
-    gemm = sum(rates.gemm_s(g) for g in gemms)
+    times = [rates.gemm_s(g) for g in gemms]
+    gemm = sum(times)
     gemm_split = gemm_split_extra_s(gemms, tp, rates) if (tp > 1 and sp) else 0.0
     gemm_margin = sm_margin_gemm_s(gemms, rates) if (tp > 1 and sp) else 0.0
 
@@ -264,13 +271,14 @@ def layer_times(model: Model, plan: Plan, system: System, rates: Rates,
         # fabric, and since every ring step waits for all of them, every step runs at that rate.
         crossing = tp * cp > system.chips_per_domain
         cp_comm = (cp - 1) * send_s(system, kv_bytes, system.chips_per_domain if crossing else 1)
-    ep_comm = 0.0
+    ep_comm = ep_dispatch = 0.0
     if moe_layer and plan.ep > 1:
         sent = tokens // tp if sp else tokens
-        ep_comm = ep_dispatch_s(system, model, sent, plan.ep, bytes_per_element(plan.precision),
-                                dispatch) + ep_dispatch_s(system, model, sent, plan.ep, 2, dispatch)
+        ep_dispatch = ep_dispatch_s(system, model, sent, plan.ep,
+                                    bytes_per_element(plan.precision), dispatch)
+        ep_comm = ep_dispatch + ep_dispatch_s(system, model, sent, plan.ep, 2, dispatch)
     return LayerTimes(gemm, attention, attention_bwd, elementwise, tp_comm, cp_comm, ep_comm,
-                      gemm_split, gemm_margin)
+                      gemm_split, gemm_margin, sum(times[:n_attention]), ep_dispatch)
 
 
 def ep_dispatch_s(system: System, model: Model, tokens: float, ep: int, token_bytes: float,

@@ -220,7 +220,7 @@ def test_prefill_dispatch_is_deduplicated_on_deepep_stacks():
         DSV3.n_moe_layers * (dedup + ep_dispatch_s(H100, DSV3, tokens, 32, 2, "deduplicated")))
 
 
-def test_overlapped_moe_prefill_runs_four_slots_on_the_sms_deepep_leaves():
+def test_overlapped_moe_prefill_runs_four_slots_on_the_sms_deepep_leaves(monkeypatch):
     """Two-batch prefill overlap as SGLang runs it: each MoE layer is four slots, each as long
     as the longer of one micro-batch's compute and the other's communication, and the GEMMs run
     on the SMs DeepEP does not hold for the whole overlapped forward. The old model hid
@@ -248,11 +248,9 @@ def test_overlapped_moe_prefill_runs_four_slots_on_the_sms_deepep_leaves():
         calls.append((fixed, shared, comm_s, f))
         return orig(fixed, shared, comm_s, f)
 
-    I._beside_comm_s = spy
-    try:
-        prefill(DSV3, H100, on)
-    finally:
-        I._beside_comm_s = orig
+    monkeypatch.setattr(I, "_beside_comm_s", spy)
+    prefill(DSV3, H100, on)
+    monkeypatch.undo()
     assert len(calls) == 4 and all(f == pytest.approx(20 / 132) for *_, f in calls)
     attention_slots, expert_slots = calls[:2], calls[2:]
     assert all(fixed > 0 and shared > 0 for fixed, shared, *_ in attention_slots)
