@@ -78,11 +78,14 @@ def test_device_loop_time_per_repetition_is_flat():
 
 def test_flatness_check_catches_a_hoisted_loop():
     # Negative control: the same check on a loop whose body does not depend on the carry.
-    # XLA hoists the matmul out, so time per repetition falls as repetitions grow.
+    # XLA hoists the matmul (and its sum) out, so time per repetition falls as repetitions
+    # grow. The carry is a scalar: a 128x128 carry costs a 16K-element add per repetition,
+    # about as long as the hoisted matmul's share, which hid the fall on a quiet machine.
     fn, args = _inputs(128)
 
     def naive(reps):
-        return jax.jit(lambda a, b: jax.lax.fori_loop(0, reps, lambda i, acc: acc + fn(a, b), jnp.zeros((128, 128))))
+        return jax.jit(lambda a, b: jax.lax.fori_loop(0, reps, lambda i, acc: acc + jnp.sum(fn(a, b)),
+                                                      jnp.zeros((), jnp.float32)))
 
     per_rep = _per_rep_min({r: naive(r) for r in (128, 512)}, args)
     assert per_rep[512] < 0.8 * per_rep[128]
