@@ -102,7 +102,10 @@ def _checkout_copy(tmp_path: Path) -> Path:
 
 
 def _can_build_editable_here() -> bool:
-    import setuptools
+    try:
+        import setuptools
+    except ImportError:  # Python 3.12 venvs come without it
+        return False
 
     v = tuple(int(x) for x in re.findall(r"\d+", setuptools.__version__)[:2])
     return v >= (64, 0) and (v >= (70, 1) or importlib.util.find_spec("wheel") is not None)

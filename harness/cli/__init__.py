@@ -54,14 +54,22 @@ EXIT_INTERRUPTED = 130
 
 
 def version() -> str:
-    """The installed distribution's version (pyproject.toml), or "unknown" from a bare tree."""
+    """The installed distribution's version; where the tree runs uninstalled (scripts/bootstrap's
+    fallback on an image without setuptools), the version its pyproject.toml declares."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 
     try:
         return dist_version("rackbench")
     except PackageNotFoundError:
-        return "unknown"
+        import tomllib
+        from pathlib import Path
+
+        try:
+            with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+                return str(tomllib.load(f)["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
 
 
 class _Version(argparse.Action):

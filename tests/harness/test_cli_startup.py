@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,12 +48,31 @@ def test_model_paths_do_not_load_the_measuring_stack(argv):
     assert doc["loaded"] == [], f"{' '.join(argv)} imported {doc['loaded']}"
 
 
-def test_version(capsys):
-    from importlib.metadata import version
+def _declared_version():
+    import tomllib
 
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def test_version(capsys):
     from harness import cli
 
     with pytest.raises(SystemExit) as exc:
         cli.main(["--version"])
     assert exc.value.code == 0
-    assert capsys.readouterr().out.strip() == f"rackbench {version('rackbench')}"
+    assert capsys.readouterr().out.strip() == f"rackbench {_declared_version()}"
+
+
+def test_version_of_an_uninstalled_tree(monkeypatch):
+    """scripts/bootstrap's fallback puts the tree on the path without distribution metadata
+    (an image without setuptools): the version still comes from pyproject.toml."""
+    import importlib.metadata
+
+    from harness import cli
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert cli.version() == _declared_version()

@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -42,8 +41,10 @@ def test_layout_is_pytest_benchmark_json(tmp_path):
 def test_pytest_benchmark_compare_reads_our_files(tmp_path):
     save(_set(), tmp_path / "a.json")
     save(_set(), tmp_path / "b.json")
-    exe = Path(sys.executable).with_name("pytest-benchmark")
-    out = subprocess.run([str(exe), "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")],
+    # its console script's entry point, run by this interpreter: the script itself lies beside
+    # whichever interpreter installed the package (the parent venv's, on the GPU image)
+    cli = "import sys; from pytest_benchmark.cli import main; sys.exit(main())"
+    out = subprocess.run([sys.executable, "-c", cli, "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "matmul/fp32/64x64x64" in out.stdout
