@@ -123,7 +123,12 @@ def attention_case(b, t, n_heads, n_kv_heads, head_dim, causal, passes, impl, dt
     # the backward pass, of dS) to the input dtype inside the kernel: 0.008-0.013 of a row for
     # XLA's bf16 forward+backward on a CPU at every T from 1K to 8K (tests/kernels/
     # test_output_check.py); a real bug (mask, scale, operands) gives errors of order 1.
-    tol = {"fp32": 1e-3, "bf16": 0.1, "fp16": 2e-2}[dtype]
+    # The backward pass rounds more (P and dS at the input precision) on values that cancel: in
+    # causal dQ's first rows dS = P(dP - D) is a difference of nearly equal terms. Measured on an
+    # H200 (2026-11-30, bf16, 32 query and 8 KV heads, T 1K-8K): cuDNN's gradients 0.09-0.16,
+    # XLA's and plain jnp's 0.05-0.06; the forward pass 0.02 or less. A real bug (mask, scale,
+    # operands) reads 3 or more (test_output_check.py: test_wrong_attention_fails).
+    tol = {"fp32": 1e-3, "bf16": 0.1, "fp16": 2e-2}[dtype] * (2.5 if passes == "fwd_bwd" else 1)
     fwd = _forward(impl, causal)
     fn = _with_pass(fwd, passes)
 

@@ -27,8 +27,8 @@ DTYPES = {
 TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2, "fp16": 5e-3, "fp8": 3e-2}
 
 ROUNDING_EXCESS_METRIC = (
-    "max over elements of (|out-ref| - half an ulp of ref in the output dtype) / rms of ref's row "
-    "(last axis)")
+    "max over elements of (|out-ref| - half an ulp of ref in the output dtype) / the larger of the "
+    "rms of ref's row (last axis) and of the whole ref")
 
 
 @dataclass(frozen=True)
