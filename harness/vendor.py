@@ -14,16 +14,24 @@ from harness.resultset import ResultSet, read_document
 
 # Our bf16 8192^3 matmul must reach this fraction of torch.matmul on the same card (issue 2).
 MATMUL_MIN_RATIO = 0.90
+# vendor_baselines.py times each figure as the median of 20 calls after 5 warm-ups: 25 calls of
+# continuous work, 35 ms for the 8192^3 matmul on an H200. Our cases run 10-20 times longer, and
+# a long run is not timed at the same clock: on the H200 (2026-11-30, power limit 700 W, NVML
+# reason sw_power_cap) our 8192^3 samples fell from 1.39 ms (789 TFLOP/s, torch's own figure)
+# to 1.57 ms after the first 80 ms. So the gate reads our samples over the same span of work
+# from the start of timing; the whole run's median is shown beside it.
+VENDOR_CALLS = 25
 
 
 @dataclass(frozen=True)
 class VendorRow:
     what: str
     ours_case: str | None
-    ours: float | None
+    ours: float | None  # over the vendor's span of work where the samples allow, else the median
     vendor: float
     unit: str
     min_ratio: float | None  # None: informational only
+    ours_whole_run: float | None = None  # the rate of our whole run's median
 
     @property
     def ratio(self) -> float | None:
@@ -83,6 +91,32 @@ def _best(rs: ResultSet, pred, rate_attr: str):
     return best or (None, None)
 
 
+def _case(rs: ResultSet, name: str | None):
+    return next((c for c in rs.cases if c.name == name), None)
+
+
+def over_span(case, rate: float, span_s: float) -> float:
+    """`rate` (the whole run's median) rescaled to the samples taken in the first `span_s` of
+    timed work: each sample is reps_per_sample calls of samples_s[i] seconds, in the order
+    measured, and a sample counts if it began inside the span. A case without samples keeps
+    its rate."""
+    samples = list(getattr(case, "samples_s", None) or [])
+    median = (getattr(case, "stats", None) or {}).get("median_s")
+    if not samples or not median:
+        return rate
+    reps = int((case.timing or {}).get("reps_per_sample") or 1)
+    first, start = [], 0.0
+    for s in samples:
+        if start >= span_s:
+            break
+        first.append(s)
+        start += s * reps
+    first.sort()
+    mid = len(first) // 2
+    early = first[mid] if len(first) % 2 else 0.5 * (first[mid - 1] + first[mid])
+    return rate * median / early
+
+
 def compare(rs: ResultSet, vendor: dict) -> list[VendorRow]:
     mm = vendor["matmul_bf16"]
     name, ours = _best(
@@ -91,7 +125,11 @@ def compare(rs: ResultSet, vendor: dict) -> list[VendorRow]:
         and (c.params.get("m"), c.params.get("n"), c.params.get("k")) == (mm["m"], mm["n"], mm["k"]),
         "achieved_flops_per_s",
     )
-    rows = [VendorRow(f"bf16 matmul {mm['m']}x{mm['n']}x{mm['k']}", name, ours, mm["tflops_per_s"] * 1e12, "FLOP/s", MATMUL_MIN_RATIO)]
+    vendor_rate = mm["tflops_per_s"] * 1e12
+    span = VENDOR_CALLS * 2.0 * mm["m"] * mm["n"] * mm["k"] / vendor_rate
+    matched = None if name is None else over_span(_case(rs, name), ours, span)
+    rows = [VendorRow(f"bf16 matmul {mm['m']}x{mm['n']}x{mm['k']}", name, matched, vendor_rate, "FLOP/s",
+                      MATMUL_MIN_RATIO, ours)]
     sdpa = vendor.get("sdpa_causal_bf16")
     if sdpa:
         def causal_fwd_at_t(c) -> bool:
@@ -110,7 +148,10 @@ def compare(rs: ResultSet, vendor: dict) -> list[VendorRow]:
         if name is None:
             name, ours = _best(rs, causal_fwd_at_t, "achieved_flops_per_s")
             what = f"causal attention fwd bf16 T={sdpa['t']} (best impl, another shape)"
-        rows.append(VendorRow(what, name, ours, sdpa["tflops_per_s"] * 1e12, "FLOP/s", None))
+        sdpa_rate = sdpa["tflops_per_s"] * 1e12
+        span = VENDOR_CALLS * sdpa["median_s"] if sdpa.get("median_s") else 0.0
+        matched = None if name is None else (over_span(_case(rs, name), ours, span) if span else ours)
+        rows.append(VendorRow(what, name, matched, sdpa_rate, "FLOP/s", None, ours))
     name, ours = _best(rs, lambda c: c.group == "membw" and c.params.get("op") == "stream_add", "achieved_bytes_per_s")
-    rows.append(VendorRow("device copy / stream add", name, ours, vendor["copy"]["bytes_per_s"], "B/s", None))
+    rows.append(VendorRow("device copy / stream add", name, ours, vendor["copy"]["bytes_per_s"], "B/s", None, ours))
     return rows
