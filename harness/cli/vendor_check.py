@@ -33,8 +33,8 @@ def run(args) -> int:
                                         "vendor_device": vendor.get("device"), "same_device": same,
                                         "torch": vendor.get("torch"), "rows": _records(rows)},
          records=lambda: _records(rows), table=lambda: title + "\n" + table(header, out, "llrrrrl") + "\n" + SPAN_NOTE,
-         markdown=lambda: "".join(f"- {line}\n" for line in title.split("\n")) + "\n" + markdown_table(header, out)
-         + "\n" + SPAN_NOTE + "\n",
+         markdown=lambda: "".join(f"- {line}\n" for line in title.split("\n")) + "\n" + markdown_table(header, out).rstrip("\n")
+         + "\n\n" + SPAN_NOTE + "\n",
          indent=1)
     if args.write:
         rs.meta["vendor_baselines"] = vendor

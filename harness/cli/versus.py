@@ -11,7 +11,7 @@ from harness.cli.common import (add_calibration, add_format, add_plot, check_plo
                                 write_figure)
 from harness.errors import UserError
 from harness.format import count, count_range, markdown_table, percent, table
-from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
+from harness.studies.calibrate import REFERENCE_DIR, choose_calibration, reference_sets
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
@@ -49,7 +49,9 @@ def run(args) -> int:
     if args.plot:
         plot(v, args.plot)
     # chosen, not asked for: say why no run of this machine (make bench's own) calibrates it
-    why = DEFAULT_WHY if args.calibration is None and cal.measured_on is None else None
+    why = None
+    if args.calibration is None and cal.measured_on is None:
+        why = "\n".join([DEFAULT_WHY] + reference_sets(REFERENCE_DIR)[1])
     emit(args.format, json_doc=v.to_dict, records=lambda: records(v),
          table=lambda: render(v, why=why), markdown=lambda: render(v, markdown=True, why=why))
     if args.plot and args.format != "json" and args.format != "csv":
@@ -62,8 +64,8 @@ def run(args) -> int:
 # results/<machine>/, so its head-to-head is never calibrated by the run it just made.
 DEFAULT_WHY = ("why the default calibration: runs of this machine (make bench's included) are "
                "never picked, since a CPU run is no basis for GPU projections; a GPU result set "
-               "copied into results/reference/ (the newest *.json there measured on a GPU) "
-               "replaces it, as does --calibration SET")
+               "copied into results/reference/ (the newest *.json there measured on a GPU, complete "
+               "and with no failed case) replaces it, as does --calibration SET")
 
 
 def records(v) -> list[dict]:

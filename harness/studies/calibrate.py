@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from clusters.calibration import (FLASH_FWD_BWD_OVER_FWD, Calibration, Entry,
                                   default_calibration)
 from clusters.catalog import load_chip
 from harness.errors import UserError
-from harness.resultset import load_dataframe
+from harness.resultset import load, load_dataframe
 
 # GPU reference sets measured with this repository; `project`, `versus` and `report` calibrate
 # from the newest when there is one
@@ -54,8 +55,13 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
     if family is None and device.get("catalog_chip"):
         family = load_chip(device["catalog_chip"]).family
     fam = family or kind
-    # Harness kernels are timed in short runs: on an accelerator that is the boost clock.
-    burst = platform not in ("", "cpu")
+    # Short kernel runs on an accelerator hold the boost clock, and the sustained-clock factor
+    # derates them; but a run the power or thermal limit held (NVML's throttle reasons, in the
+    # set's conditions and warnings) already is at the sustained clock. On an H200 (2026-11-30)
+    # the power limit took the 8192^3 bf16 matmul from 789 to 701 TFLOP/s within 80 ms, and every
+    # case runs 21 samples of at least 20 ms: its medians match the 8-GPU sustained reading
+    # (MSMF 698.6 TFLOP/s) that the factor itself comes from.
+    burst = platform not in ("", "cpu") and not held_at_limit(df.attrs.get("meta", {}) or {})
     entries = []
     ok = df[df["status"] == "ok"] if "status" in df else df
     by_key: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -91,6 +97,17 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
     if not entries:
         raise UserError(f"{name}: result set has no ok matmul, attention or membw cases to "
                         "calibrate from")
+    # A memory kernel moves bytes whatever their type: the measured points also answer the
+    # dtypes the set did not stream (an fp8 training projection asks for fp8 memory; the
+    # H200 set has fp32 and bf16, and validate's T-NEMO-175B crashed on it).
+    mem = [pt for (kernel, _), pts in by_key.items() if kernel == "memory" for pt in pts]
+    if mem and ("memory", "*") not in by_key:
+        sizes, effs = pooled(mem)
+        spread = _median_spread([s for (k, _), ss in spread_of.items() if k == "memory" for s in ss])
+        entries.append(Entry("memory", fam, "*", sizes, effs, f"measured: result set {name} (every dtype)",
+                             burst, spread=spread, spread_source="" if spread is None else (
+                                 f"result set {name}: the 95% confidence intervals of its "
+                                 f"{len(mem)} memory cases' medians (median bounds)")))
     default = default_calibration()
     # Kernel classes the set did not measure fall back to the default file's entries.
     have = {e.kernel for e in entries}
@@ -174,17 +191,66 @@ def _nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
+# NVML throttle reasons that hold the clock below boost for power or heat (harness.conditions)
+_LIMITS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
+           "hw_power_brake_slowdown")
+
+
+def held_at_limit(meta) -> bool:
+    """Whether a run's GPUs were seen held by a power or thermal limit: a throttle reason in a
+    conditions snapshot or in the warnings the runner writes from them."""
+    snaps = [s for s in ((meta.get("conditions") or {}).get(k) for k in ("before", "after")) if s]
+    for snap in snaps:
+        for g in snap.get("gpus") or []:
+            if any(r in _LIMITS for r in g.get("throttle_reasons") or []):
+                return True
+    return any(" throttled: " in str(w) and any(r in str(w) for r in _LIMITS)
+               for w in meta.get("warnings") or [])
+
+
+def _unfit_reference(rs) -> str | None:
+    """Why a GPU set cannot calibrate by default, or None: it must be complete, with no failed
+    case (a wrong answer or a crash is no efficiency, and the efficiencies it leaves out would
+    be interpolated from the others)."""
+    failed = sum(c.status == "failed" for c in rs.cases)
+    if failed:
+        return f"{failed} failed case{'s' if failed != 1 else ''}"
+    if rs.meta.get("complete") is False:
+        return "incomplete (resume it with rackbench run --resume)"
+    return None
+
+
+def reference_sets(reference_dir: str | Path | None) -> tuple[tuple[Path, object] | None, list[str]]:
+    """The newest GPU set in reference_dir fit to calibrate ((path, dataframe) or None), and a
+    line for each newer GPU set passed over, with the reason. Sets are read without pandas
+    (the model commands' start-up: tests/harness/test_cli_startup.py); only the one used is
+    made a dataframe."""
+    skipped: list[str] = []
+    if reference_dir is None or not Path(reference_dir).is_dir():
+        return None, skipped
+    for p in sorted(Path(reference_dir).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        rs = load(p)
+        if str((rs.meta.get("device") or {}).get("platform", "")).lower() not in ("gpu", "cuda"):
+            continue
+        why = _unfit_reference(rs)
+        if why is None:
+            return (p, load_dataframe(p)), skipped
+        skipped.append(f"{p.name}: not used as the calibration: {why}")
+    return None, skipped
+
+
 def choose_calibration(path: str | Path | None = None,
                        reference_dir: str | Path | None = None) -> Calibration:
-    """--calibration FILE when given; else the newest GPU reference set in reference_dir;
-    else the default data file. Never silently a CPU set for a GPU target."""
+    """--calibration FILE when given; else the newest GPU reference set in reference_dir that
+    is complete with no failed case (reference_sets); else the default data file. Never
+    silently a CPU set for a GPU target."""
     if path is not None:
         return calibration_from_dataframe(load_dataframe(path), Path(path).name)
-    if reference_dir is not None and Path(reference_dir).is_dir():
-        for p in sorted(Path(reference_dir).glob("*.json"), key=lambda p: p.stat().st_mtime,
-                        reverse=True):
-            df = load_dataframe(p)
-            dev = df.attrs.get("device", {}) or {}
-            if str(dev.get("platform", "")).lower() in ("gpu", "cuda"):
-                return calibration_from_dataframe(df, p.name)
-    return default_calibration()
+    chosen, skipped = reference_sets(reference_dir)
+    if chosen is not None:
+        p, df = chosen
+        return calibration_from_dataframe(df, p.name)
+    default = default_calibration()
+    if skipped:  # said wherever the calibration is named (Calibration.notes_for)
+        default = replace(default, description=f"{default.description}; " + "; ".join(skipped))
+    return default

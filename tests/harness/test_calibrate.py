@@ -8,7 +8,11 @@ import pytest
 from clusters.calibration import default_calibration
 
 from harness.errors import UserError
-from harness.studies.calibrate import calibration_from_dataframe
+from harness.resultset import load_dataframe
+from harness.studies.calibrate import REFERENCE_DIR, calibration_from_dataframe
+
+# the first GPU reference set: one H200, 2026-11-30 (README "On a GPU box")
+H200_SET = REFERENCE_DIR / "vm-gpu-nvidia-h200-x1-24057e-20261130T161457.json"
 
 
 def _frame(platform="gpu", chip="h100"):
@@ -142,3 +146,55 @@ def test_a_measured_entry_takes_its_range_from_the_sets_confidence_intervals():
     assert entry.spread == pytest.approx((np.median([1 / 1.25, 2 / 2.2, 3 / 3.3]),
                                           np.median([1 / 0.9, 2 / 1.9, 3 / 2.0])))
     assert "confidence intervals" in entry.spread_source
+
+
+def test_a_run_held_at_the_power_limit_is_not_derated_again():
+    """The H200 run (2026-11-30) was held by its 700 W limit (NVML: sw_power_cap): its medians
+    are sustained readings, so the sustained-clock factor (0.848) must not apply on top. A run
+    that stayed at boost is derated as before."""
+    capped = _frame()
+    capped.attrs["meta"] = {"warnings": ["GPU 0 throttled: sw_power_cap"]}
+    assert calibration_from_dataframe(capped, "capped.json").efficiency(
+        "gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8)
+    snap = _frame()
+    snap.attrs["meta"] = {"conditions": {"after": {"gpus": [{"throttle_reasons": ["hw_thermal_slowdown"]}]}}}
+    assert calibration_from_dataframe(snap, "hot.json").efficiency(
+        "gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8)
+    idle = _frame()
+    idle.attrs["meta"] = {"warnings": ["GPU 0 throttled: gpu_idle"],
+                          "conditions": {"after": {"gpus": [{"throttle_reasons": ["gpu_idle"]}]}}}
+    assert calibration_from_dataframe(idle, "boost.json").efficiency(
+        "gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8 * 0.848)
+
+
+def test_measured_memory_answers_every_dtype():
+    """The H200 set streamed fp32 and bf16 only; an fp8 training projection asked for fp8
+    memory and crashed (validate's T-NEMO-175B). Bytes are bytes: the measured points answer."""
+    cal = calibration_from_dataframe(_frame(), "set.json")
+    assert cal.efficiency("memory", "nvidia-hopper", "fp8", 1e9) == pytest.approx(0.9)
+    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
+    h200 = calibration_from_dataframe(load_dataframe(H200_SET), H200_SET.name)
+    assert 0 < h200.efficiency("memory", "nvidia-hopper", "fp8", 1e9) <= 1
+
+
+def test_a_reference_set_with_failed_cases_is_passed_over_and_named(tmp_path):
+    """results/reference/ calibrates `project`, `versus` and `validate` by default only with a
+    complete set that has no failed case; a set passed over is named with the reason."""
+    import shutil
+
+    from harness.resultset import load, save
+    from harness.studies.calibrate import choose_calibration, reference_sets
+
+    h200 = load(H200_SET)
+    assert sum(c.status == "failed" for c in h200.cases) == 8
+    shutil.copy(H200_SET, tmp_path / "h200.json")
+    cal = choose_calibration(None, tmp_path)
+    assert cal.measured_on is None and "h200.json: not used as the calibration: 8 failed cases" in cal.description
+    assert any("8 failed cases" in n for n in cal.notes_for("nvidia-hopper"))
+    # the same set without its failed cases (and complete) is used
+    h200.cases[:] = [c for c in h200.cases if c.status != "failed"]
+    h200.meta["complete"] = True
+    save(h200, tmp_path / "h200.json")
+    (path, _), skipped = reference_sets(tmp_path)
+    assert path.name == "h200.json" and skipped == []
+    assert choose_calibration(None, tmp_path).measured_on == "NVIDIA H200"
