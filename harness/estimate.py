@@ -52,16 +52,18 @@ CPU_COSTS = Costs(
     loop_compile_s=0.35, small_compile_s=0.4, dispatch_s=6.6e-6, loop_rep_s=0.01e-6, process_start_s=3.0,
     cache_hit_s=0.05, input_element_s=20e-9, source="measured on the 2-core CPU (results/vm-cpu-cpu-x8/20261128T162718-c64393e5.json)")
 
-# Assumptions, not measurements: no GPU has run this code. XLA:GPU autotunes each GEMM (cuBLAS
-# and Triton candidates) and cuDNN builds its attention graphs at compile time, so first compiles
-# take seconds; later programs of the same kernel reuse the autotuning. Pessimistic on purpose;
-# replaced by a reference set's own records once there is one (`prior`).
+# Assumptions, not measurements. XLA:GPU autotunes each GEMM (cuBLAS and Triton candidates) and
+# cuDNN builds its attention graphs at compile time, so first compiles take seconds; later
+# programs of the same kernel reuse the autotuning. Pessimistic on purpose; replaced by a set's
+# own records where there is one (`prior`). On the first H200 run (2026-11-30, results/reference/)
+# compiles took a third of these (medians 0.6-1.0 s per kernel, 10.7 s for the training step)
+# while the rest took longer than modelled: 514 s measured in four calls against 562 s estimated.
 GPU_COSTS = Costs(
     compile_s=MappingProxyType({"matmul": 2.0, "matmul_model": 2.0, "attention/fwd": 3.0,
                                 "attention/fwd_bwd": 6.0, "membw": 1.0, "train_step": 60.0,
                                 "collective": 2.0}),
     loop_compile_s=1.0, small_compile_s=0.3, dispatch_s=30e-6, loop_rep_s=5e-6, process_start_s=20.0,
-    cache_hit_s=0.2, input_element_s=1e-11, source="assumed (no GPU has run this code yet): seconds per XLA:GPU compile with autotuning")
+    cache_hit_s=0.2, input_element_s=1e-11, source="assumed (the first H200 run took 514 s where these gave 562 s): seconds per XLA:GPU compile with autotuning")
 
 
 def costs_for(platform: str) -> Costs:
