@@ -130,3 +130,23 @@ def test_the_suite_stage_saves_as_it_goes_and_resumes(tmp_path):
     rs = load(tmp_path / "out2" / "reference.json")
     assert rs.meta["complete"] is True and len(rs.meta["stages"]) == 2
     assert len({c.name for c in rs.cases}) == len(rs.cases) == rs.meta["n_cases_planned"]
+
+
+@pytest.mark.slow
+def test_the_lease_stage_fits_its_stages_into_total_s(tmp_path):
+    """`lease` on this CPU with the quick suite and TOTAL_S=100: no room for the vendor stage
+    (it needs GPU_TESTS_S + 120 s beside it), so it says so; the suite and the GPU tests run in
+    what is left, and their files are in $OUT."""
+    _set_up_checkout()
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "STATE": str(tmp_path / "state"), "SUITE": "quick",
+           "HOME": str(tmp_path), "OUT": str(tmp_path / "out"), "TOTAL_S": "100", "GPU_TESTS_S": "40"}
+    r = subprocess.run(["bash", "scripts/gpu-reference", "lease"], cwd=ROOT, capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "no time left for the vendor stage" in log
+    assert re.search(r"lease: suite exit 0 after \d+ s", log) and re.search(r"lease: gpu-tests exit 0 after \d+ s", log)
+    from harness.resultset import load
+
+    assert load(tmp_path / "out" / "reference.json").meta["complete"] is True
+    assert "skipped" in (tmp_path / "out" / "gpu-tests.txt").read_text()
