@@ -34,6 +34,10 @@ _THROTTLE_REASONS = {
     0x80: "hw_power_brake_slowdown",
     0x100: "display_clock_setting",
 }
+# The reasons that hold the clock below boost for power or heat: a run that shows one is timed
+# at the sustained clock (harness.studies.calibrate.held_at_limit)
+CLOCK_LIMIT_REASONS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
+                       "hw_power_brake_slowdown")
 
 
 def _read(path: Path) -> str | None:

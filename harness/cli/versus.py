@@ -11,7 +11,7 @@ from harness.cli.common import (add_calibration, add_format, add_plot, check_plo
                                 write_figure)
 from harness.errors import UserError
 from harness.format import count, count_range, markdown_table, percent, table
-from harness.studies.calibrate import REFERENCE_DIR, choose_calibration, reference_sets
+from harness.studies.calibrate import REFERENCE_DIR, pick_calibration
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
@@ -40,7 +40,7 @@ def run(args) -> int:
     check_plot_path(args.plot)
     if not args.tpot_ms > 0 or not math.isfinite(args.tpot_ms):
         raise UserError(f"--tpot-ms must be a positive number, got {args.tpot_ms:g}")
-    cal = choose_calibration(args.calibration, REFERENCE_DIR)
+    cal, passed_over = pick_calibration(args.calibration, REFERENCE_DIR)
     if cal.measured_on is not None and "cpu" in cal.measured_on.lower():
         raise UserError(f"--calibration {args.calibration}: measured on {cal.measured_on}; a CPU "
                         "run cannot calibrate Ascend or NVIDIA targets (use a GPU result set)")
@@ -51,7 +51,7 @@ def run(args) -> int:
     # chosen, not asked for: say why no run of this machine (make bench's own) calibrates it
     why = None
     if args.calibration is None and cal.measured_on is None:
-        why = "\n".join([DEFAULT_WHY] + reference_sets(REFERENCE_DIR)[1])
+        why = "\n".join([DEFAULT_WHY] + passed_over)
     emit(args.format, json_doc=v.to_dict, records=lambda: records(v),
          table=lambda: render(v, why=why), markdown=lambda: render(v, markdown=True, why=why))
     if args.plot and args.format != "json" and args.format != "csv":

@@ -13,7 +13,8 @@ from clusters.calibration import (FLASH_FWD_BWD_OVER_FWD, Calibration, Entry,
                                   default_calibration)
 from clusters.catalog import load_chip
 from harness.errors import UserError
-from harness.resultset import load, load_dataframe
+from harness.conditions import CLOCK_LIMIT_REASONS
+from harness.resultset import load, load_dataframe, to_dataframe
 
 # GPU reference sets measured with this repository; `project`, `versus` and `report` calibrate
 # from the newest when there is one
@@ -87,6 +88,14 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
                 size /= HARNESS_FWD_BWD_OVER_FWD
             by_key.setdefault((kernel, dtype), []).append((size, min(1.0, eff)))
             spread_of.setdefault((kernel, dtype), []).append(_ci_spread(r))
+    # A memory kernel moves bytes whatever their type: the measured points also answer the
+    # dtypes the set did not stream (an fp8 training projection asks for fp8 memory; the
+    # H200 set has fp32 and bf16, and validate's T-NEMO-175B crashed on it).
+    if any(k == "memory" for k, _ in by_key) and ("memory", "*") not in by_key:
+        for (kernel, dtype), pts in list(by_key.items()):
+            if kernel == "memory":
+                by_key.setdefault(("memory", "*"), []).extend(pts)
+                spread_of.setdefault(("memory", "*"), []).extend(spread_of[(kernel, dtype)])
     for (kernel, dtype), pts in sorted(by_key.items()):
         sizes, effs = pooled(pts)
         spread = _median_spread(spread_of[(kernel, dtype)])
@@ -97,17 +106,6 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
     if not entries:
         raise UserError(f"{name}: result set has no ok matmul, attention or membw cases to "
                         "calibrate from")
-    # A memory kernel moves bytes whatever their type: the measured points also answer the
-    # dtypes the set did not stream (an fp8 training projection asks for fp8 memory; the
-    # H200 set has fp32 and bf16, and validate's T-NEMO-175B crashed on it).
-    mem = [pt for (kernel, _), pts in by_key.items() if kernel == "memory" for pt in pts]
-    if mem and ("memory", "*") not in by_key:
-        sizes, effs = pooled(mem)
-        spread = _median_spread([s for (k, _), ss in spread_of.items() if k == "memory" for s in ss])
-        entries.append(Entry("memory", fam, "*", sizes, effs, f"measured: result set {name} (every dtype)",
-                             burst, spread=spread, spread_source="" if spread is None else (
-                                 f"result set {name}: the 95% confidence intervals of its "
-                                 f"{len(mem)} memory cases' medians (median bounds)")))
     default = default_calibration()
     # Kernel classes the set did not measure fall back to the default file's entries.
     have = {e.kernel for e in entries}
@@ -191,20 +189,16 @@ def _nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-# NVML throttle reasons that hold the clock below boost for power or heat (harness.conditions)
-_LIMITS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
-           "hw_power_brake_slowdown")
-
-
 def held_at_limit(meta) -> bool:
     """Whether a run's GPUs were seen held by a power or thermal limit: a throttle reason in a
-    conditions snapshot or in the warnings the runner writes from them."""
+    conditions snapshot or in the warnings the runner writes from them (conditions.throttled;
+    the meta keeps only the last call's snapshots, the warnings every call's)."""
     snaps = [s for s in ((meta.get("conditions") or {}).get(k) for k in ("before", "after")) if s]
     for snap in snaps:
         for g in snap.get("gpus") or []:
-            if any(r in _LIMITS for r in g.get("throttle_reasons") or []):
+            if any(r in CLOCK_LIMIT_REASONS for r in g.get("throttle_reasons") or []):
                 return True
-    return any(" throttled: " in str(w) and any(r in str(w) for r in _LIMITS)
+    return any(" throttled: " in str(w) and any(r in str(w) for r in CLOCK_LIMIT_REASONS)
                for w in meta.get("warnings") or [])
 
 
@@ -222,7 +216,7 @@ def _unfit_reference(rs) -> str | None:
 
 def reference_sets(reference_dir: str | Path | None) -> tuple[tuple[Path, object] | None, list[str]]:
     """The newest GPU set in reference_dir fit to calibrate ((path, dataframe) or None), and a
-    line for each newer GPU set passed over, with the reason. Sets are read without pandas
+    line for each newer GPU set passed over, with the reason. Sets are checked without pandas
     (the model commands' start-up: tests/harness/test_cli_startup.py); only the one used is
     made a dataframe."""
     skipped: list[str] = []
@@ -234,9 +228,24 @@ def reference_sets(reference_dir: str | Path | None) -> tuple[tuple[Path, object
             continue
         why = _unfit_reference(rs)
         if why is None:
-            return (p, load_dataframe(p)), skipped
+            return (p, to_dataframe(rs)), skipped
         skipped.append(f"{p.name}: not used as the calibration: {why}")
     return None, skipped
+
+
+def pick_calibration(path: str | Path | None = None,
+                     reference_dir: str | Path | None = None) -> tuple[Calibration, list[str]]:
+    """choose_calibration's choice, and a line for each reference set passed over (reference_sets)."""
+    if path is not None:
+        return calibration_from_dataframe(load_dataframe(path), Path(path).name), []
+    chosen, skipped = reference_sets(reference_dir)
+    if chosen is not None:
+        p, df = chosen
+        return calibration_from_dataframe(df, p.name), skipped
+    default = default_calibration()
+    if skipped:  # said wherever the calibration is named (Calibration.notes_for)
+        default = replace(default, description=f"{default.description}; " + "; ".join(skipped))
+    return default, skipped
 
 
 def choose_calibration(path: str | Path | None = None,
@@ -244,13 +253,4 @@ def choose_calibration(path: str | Path | None = None,
     """--calibration FILE when given; else the newest GPU reference set in reference_dir that
     is complete with no failed case (reference_sets); else the default data file. Never
     silently a CPU set for a GPU target."""
-    if path is not None:
-        return calibration_from_dataframe(load_dataframe(path), Path(path).name)
-    chosen, skipped = reference_sets(reference_dir)
-    if chosen is not None:
-        p, df = chosen
-        return calibration_from_dataframe(df, p.name)
-    default = default_calibration()
-    if skipped:  # said wherever the calibration is named (Calibration.notes_for)
-        default = replace(default, description=f"{default.description}; " + "; ".join(skipped))
-    return default
+    return pick_calibration(path, reference_dir)[0]
