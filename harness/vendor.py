@@ -6,6 +6,7 @@ SDPA, device copy) and pairs each figure with the matching case of a result set.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,48 +79,42 @@ def load_vendor(path) -> dict:
             raise UserError(f"{path}: sdpa_causal_bf16: must be an object, got {type(sdpa).__name__}")
         _positive_int(path, "sdpa_causal_bf16.t", sdpa.get("t"))
         _positive(path, "sdpa_causal_bf16.tflops_per_s", sdpa.get("tflops_per_s"))
+        if sdpa.get("median_s") is not None:  # its time sets the span our samples are read over
+            _positive(path, "sdpa_causal_bf16.median_s", sdpa["median_s"])
     return doc
 
 
 def _best(rs: ResultSet, pred, rate_attr: str):
+    """The ok case `pred` accepts with the highest `rate_attr`, and that rate; (None, None)."""
     best = None
     for c in rs.cases:
         if c.status == "ok" and pred(c):
             rate = getattr(c, rate_attr)
             if rate and (best is None or rate > best[1]):
-                best = (c.name, rate)
+                best = (c, rate)
     return best or (None, None)
-
-
-def _case(rs: ResultSet, name: str | None):
-    return next((c for c in rs.cases if c.name == name), None)
 
 
 def over_span(case, rate: float, span_s: float) -> float:
     """`rate` (the whole run's median) rescaled to the samples taken in the first `span_s` of
     timed work: each sample is reps_per_sample calls of samples_s[i] seconds, in the order
     measured, and a sample counts if it began inside the span. A case without samples keeps
-    its rate."""
-    samples = list(getattr(case, "samples_s", None) or [])
-    median = (getattr(case, "stats", None) or {}).get("median_s")
-    if not samples or not median:
+    its rate, as does a span of 0 (a vendor figure without its time)."""
+    if not case.samples_s or not case.median_s or not span_s > 0:
         return rate
     reps = int((case.timing or {}).get("reps_per_sample") or 1)
     first, start = [], 0.0
-    for s in samples:
+    for s in case.samples_s:
         if start >= span_s:
             break
         first.append(s)
         start += s * reps
-    first.sort()
-    mid = len(first) // 2
-    early = first[mid] if len(first) % 2 else 0.5 * (first[mid - 1] + first[mid])
-    return rate * median / early
+    return rate * case.median_s / statistics.median(first)
 
 
 def compare(rs: ResultSet, vendor: dict) -> list[VendorRow]:
     mm = vendor["matmul_bf16"]
-    name, ours = _best(
+    case, ours = _best(
         rs,
         lambda c: c.group == "matmul" and c.params.get("dtype") == "bf16"
         and (c.params.get("m"), c.params.get("n"), c.params.get("k")) == (mm["m"], mm["n"], mm["k"]),
@@ -127,8 +122,8 @@ def compare(rs: ResultSet, vendor: dict) -> list[VendorRow]:
     )
     vendor_rate = mm["tflops_per_s"] * 1e12
     span = VENDOR_CALLS * 2.0 * mm["m"] * mm["n"] * mm["k"] / vendor_rate
-    matched = None if name is None else over_span(_case(rs, name), ours, span)
-    rows = [VendorRow(f"bf16 matmul {mm['m']}x{mm['n']}x{mm['k']}", name, matched, vendor_rate, "FLOP/s",
+    matched = None if case is None else over_span(case, ours, span)
+    rows = [VendorRow(f"bf16 matmul {mm['m']}x{mm['n']}x{mm['k']}", _name(case), matched, vendor_rate, "FLOP/s",
                       MATMUL_MIN_RATIO, ours)]
     sdpa = vendor.get("sdpa_causal_bf16")
     if sdpa:
@@ -142,16 +137,20 @@ def compare(rs: ResultSet, vendor: dict) -> list[VendorRow]:
                     and c.params.get("head_dim") == sdpa.get("head_dim"))
 
         # cuDNN at SDPA's own shape (harness.suites.vendor_cases); else the best case at its T
-        name, ours = _best(rs, lambda c: causal_fwd_at_t(c) and sdpa_shape(c) and c.params.get("impl") == "cudnn",
+        case, ours = _best(rs, lambda c: causal_fwd_at_t(c) and sdpa_shape(c) and c.params.get("impl") == "cudnn",
                            "achieved_flops_per_s")
         what = f"causal attention fwd bf16 T={sdpa['t']}, cuDNN at SDPA's shape"
-        if name is None:
-            name, ours = _best(rs, causal_fwd_at_t, "achieved_flops_per_s")
+        if case is None:
+            case, ours = _best(rs, causal_fwd_at_t, "achieved_flops_per_s")
             what = f"causal attention fwd bf16 T={sdpa['t']} (best impl, another shape)"
         sdpa_rate = sdpa["tflops_per_s"] * 1e12
-        span = VENDOR_CALLS * sdpa["median_s"] if sdpa.get("median_s") else 0.0
-        matched = None if name is None else (over_span(_case(rs, name), ours, span) if span else ours)
-        rows.append(VendorRow(what, name, matched, sdpa_rate, "FLOP/s", None, ours))
-    name, ours = _best(rs, lambda c: c.group == "membw" and c.params.get("op") == "stream_add", "achieved_bytes_per_s")
-    rows.append(VendorRow("device copy / stream add", name, ours, vendor["copy"]["bytes_per_s"], "B/s", None, ours))
+        span = VENDOR_CALLS * (sdpa.get("median_s") or 0.0)
+        matched = None if case is None else over_span(case, ours, span)
+        rows.append(VendorRow(what, _name(case), matched, sdpa_rate, "FLOP/s", None, ours))
+    case, ours = _best(rs, lambda c: c.group == "membw" and c.params.get("op") == "stream_add", "achieved_bytes_per_s")
+    rows.append(VendorRow("device copy / stream add", _name(case), ours, vendor["copy"]["bytes_per_s"], "B/s", None, ours))
     return rows
+
+
+def _name(case) -> str | None:
+    return None if case is None else case.name
