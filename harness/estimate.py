@@ -136,7 +136,8 @@ def _kernel_call_s(case: Case, ceilings: Ceilings) -> float:
     return ceilings.bound_s(flops, case.bytes, case.peak_dtype) / ROOFLINE_FRACTION
 
 
-def _sampling(call_s: float, cfg: TimingConfig, costs: Costs) -> tuple[str, int, float]:
+def _sampling(call_s: float, cfg: TimingConfig, costs: Costs,
+              cross_check: bool = True) -> tuple[str, int, float]:
     """(method, loop compiles, seconds of warm-up and samples), as time_compiled proceeds."""
     single = call_s + costs.dispatch_s
     warmup_s = max(1, cfg.warmup_calls) * single
@@ -149,7 +150,11 @@ def _sampling(call_s: float, cfg: TimingConfig, costs: Costs) -> tuple[str, int,
     compiles = 1 if reps == probe_reps else 2
     probe_s = 3 * (probe_reps * per_rep + costs.dispatch_s)  # first run and two timed ones
     n = sample_count(reps * per_rep, cfg)
-    return "device-loop", compiles, warmup_s + probe_s + (n + 1) * reps * per_rep
+    cross_s = 0.0
+    if cross_check and cfg.cross_check_min_call_s is not None and per_rep >= cfg.cross_check_min_call_s:
+        # the host loop's samples beside the device loop's (timing._cross_check)
+        cross_s = cfg.min_samples * max(1, math.ceil(cfg.min_time_s / per_rep)) * call_s
+    return "device-loop", compiles, warmup_s + probe_s + (n + 1) * reps * per_rep + cross_s
 
 
 def _check_s(case: Case, ceilings: Ceilings, costs: Costs, references: set, cached: bool) -> float:
@@ -178,7 +183,7 @@ def estimate_case(case: Case, device, ceilings: Ceilings, cfg: TimingConfig, cos
         return CaseEstimate(case.name, True, None, 0.0, 0, 0.0, 0.0, 0.0, "model")
     references = set() if references is None else references
     call_s = _kernel_call_s(case, ceilings)
-    method, loop_compiles, run_s = _sampling(call_s, cfg, costs)
+    method, loop_compiles, run_s = _sampling(call_s, cfg, costs, cross_check=not case.multi_device)
     first_s = costs.cache_hit_s if cached else costs.compile_s[_compile_key(case)]
     compile_s = first_s + loop_compiles * costs.loop_compile_s + costs.small_compile_s
     # the inputs, counted as the case's compulsory bytes in its dtype (the output included)

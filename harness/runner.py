@@ -82,7 +82,7 @@ def measure_case(case: Case, dev, seed: int, cfg: TimingConfig) -> CaseResult:
             timing = time_compiled(fn, compiled, args, tcfg, force_method=method)
             timing.notes.append(note)
         else:
-            timing = time_compiled(fn, compiled, args, cfg)
+            timing = time_compiled(fn, compiled, args, cfg, cross_check=not case.multi_device)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - failure isolation is the point

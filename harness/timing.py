@@ -10,6 +10,13 @@ Two ways to repeat a kernel inside one sample, chosen per case and recorded in t
   barrier so it cannot compute only the element the next repetition reads. One dispatch per
   sample, so per-call time excludes dispatch overhead. Tests check the time per repetition
   stays flat as N grows (nothing hoisted or deduplicated).
+
+Both can only add time to the kernel's own: the host loop the dispatch gaps it fails to hide,
+the device loop its own work per repetition. A device-loop case long enough for the host loop
+to hide dispatch (CROSS_CHECK_MIN_CALL_S) is therefore timed both ways, and keeps the host
+loop's samples when the device loop is provably slower (`loop_adds_work`): on an H200 the
+first device loop read a 1 GiB stream add at 1.06 ms a repetition, slower than one dispatched
+call of it (0.71 ms), consistent with XLA:GPU copying the carried input every repetition.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from harness.stats import log_median_sd
+from harness.stats import log_median_sd, summarize
 
 # The perturbation scale carried between repetitions: small enough never to change a value
 # in practice, but a constant that XLA cannot fold away.
@@ -31,6 +38,17 @@ _CARRY_SCALE = 1e-30
 LOOP_OVERHEAD_FLAG_RATIO = 5.0
 # A device-loop probe that lasts this fraction of min_time is long enough to time with.
 PROBE_KEPT_FRACTION = 0.25
+
+
+# A device-loop case is also timed by the host loop when its repetitions last at least this.
+# Below it the host loop mostly times dispatch: on the H200 one blocked call of a 10-20 us
+# kernel took 130-250 us, and on this CPU the host loop read 0.3 ms a call for a 1 MB add.
+# A dispatch-bound host loop reads slow, which never switches a case (loop_adds_work), so the
+# threshold only spares time.
+CROSS_CHECK_MIN_CALL_S = 200e-6
+# The device loop is declared slower than the host loop only beyond this margin and with the two
+# medians' 95% intervals apart: noise alone must not switch a case's method.
+CROSS_CHECK_MARGIN = 0.03
 
 
 # Every case gets at least this many samples, the slowest included: with fewer, the ratio of two
@@ -50,6 +68,8 @@ class TimingConfig:
     noisy_budget_factor: float = 5.0
     warmup_calls: int = 2  # timed one by one; the best is the single dispatched call time
     host_loop_min_call_s: float = 1e-3  # shorter calls are repeated on the device
+    # device-loop cases from this per-call time on are also timed by the host loop (None: never)
+    cross_check_min_call_s: float | None = CROSS_CHECK_MIN_CALL_S
     max_reps: int = 1_000_000
     # The memory-ceiling sweep of a device the catalog does not know (harness/ceilings.py):
     # timed calls per sweep, and each buffer's size (None: from the last-level cache).
@@ -67,9 +87,11 @@ class Timing:
     dispatch_call_s: float  # one call dispatched and blocked on, best of a few (includes dispatch)
     loop_compile_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    # the device loop against the host loop (time_compiled): both medians, and which was kept
+    cross_check: dict | None = None
 
     def to_dict(self, cfg: TimingConfig) -> dict:
-        return {
+        out = {
             "method": self.method,
             "reps_per_sample": self.reps_per_sample,
             "lower_s": self.lower_s,
@@ -80,6 +102,9 @@ class Timing:
             "warmup_calls": cfg.warmup_calls,
             "notes": list(self.notes),
         }
+        if self.cross_check is not None:
+            out["cross_check"] = dict(self.cross_check)
+        return out
 
 
 @dataclass
@@ -109,6 +134,11 @@ def repeat_on_device(fn: Callable, reps: int) -> Callable:
     The first argument is carried through the loop and one of its elements is nudged by a
     value read from the previous repetition's output; that read goes through an optimization
     barrier so the whole output must exist. Returns the last output.
+
+    The nudge is a one-element dynamic_update_slice, the update XLA performs in place in a loop
+    (it is how decoding loops write a KV cache), not `x.at[...].add`: that is a scatter, which
+    XLA:CPU turns into the same in-place update but which the first H200 run suggests XLA:GPU
+    performed as a copy of the whole carried input every repetition (see the module notes).
     """
 
     def looped(*args):
@@ -121,7 +151,8 @@ def repeat_on_device(fn: Callable, reps: int) -> Callable:
             x, out = carry
             out = jax.lax.optimization_barrier(out)
             nudge = _first_leaf(out).reshape(-1)[0].astype(jnp.float32) * _CARRY_SCALE
-            x = x.at[origin].add(nudge.astype(x.dtype))
+            corner = jax.lax.dynamic_slice(x, origin, (1,) * x.ndim)
+            x = jax.lax.dynamic_update_slice(x, corner + nudge.astype(x.dtype), origin)
             return x, fn(x, *rest)
 
         _, out = jax.lax.fori_loop(0, reps, body, (first, out0))
@@ -195,8 +226,12 @@ def sample_count(per_sample_s: float, cfg: TimingConfig) -> int:
     return max(cfg.min_samples, min(cfg.samples, fit))
 
 
-def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConfig, force_method: str | None = None) -> Timing:
-    """Warm up and sample an already compiled kernel (the output check happens before this)."""
+def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConfig, force_method: str | None = None,
+                  cross_check: bool = True) -> Timing:
+    """Warm up and sample an already compiled kernel (the output check happens before this).
+    `cross_check=False` spares a device-loop case the host loop's samples (_cross_check): the
+    runner's multi-device cases, whose host loop would queue a hundred collectives at once
+    (on the CPU's 8 simulated devices XLA aborted under it)."""
     call = compiled.fn
     # The warm-up calls are timed one by one (dispatch, run, block): the best of them is the
     # single-call time that picks the method, so no extra calls are spent probing.
@@ -234,7 +269,48 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
         f"device-loop: {reps} repetitions in one compiled program per sample; per-call time "
         f"excludes dispatch (one dispatched call took {single * 1e6:.1f} us)"
     ]
-    return Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single, loop_compile, notes)
+    timing = Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single, loop_compile, notes)
+    if force_method is None and cross_check:
+        _cross_check(timing, call, args, cfg)
+    return timing
+
+
+def loop_adds_work(device_samples: list[float], host_samples: list[float]) -> bool:
+    """Whether the device loop is provably slower per call than the host loop: its median above
+    the host loop's by more than CROSS_CHECK_MARGIN, and the lower end of its 95% interval above
+    the upper end of the host loop's. The device loop excludes dispatch, so once the host loop
+    hides dispatch a slower device loop measured work of its own."""
+    d, h = summarize(device_samples), summarize(host_samples)
+    return d.median_s > h.median_s * (1 + CROSS_CHECK_MARGIN) and d.ci95_low_s > h.ci95_high_s
+
+
+def _cross_check(timing: Timing, call: Callable, args: tuple, cfg: TimingConfig) -> None:
+    """Time a long enough device-loop case by the host loop too (min_samples samples of
+    min_time); keep the host loop's samples, grown like any case's (extend_noisy), when the
+    device loop is provably slower (loop_adds_work). Both medians go in the record."""
+    if cfg.cross_check_min_call_s is None:
+        return
+    device_median = summarize(timing.samples_s).median_s
+    if device_median < cfg.cross_check_min_call_s:
+        return
+    reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / device_median)))
+    host = [_host_loop_sample(call, args, reps) for _ in range(cfg.min_samples)]
+    host_median = summarize(host).median_s
+    slower = loop_adds_work(timing.samples_s, host)
+    timing.cross_check = {"device_loop_median_s": device_median, "host_loop_median_s": host_median,
+                          "host_loop_reps_per_sample": reps,
+                          "kept": "host-loop" if slower else "device-loop"}
+    if not slower:
+        timing.notes.append(f"cross-check: the host loop read {host_median * 1e6:.1f} us per call "
+                            f"against the device loop's {device_median * 1e6:.1f} us")
+        return
+    timing.samples_s = extend_noisy(host, lambda: _host_loop_sample(call, args, reps),
+                                    reps * host_median, cfg)
+    timing.method, timing.reps_per_sample = "host-loop", reps
+    timing.notes = [  # the device loop's note no longer describes the samples kept
+        f"cross-check: the device loop read {device_median * 1e6:.1f} us per call, "
+        f"{device_median / host_median - 1:.0%} over the host loop's {host_median * 1e6:.1f} us: "
+        f"the loop added work to every repetition, so the host loop's samples are kept"]
 
 
 def device_loop_overhead(cfg: TimingConfig) -> dict:

@@ -1,0 +1,118 @@
+"""The device loop against the host loop (harness.timing._cross_check): both can only add time
+to a kernel's own, so a device loop provably slower than the host loop measured work of its own,
+and the host loop's samples are kept. On the first H200 run the 1 GiB stream add read 1.06 ms a
+repetition through the device loop, slower than one dispatched call of it (0.71 ms)."""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import harness.timing as timing_mod
+from harness.timing import (CROSS_CHECK_MARGIN, TimingConfig, compile_ahead, loop_adds_work,
+                            repeat_on_device, time_compiled)
+from kernels.matmul import matmul_case
+from kernels.membw import stream_add
+
+
+def _spread(center, rel=0.005, n=12):
+    return list(center * (1 + rel * np.linspace(-1, 1, n)))
+
+
+def test_the_decision_needs_a_margin_and_separate_intervals():
+    assert loop_adds_work(_spread(2.0), _spread(1.0))
+    assert not loop_adds_work(_spread(1.0), _spread(1.0))  # the same
+    assert not loop_adds_work(_spread(1.0), _spread(2.0))  # the host loop slower: dispatch-bound
+    # provably apart but within the margin: noise between two methods, not a loop's work
+    assert not loop_adds_work(_spread(1 + CROSS_CHECK_MARGIN / 2, rel=0.001), _spread(1.0, rel=0.001))
+    # 10% slower in the median but the samples overlap widely
+    assert not loop_adds_work(_spread(1.1, rel=0.5), _spread(1.0, rel=0.5))
+
+
+# every case long enough to be checked, and always on the device loop first
+_CFG = TimingConfig(min_time_s=0.005, samples=10, max_case_time_s=0.5, host_loop_min_call_s=10.0,
+                    cross_check_min_call_s=0.0)
+
+
+def _stream():
+    x = jnp.arange(1 << 18, dtype=jnp.float32)
+    return stream_add, (x,), compile_ahead(stream_add, (x,))
+
+
+def _padded_repeat(fn, reps):
+    """A planted fault: a device loop that runs the kernel four times for every repetition it
+    counts (as a loop that copies its carried input pays extra work every repetition)."""
+    return repeat_on_device(fn, 4 * reps)
+
+
+def _matmul(n):
+    fn, args = matmul_case(n, n, n, "fp32").make(jax.random.key(0))
+    return fn, args, compile_ahead(fn, args)
+
+
+def test_a_loop_that_adds_work_is_caught_and_the_host_loop_kept(monkeypatch):
+    monkeypatch.setattr(timing_mod, "repeat_on_device", _padded_repeat)
+    # a compute-bound kernel of a few ms: this CPU's host loop then times the kernel, not its
+    # dispatch (~0.3 ms) nor the first touch of a fresh output (which a 16 MB add pays)
+    fn, args, compiled = _matmul(384)
+    t = time_compiled(fn, compiled, args, _CFG)
+    check = t.cross_check
+    assert check["kept"] == "host-loop", check
+    assert check["device_loop_median_s"] > 2 * check["host_loop_median_s"]
+    assert t.method == "host-loop" and t.reps_per_sample == check["host_loop_reps_per_sample"]
+    assert np.median(t.samples_s) < check["device_loop_median_s"] / 2
+    assert "added work" in t.notes[0]
+    d = t.to_dict(_CFG)
+    assert d["method"] == "host-loop" and d["cross_check"]["kept"] == "host-loop"
+
+
+def test_the_real_loop_is_cross_checked_and_its_record_is_consistent():
+    fn, args, compiled = _stream()
+    t = time_compiled(fn, compiled, args, _CFG)
+    check = t.cross_check
+    assert check["device_loop_median_s"] > 0 and check["host_loop_median_s"] > 0
+    assert t.method == check["kept"]
+    assert t.to_dict(_CFG)["cross_check"] == check
+
+
+def test_no_cross_check_below_the_threshold_when_forced_or_for_multi_device_cases():
+    fn, args, compiled = _stream()
+    high = TimingConfig(min_time_s=0.005, samples=10, max_case_time_s=0.5, host_loop_min_call_s=10.0,
+                        cross_check_min_call_s=10.0)
+    assert time_compiled(fn, compiled, args, high).cross_check is None
+    # lockstep runs force the method so every process takes the same branch
+    forced = time_compiled(fn, compiled, args, _CFG, force_method="device-loop")
+    assert forced.cross_check is None and forced.method == "device-loop"
+    # the runner's multi-device cases: a host loop of collectives queues a hundred at once
+    assert time_compiled(fn, compiled, args, _CFG, cross_check=False).cross_check is None
+
+
+def _while_bodies(hlo: str) -> list[str]:
+    """The text of every while loop's body computation in an optimized HLO module."""
+    names = set(re.findall(r"body=%?([\w.\-]+)", hlo))
+    blocks = re.split(r"\n(?=\S)", hlo)
+    return [b for b in blocks if any(re.match(rf"(ENTRY )?%?{re.escape(n)}[ (]", b) for n in names)]
+
+
+def _loop_copies(backend: str | None = None) -> list[str]:
+    x = jax.device_put(jnp.arange(1 << 16, dtype=jnp.float32),
+                       jax.devices(backend)[0] if backend else None)
+    hlo = jax.jit(repeat_on_device(stream_add, 7)).lower(x).compile().as_text()
+    bodies = _while_bodies(hlo)
+    assert bodies, "no while loop in the compiled device loop"
+    return [line.strip() for b in bodies for line in b.splitlines()
+            if re.search(r"f32\[65536\]\S* copy\(", line)]
+
+
+def test_the_loop_body_does_not_copy_the_carried_input():
+    """One copy of the (undonated) input before the loop is allowed; none inside it, where it
+    would be paid every repetition."""
+    assert _loop_copies() == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs an NVIDIA GPU; this machine has none")
+def test_the_loop_body_does_not_copy_the_carried_input_on_the_gpu():
+    """XLA:GPU's copy insertion differs from the CPU's: this is where the H200's copy was."""
+    assert _loop_copies("gpu") == []
