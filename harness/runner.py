@@ -279,7 +279,8 @@ def run_suite(
                 busy_cases.append(result.conditions["other_cpu_fraction"])
             rs.cases.append(result)
             for note in result.timing.get("notes", []):
-                if note.startswith(("large spread", "near the device loop")):
+                if note.startswith(("large spread", "near the device loop",
+                                    "cross-check: the device loop read")):
                     rs.meta["warnings"].append(f"{case.name}: {note}")
             store()
             bar.case_done(i, result)

@@ -21,6 +21,7 @@ import sys
 
 from harness.errors import INPUT_ERRORS
 from harness.interrupts import caused_by_interrupt, deferred
+from harness.interrupts import install as install_interrupt_handler
 
 # (name, one line of help), in the order --help shows them. The module of a command is
 # harness/cli/<name with - as _>.py; only the invoked command's module is imported.
@@ -142,6 +143,8 @@ def _drop_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     console = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
+    if console:
+        install_interrupt_handler()
     try:
         try:
             with deferred():  # the command's imports (JAX, SciPy) must not see a Ctrl-C half-way

@@ -116,3 +116,22 @@ def test_the_loop_body_does_not_copy_the_carried_input():
 def test_the_loop_body_does_not_copy_the_carried_input_on_the_gpu():
     """XLA:GPU's copy insertion differs from the CPU's: this is where the H200's copy was."""
     assert _loop_copies("gpu") == []
+
+
+def test_a_run_warns_of_a_case_the_cross_check_switched(monkeypatch, tmp_path):
+    """Through the runner: the switched case carries both medians and the run's warnings line
+    names the kind, so a GPU run that meets the fault says so at the end."""
+    from harness.resultset import warning_summary
+    from harness.runner import run_suite
+
+    monkeypatch.setattr(timing_mod, "repeat_on_device", _padded_repeat)
+    monkeypatch.setattr("harness.runner.ceilings_mod.sweep", lambda *a, **k: {"skipped": "test"})
+    # the case on the device loop whatever the machine's load, and always checked
+    outcome = run_suite(suite="default", pattern=r"^matmul/fp32/512x512x512$", cfg=_CFG,
+                        out_path=tmp_path / "s.json")
+    (case,) = outcome.result_set.cases
+    assert case.status == "ok" and case.timing["cross_check"]["kept"] == "host-loop"
+    assert case.timing["method"] == "host-loop"
+    warnings = outcome.result_set.meta["warnings"]
+    assert any("the loop added work" in w for w in warnings)
+    assert "device loop slower than the host loop" in warning_summary(warnings)
