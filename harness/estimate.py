@@ -152,8 +152,8 @@ def _sampling(call_s: float, cfg: TimingConfig, costs: Costs,
     n = sample_count(reps * per_rep, cfg)
     cross_s = 0.0
     if cross_check and cfg.cross_check_min_call_s is not None and per_rep >= cfg.cross_check_min_call_s:
-        # the host loop's samples beside the device loop's (timing._cross_check)
-        cross_s = cfg.min_samples * max(1, math.ceil(cfg.min_time_s / per_rep)) * call_s
+        # the host loop's samples and as many more of the device loop's (timing._cross_check)
+        cross_s = cfg.min_samples * (max(1, math.ceil(cfg.min_time_s / per_rep)) * call_s + reps * per_rep)
     return "device-loop", compiles, warmup_s + probe_s + (n + 1) * reps * per_rep + cross_s
 
 

@@ -13,8 +13,8 @@ Two ways to repeat a kernel inside one sample, chosen per case and recorded in t
 
 Both can only add time to the kernel's own: the host loop the dispatch gaps it fails to hide,
 the device loop its own work per repetition. A device-loop case long enough for the host loop
-to hide dispatch (CROSS_CHECK_MIN_CALL_S) is therefore timed both ways, and keeps the host
-loop's samples when the device loop is provably slower (`loop_adds_work`): on an H200 the
+to hide dispatch (CROSS_CHECK_MIN_CALL_S) is therefore timed both ways, in turn, and keeps the
+host loop's samples when the device loop is provably slower (`loop_adds_work`): on an H200 the
 first device loop read a 1 GiB stream add at 1.06 ms a repetition, slower than one dispatched
 call of it (0.71 ms), consistent with XLA:GPU copying the carried input every repetition.
 """
@@ -271,7 +271,7 @@ def time_compiled(fn: Callable, compiled: Compiled, args: tuple, cfg: TimingConf
     ]
     timing = Timing(samples, method, reps, compiled.lower_s, compiled.compile_s, single, loop_compile, notes)
     if force_method is None and cross_check:
-        _cross_check(timing, call, args, cfg)
+        _cross_check(timing, call, args, cfg, lambda: _device_loop_sample(looped, args, reps))
     return timing
 
 
@@ -284,33 +284,42 @@ def loop_adds_work(device_samples: list[float], host_samples: list[float]) -> bo
     return d.median_s > h.median_s * (1 + CROSS_CHECK_MARGIN) and d.ci95_low_s > h.ci95_high_s
 
 
-def _cross_check(timing: Timing, call: Callable, args: tuple, cfg: TimingConfig) -> None:
-    """Time a long enough device-loop case by the host loop too (min_samples samples of
-    min_time); keep the host loop's samples, grown like any case's (extend_noisy), when the
-    device loop is provably slower (loop_adds_work). Both medians go in the record."""
+def _cross_check(timing: Timing, call: Callable, args: tuple, cfg: TimingConfig,
+                 device_sample: Callable[[], float]) -> None:
+    """Time a long enough device-loop case by the host loop too: min_samples samples of each
+    loop, taken in turn so that a change in the machine's load meets both alike. The device
+    loop's are compared with the host loop's (loop_adds_work); when the device loop is provably
+    slower the host loop's samples, grown like any case's (extend_noisy), are kept. Both
+    medians go in the record."""
     if cfg.cross_check_min_call_s is None:
         return
-    device_median = summarize(timing.samples_s).median_s
-    if device_median < cfg.cross_check_min_call_s:
+    per_call = summarize(timing.samples_s).median_s
+    if per_call < cfg.cross_check_min_call_s:
         return
-    reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / device_median)))
-    host = [_host_loop_sample(call, args, reps) for _ in range(cfg.min_samples)]
-    host_median = summarize(host).median_s
-    slower = loop_adds_work(timing.samples_s, host)
+    # enough calls for min_time even where the device loop's figure is inflated by its own work
+    shortest = min(per_call, timing.dispatch_call_s)
+    reps = max(1, min(cfg.max_reps, math.ceil(cfg.min_time_s / shortest)))
+    host, device = [], []
+    for _ in range(cfg.min_samples):
+        host.append(_host_loop_sample(call, args, reps))
+        device.append(device_sample())
+    host_median, device_median = summarize(host).median_s, summarize(device).median_s
+    slower = loop_adds_work(device, host)
     timing.cross_check = {"device_loop_median_s": device_median, "host_loop_median_s": host_median,
-                          "host_loop_reps_per_sample": reps,
+                          "samples_each": cfg.min_samples, "host_loop_reps_per_sample": reps,
                           "kept": "host-loop" if slower else "device-loop"}
     if not slower:
         timing.notes.append(f"cross-check: the host loop read {host_median * 1e6:.1f} us per call "
-                            f"against the device loop's {device_median * 1e6:.1f} us")
+                            f"against the device loop's {device_median * 1e6:.1f} us (taken in turn)")
         return
     timing.samples_s = extend_noisy(host, lambda: _host_loop_sample(call, args, reps),
                                     reps * host_median, cfg)
     timing.method, timing.reps_per_sample = "host-loop", reps
     timing.notes = [  # the device loop's note no longer describes the samples kept
         f"cross-check: the device loop read {device_median * 1e6:.1f} us per call, "
-        f"{device_median / host_median - 1:.0%} over the host loop's {host_median * 1e6:.1f} us: "
-        f"the loop added work to every repetition, so the host loop's samples are kept"]
+        f"{device_median / host_median - 1:.0%} over the host loop's {host_median * 1e6:.1f} us "
+        f"(taken in turn): the loop added work to every repetition, so the host loop's samples "
+        f"are kept"]
 
 
 def device_loop_overhead(cfg: TimingConfig) -> dict:

@@ -31,7 +31,7 @@ def test_the_decision_needs_a_margin_and_separate_intervals():
 
 
 # every case long enough to be checked, and always on the device loop first
-_CFG = TimingConfig(min_time_s=0.005, samples=10, max_case_time_s=0.5, host_loop_min_call_s=10.0,
+_CFG = TimingConfig(min_time_s=0.02, samples=10, max_case_time_s=0.5, host_loop_min_call_s=10.0,
                     cross_check_min_call_s=0.0)
 
 
