@@ -27,8 +27,8 @@ from harness.resultset import (CaseResult, ResultSet, check_new_file, default_pa
                                save_new)
 from harness.stats import LARGE_SPREAD_IQR_OVER_MEDIAN, summarize
 from harness.suites import build_suite
-from harness.timing import (MIN_SAMPLES, TimingConfig, compile_ahead, device_loop_overhead,
-                            loop_overhead_note, time_compiled)
+from harness.timing import (LOOP_ADDED_WORK_NOTE, MIN_SAMPLES, TimingConfig, compile_ahead,
+                            device_loop_overhead, loop_overhead_note, time_compiled)
 from kernels.base import Case
 
 DEFAULT_SEED = 20261128
@@ -279,8 +279,7 @@ def run_suite(
                 busy_cases.append(result.conditions["other_cpu_fraction"])
             rs.cases.append(result)
             for note in result.timing.get("notes", []):
-                if note.startswith(("large spread", "near the device loop",
-                                    "cross-check: the device loop read")):
+                if note.startswith(("large spread", "near the device loop", LOOP_ADDED_WORK_NOTE)):
                     rs.meta["warnings"].append(f"{case.name}: {note}")
             store()
             bar.case_done(i, result)
