@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -25,6 +26,26 @@ KERNELS = ("gemm", "attention", "memory")
 # 2307.08691 sec. 3.1)
 FLASH_BWD_OVER_FWD = 2.5  # clusters.train charges the backward at this multiple of the forward
 FLASH_FWD_BWD_OVER_FWD = 1.0 + FLASH_BWD_OVER_FWD
+
+
+@lru_cache(maxsize=256)
+def expected_max_normal(n: int) -> float:
+    """E[max of n independent standard normal draws] (0 for one, 0.564 for two, 1.42 for 8,
+    3.04 for 512): the integral of P(max > x) over x > 0 less that of P(max < x) over x < 0,
+    on a fine grid."""
+    if n <= 1:
+        return 0.0
+    x = np.linspace(0.0, 9.0, 9001)
+    phi = np.array([0.5 * math.erfc(v / math.sqrt(2.0)) for v in x])  # P(Z > x), x >= 0
+    above = 1.0 - (1.0 - phi) ** n  # P(max > x)
+    below = phi ** n  # P(max < -x), by symmetry
+    return float(np.trapezoid(above - below, x))
+
+
+def slowest_of(n: int, cv: float) -> float:
+    """The expected rate of the slowest of `n` devices whose rates are normal with coefficient
+    of variation `cv`, over the mean rate."""
+    return max(0.0, 1.0 - cv * expected_max_normal(int(n)))
 
 
 @dataclass(frozen=True)
@@ -89,8 +110,13 @@ class Calibration:
     # (a calibration measured at the model's own shapes already holds it)
     gemm_size_factor: tuple = ()
     gemm_size_source: str = ""
+    # How much chips of one kind differ in sustained compute rate: family (or "*") ->
+    # (coefficient of variation, source). A synchronous job runs at its slowest chip's pace
+    # (pace()).
+    chip_spread: Mapping[str, tuple[float, str]] = field(default_factory=dict)
     # ranges of the non-entry inputs, as multipliers (lo, hi, source): "sustained:<family>",
-    # "ratio:<name>", "software:<family>:compute|memory"
+    # "ratio:<name>", "software:<family>:compute|memory", "chip_spread:<family>" (of the
+    # coefficient of variation)
     spreads: Mapping[str, tuple[float, float, str]] = field(default_factory=dict)
     # lookups answered so far (not an input: a copy made with dataclasses.replace starts empty)
     _lookups: dict = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -143,6 +169,22 @@ class Calibration:
         if borrowed and factor is not None:
             eff *= factor.memory if kernel == "memory" else factor.compute
         return eff
+
+    def chip_cv(self, family: str, chip: str | None = None) -> tuple[float, str]:
+        """The (coefficient of variation, its key) of chips' sustained compute rate for `chip`
+        or `family`, else "*"; (0, "") where the calibration has none."""
+        for key in (chip, family, "*"):
+            if key is not None and key in self.chip_spread:
+                return self.chip_spread[key][0], key
+        return 0.0, ""
+
+    def pace(self, family: str, ranks: int, chip: str | None = None) -> float:
+        """The compute rate a synchronous job on `ranks` devices runs at, over one typical
+        device's: the expected slowest of `ranks` normal draws with the chip_spread
+        coefficient of variation (1 - cv x expected_max_normal(ranks)). Every step waits at
+        its collectives for the slowest device, so the whole job moves at its pace."""
+        cv, _ = self.chip_cv(family, chip)
+        return slowest_of(ranks, cv)
 
     def notes_for(self, family: str, vendor_is_gpu: bool = True) -> list[str]:
         """What a reader should know about using this calibration for `family`."""
@@ -207,6 +249,7 @@ _FACTOR = {"compute": Field("float", hi=1.5), "memory": Field("float", hi=1.5),
            "memory_spread": Field("number_rows", required=False, width=2),
            "spread_source": Field("str", required=False)}
 _SUSTAINED = {"factor": Field("float", hi=1.0), "source": Field("str"), **_SPREAD}
+_CHIP_SPREAD = {"cv": Field("float", hi=0.2), "source": Field("str"), **_SPREAD}
 _RATIO = {"numerator": Field("float", hi=1e3), "denominator": Field("float", hi=1e3),
           "source": Field("str"), **_SPREAD}
 _SPEC = {
@@ -215,6 +258,7 @@ _SPEC = {
     "software_factor": Field("table_map", required=False, spec=_FACTOR),
     "borrow": Field("str_map", required=False),
     "sustained_clock": Field("table_map", required=False, spec=_SUSTAINED),
+    "chip_spread": Field("table_map", required=False, spec=_CHIP_SPREAD),
     "ratio": Field("table_map", required=False, spec=_RATIO),
     "variant": Field("table_map", required=False, spec={
         "description": Field("str"), "entry": Field("table_list", spec=_ENTRY)}),
@@ -269,6 +313,11 @@ def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
         if f["spread"] is not None:
             spreads[f"sustained:{fam}"] = (*_spread(f"{path}: sustained_clock.{fam}", f["spread"],
                                                     f["spread_source"]), f["spread_source"])
+    chip_spread = {fam: (f["cv"], f["source"]) for fam, f in (doc["chip_spread"] or {}).items()}
+    for fam, f in (doc["chip_spread"] or {}).items():
+        if f["spread"] is not None:
+            spreads[f"chip_spread:{fam}"] = (*_spread(f"{path}: chip_spread.{fam}", f["spread"],
+                                                      f["spread_source"]), f["spread_source"])
     for name, r in (doc["ratio"] or {}).items():
         if r["spread"] is not None:
             spreads[f"ratio:{name}"] = (*_spread(f"{path}: ratio.{name}", r["spread"],
@@ -287,6 +336,7 @@ def load_calibration_file(path: str | Path = DEFAULT_PATH) -> Calibration:
         curve_points = tuple((math.log10(sec), f) for sec, f in pts)
     return Calibration(doc["name"] or path.stem, doc["description"] or str(path), entries,
                        factors, borrow=dict(doc["borrow"] or {}), sustained=sustained,
+                       chip_spread=chip_spread,
                        ratios=ratios, variants=variants,
                        gemm_size_factor=curve_points if curve is not None else (),
                        gemm_size_source=curve["source"] if curve is not None else "",

@@ -97,6 +97,12 @@ class ServePlan:
         return sum(a ** i for i in range(k + 1))
 
 
+def instance_devices(system: System, plan: ServePlan) -> int:
+    """Devices of one serving instance: its TP, attention-DP and expert ranks run every layer
+    in lock-step, so its compute moves at the pace of the slowest of them (Rates.pace)."""
+    return plan.chips * system.chip.devices
+
+
 def validate(model: Model, plan: ServePlan, system: System) -> None:
     for key in ("chips", "tp", "ep", "context", "ranks_per_chip"):
         v = getattr(plan, key)
@@ -340,7 +346,7 @@ def prefill(model: Model, system: System, plan: ServePlan,
     the training forward pass (clusters.train.layer_times) without backward."""
     validate(model, plan, system)
     cal = calibration or default_calibration()
-    rates = Rates(system.chip, cal, plan.precision)
+    rates = Rates(system.chip, cal, plan.precision, instance_devices(system, plan))
     group_batch = plan.batch_per_chip * plan.tp
     p = Plan(tp=plan.tp, dp=max(1, plan.ep), ep=plan.ep if model.moe else 1,
              micro_batch=group_batch, global_batch=group_batch * max(1, plan.ep),
@@ -400,7 +406,7 @@ def _decode_parts(model: Model, system: System, plan: ServePlan, cal: Calibratio
     collectives), the MoE side (router, routed and shared experts) and the expert all-to-all."""
     chip = system.chip
     dtype = _decode_dtype(plan, chip)
-    rates = Rates(chip, cal, dtype)
+    rates = Rates(chip, cal, dtype, instance_devices(system, plan))
     tp, r, q = plan.tp, plan.ranks_per_chip, 1 + plan.mtp_tokens
     # query rows per attention-DP rank: one per sequence, 1 + mtp_tokens with MTP verification
     tokens = _rank_rows(batch_per_chip, tp, r) * q

@@ -49,7 +49,7 @@ def default_global_batch(seq_len: int) -> int:
 def train_band(model: Model, system: System, plan: Plan, calibration: Calibration) -> U.Band:
     """The band of one training plan: its input samples (and each input alone at its
     samples' 10th and 90th percentiles) as rows of one plan table through the cost model."""
-    inputs = U.inputs_for(calibration, system, plan.precision, "train")
+    inputs = U.inputs_for(calibration, system, plan.precision, "train", ranks=plan.chips)
     values = U.sample_matrix(inputs)
     rows = np.vstack([np.ones((1, len(inputs))), values, U.one_at_a_time(inputs, values)])
     eff = U.class_multipliers(inputs, rows)
@@ -69,7 +69,7 @@ def serve_band(model: Model, system: System, result, calibration: Calibration) -
     plan = result.plan
     fn = inference.decode if result.mode == "decode" else inference.prefill
     inputs = U.inputs_for(calibration, system, plan.precision, result.mode,
-                          plan.attention_precision)
+                          plan.attention_precision, ranks=inference.instance_devices(system, plan))
     values = U.sample_matrix(inputs)
     rows = np.vstack([values, U.one_at_a_time(inputs, values)])
     eff = U.class_multipliers(inputs, rows)

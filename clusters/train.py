@@ -12,6 +12,9 @@ How time is built (per micro-batch, per layer, on one chip of the busiest pipeli
   `flash2_era` gives a calibration for stacks that predate FlashAttention-3 on Hopper.
   The 2021 Megatron stack ("materialized") runs them as batched GEMMs and writes the s x s
   scores to memory (softmax and dropout are then memory-bound work).
+- The compute bound of GEMMs and attention runs at the pace of the job's slowest device
+  (Rates.pace, Calibration.pace: the expected slowest of the plan's ranks, chips differing by
+  the calibration's chip_spread), since every step waits at its collectives for it.
 - Memory-bound work (norms, residual adds, activation functions, RoPE, dropout, fp8 casts,
   MoE permutes, cross-entropy) from its bytes at the calibrated memory efficiency; backward 2x.
 - Recompute re-runs the forward (full) or attention (selective) during backward.
@@ -59,12 +62,22 @@ HFU_DEFINITION = "hardware FLOPs (model FLOPs + recomputed forward) per second p
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # fp32 master, m, v read+written (24), grad read (4), bf16 write (2)
 @dataclass(frozen=True)
 class Rates:
-    """The target chip's effective rates under a calibration."""
+    """The target chip's effective rates under a calibration, in a job of `ranks` devices:
+    compute (GEMM and attention at their compute bound) runs at the pace of the job's slowest
+    device (Calibration.pace); memory-bound work and communication do not depend on the SM
+    clock that varies between chips."""
 
     chip: Chip
     cal: Calibration
     precision: str
+    ranks: int = 1
     _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def pace(self) -> float:
+        if "pace" not in self._memo:
+            self._memo["pace"] = self.cal.pace(self.chip.family, self.ranks, chip=self.chip.name)
+        return self._memo["pace"]
 
     def gemm_s(self, g: F.Gemm, dtype: str | None = None) -> float:
         dtype = dtype or self.precision
@@ -79,7 +92,7 @@ class Rates:
                                   chip=self.chip.name)
         in_bytes = bytes_per_element(dtype)
         moved = g.count * ((g.m * g.k + g.k * g.n) * in_bytes + 2 * g.m * g.n)
-        return max(g.flops / (peak * eff),
+        return max(g.flops / (peak * eff * self.pace),
                    self.mem_s(moved) / self.cal.ratio("gemm_stream_over_memory"))
 
     def attention_s(self, flops: float, moved_bytes: float, call_flops: float | None = None) -> float:
@@ -88,7 +101,7 @@ class Rates:
         peak = self.chip.peak("bf16")
         eff = self.cal.efficiency("attention", self.chip.family, "bf16", call_flops or flops,
                                   peak, chip=self.chip.name)
-        return max(flops / (peak * eff), self.mem_s(moved_bytes))
+        return max(flops / (peak * eff * self.pace), self.mem_s(moved_bytes))
 
     def mem_s(self, moved_bytes: float) -> float:
         eff = self.cal.efficiency("memory", self.chip.family, self.precision, moved_bytes,
@@ -397,14 +410,16 @@ _LAYER_FIELDS = ("gemm", "attention", "attention_bwd", "elementwise", "tp_comm",
 
 
 class _RatesByPrecision(dict):
-    """Rates of one chip and calibration, one per GEMM precision, made on first use."""
+    """Rates of one chip and calibration, one per (GEMM precision, ranks in the job), made on
+    first use."""
 
     def __init__(self, chip: Chip, cal: Calibration):
         super().__init__()
         self.chip, self.cal = chip, cal
 
-    def __missing__(self, precision: str) -> Rates:
-        self[precision] = r = Rates(self.chip, self.cal, precision)
+    def __missing__(self, key: tuple[str, int]) -> Rates:
+        precision, ranks = key
+        self[key] = r = Rates(self.chip, self.cal, precision, ranks)
         return r
 
 
@@ -412,30 +427,37 @@ def _key_plan(names, key) -> Plan:
     return Plan(**{name: decode(name, v) for name, v in zip(names, key)})
 
 
+def job_ranks(table: dict) -> np.ndarray:
+    """Devices of each plan's job (tp x pp x dp x cp): the ranks whose slowest sets the pace."""
+    return table["tp"] * table["pp"] * table["dp"] * table["cp"]
+
+
 def _layer_table(model: Model, system: System, table: dict, rates: _RatesByPrecision) -> dict:
     """Forward times of a dense and (for MoE models) an MoE layer, and the output layer's
-    GEMM and memory time, for every plan (computed once per distinct key of plan columns)."""
+    GEMM and memory time, for every plan (computed once per distinct key of plan columns and
+    job size)."""
 
     def dense_and_logits(key):
-        p = _key_plan(_LAYER_KEY, key)
-        r = rates[p.precision]
+        p = _key_plan(_LAYER_KEY, key[:-1])
+        r = rates[p.precision, int(key[-1])]
         lt = layer_times(model, p, system, r, False)
         logit = output_layer_s(model, r, p.micro_batch * p.seq_len // p.cp, p.tp)
         return tuple(getattr(lt, f) for f in _LAYER_FIELDS) + logit
 
     def moe(key):
-        p = _key_plan(_LAYER_KEY + ("ep",), key)
-        lt = layer_times(model, p, system, rates[p.precision], True)
+        p = _key_plan(_LAYER_KEY + ("ep",), key[:-1])
+        lt = layer_times(model, p, system, rates[p.precision, int(key[-1])], True)
         return tuple(getattr(lt, f) for f in _LAYER_FIELDS)
 
+    ranks = job_ranks(table)[:, None]
     keys = np.stack([table[k] for k in _LAYER_KEY], 1)
-    d = by_unique(keys, dense_and_logits)
+    d = by_unique(np.concatenate([keys, ranks], 1), dense_and_logits)
     out = {"dense": {f: d[:, i] for i, f in enumerate(_LAYER_FIELDS)},
            "logit_gemm_s": d[:, -2], "logit_mem_s": d[:, -1]}
     if model.moe is None:
         out["moe"] = out["dense"]
     else:
-        e = by_unique(np.concatenate([keys, table["ep"][:, None]], 1), moe)
+        e = by_unique(np.concatenate([keys, table["ep"][:, None], ranks], 1), moe)
         out["moe"] = {f: e[:, i] for i, f in enumerate(_LAYER_FIELDS)}
     return out
 
@@ -610,7 +632,7 @@ def evaluate(model: Model, system: System, plans: dict,
     optimizer = np.zeros(len(tp))
     for code in np.unique(c["precision"]):
         rows = c["precision"] == code
-        optimizer[rows] = rates[PRECISIONS[code]].mem_s(OPTIMIZER_BYTES_PER_PARAM * owned[rows])
+        optimizer[rows] = rates[PRECISIONS[code], 1].mem_s(OPTIMIZER_BYTES_PER_PARAM * owned[rows])
     parts["optimizer_s"] = optimizer / eff["memory"]
 
     return Evaluation(model=model, system=package_system, calibration=cal, plans=c,

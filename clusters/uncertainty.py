@@ -1,6 +1,6 @@
 """Uncertainty bands: how far a projection may be off, from two sources.
 
-Input uncertainty. Every calibration entry, ratio, sustained-clock and software factor carries
+Input uncertainty. Every calibration entry, ratio, sustained-clock, chip-spread and software factor carries
 a range with its source (clusters/data/calibration/*.toml), and so do the catalog figures that
 sources dispute (clusters/data/uncertainty.toml). A projection's inputs are the ones its chip,
 precision and mode use (`inputs_for`); each is sampled log-uniformly over its range, stratified
@@ -9,8 +9,9 @@ and H800 borrow the same Hopper GEMM entry; the 910C borrows it too) draw the sa
 the same sample index. The samples go through the one cost model: training as rows of a plan
 table (clusters.train.evaluate's `eff_scale`), serving through perturbed copies of the
 calibration and system (`perturbed`). Inputs act on kernel classes as efficiency multipliers:
-"gemm", "attention", "memory", "compute" (GEMM and attention: the sustained clock, a software
-factor), "stream" (memory-bound GEMMs' weight streaming), "decode_attention", "fp8_attention",
+"gemm", "attention", "memory", "compute" (GEMM and attention: the sustained clock, the job's
+slowest device, a software factor), "stream" (memory-bound GEMMs' weight streaming),
+"decode_attention", "fp8_attention",
 "scale_up", "scale_out" (fabric efficiencies) and "power" (energy only).
 
 Model-form uncertainty. What the model gets wrong even with exact inputs, per mode: the
@@ -38,7 +39,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from clusters.calibration import Calibration
+from clusters.calibration import Calibration, slowest_of
 from clusters.catalog import System
 from clusters.errors import ModelInputError
 from clusters.tomldata import Field, check, read_toml
@@ -111,8 +112,9 @@ def _catalog_input(kind: str, name: str, figure: str, label: str, acts_on: str) 
 # ------------------------------------------------------------- a projection's inputs
 
 def inputs_for(cal: Calibration, system: System, precision: str, mode: str,
-               attention_precision: str = "bf16") -> list[Input]:
-    """The uncertain inputs a projection of `mode` on `system` in `precision` uses."""
+               attention_precision: str = "bf16", ranks: int = 1) -> list[Input]:
+    """The uncertain inputs a projection of `mode` on `system` in `precision`, a job of
+    `ranks` devices, uses."""
     chip = system.chip
     family = chip.family
     gemm_dtype = {"fp16": "bf16"}.get(precision, precision)
@@ -133,6 +135,16 @@ def inputs_for(cal: Calibration, system: System, precision: str, mode: str,
         if key is not None and key in cal.spreads:
             lo, hi, source = cal.spreads[key]
             out.append(Input(f"sustained clock ({key.split(':', 1)[1]})", lo, hi, "compute", source))
+    cv, key = cal.chip_cv(family, chip.name)
+    hit = cal.spreads.get(f"chip_spread:{key}")
+    if ranks > 1 and cv > 0 and hit is not None:
+        # the slowest of `ranks` devices at the ends of the coefficient of variation's range,
+        # over its pace at the value used (a wider spread is the slower end)
+        pace = slowest_of(ranks, cv)
+        lo, hi = slowest_of(ranks, cv * hit[1]) / pace, slowest_of(ranks, cv * hit[0]) / pace
+        # one name for any job size, so that projections of several sizes draw alike
+        out.append(Input(f"slowest device of the job (chip spread {key})", lo, hi, "compute",
+                         hit[2]))
     if family in cal.software_factors:
         for part, acts_on in (("compute", "compute"), ("memory", "memory")):
             hit = cal.spreads.get(f"software:{family}:{part}")

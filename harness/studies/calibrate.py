@@ -115,7 +115,11 @@ def calibration_from_dataframe(df, name: str, family: str | None = None,
                                "ascend-910b", "ascend-910c") if f != fam}
     return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
                        measured_on=kind, borrow=borrow, sustained=default.sustained,
-                       ratios=default.ratios, variants=default.variants)
+                       ratios=default.ratios, variants=default.variants,
+                       chip_spread=default.chip_spread,
+                       # the ranges of what it inherits (sustained clock, ratios, software
+                       # factors, chip spread) come with it
+                       spreads=default.spreads)
 
 
 def _ci_spread(r) -> tuple[float, float] | None:

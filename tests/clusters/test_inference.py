@@ -282,3 +282,26 @@ def test_overlapped_prefill_halves_hold_the_whole_batch():
     rate = {b: prefill(DSV3, H100, replace(base, batch_per_chip=b)).tokens_per_s_per_chip
             for b in (2, 2.5, 3)}
     assert min(rate[2], rate[3]) * 0.97 <= rate[2.5] <= max(rate[2], rate[3]) * 1.03
+
+
+@pytest.mark.parametrize("system, chips, devices", [("hgx-h100", 32, 32), ("cloudmatrix-384", 16, 32)])
+def test_an_instance_computes_at_its_slowest_devices_pace(system, chips, devices):
+    """An instance's ranks run every layer in lock-step, so its GEMMs and attention run at the
+    pace of the slowest of its devices (a 910C package is two): against a calibration with no
+    chip-to-chip spread, the compute parts take 1/pace as long and the rest is unchanged."""
+    from dataclasses import replace
+    from clusters.calibration import default_calibration, slowest_of
+    from clusters.inference import instance_devices
+    sy = load_system(system)
+    cal = default_calibration()
+    even = replace(cal, chip_spread={})
+    plan = ServePlan(chips=chips, ep=chips, batch_per_chip=4, context=4096, precision="fp8"
+                     if system == "hgx-h100" else "int8")
+    assert instance_devices(sy, plan) == devices
+    pace = slowest_of(devices, cal.chip_spread["*"][0])
+    assert pace < 0.97
+    a, b = prefill(DSV3, sy, plan, cal), prefill(DSV3, sy, plan, even)
+    assert a.breakdown_s["attention_s"] == pytest.approx(b.breakdown_s["attention_s"] / pace)
+    assert b.breakdown_s["gemm_s"] < a.breakdown_s["gemm_s"] <= b.breakdown_s["gemm_s"] / pace * (1 + 1e-9)
+    assert a.breakdown_s["ep_comm_s"] == b.breakdown_s["ep_comm_s"]
+    assert a.breakdown_s["elementwise_s"] == b.breakdown_s["elementwise_s"]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from clusters import flops as F
-from clusters.calibration import default_calibration
+from clusters.calibration import default_calibration, expected_max_normal, slowest_of
 from clusters.collectives import Group, collective
 from clusters.catalog import load_system
 from dataclasses import replace
@@ -325,7 +325,7 @@ def test_tp_overlap_holds_an_sm_margin_on_transformer_engine_stacks():
     on = train_step(m, H100, plan)
     h100 = replace(H100, chip=replace(H100.chip, sm_count=None))
     old = train_step(m, h100, plan)
-    rates = Rates(H100.chip, default_calibration(), "bf16")
+    rates = Rates(H100.chip, default_calibration(), "bf16", plan.chips)  # the job's pace
     tokens = 8192
     gemms = F.attention_gemms(m, tokens, 8) + F.ffn_gemms(m, tokens, m.ffn_hidden_size, 8)
     margin = sm_margin_gemm_s(gemms, rates) * m.n_layers
@@ -339,3 +339,61 @@ def test_tp_overlap_holds_an_sm_margin_on_transformer_engine_stacks():
     assert r20.breakdown_s["tp_comm_s"] >= sm_margin_gemm_s(
         gemms, Rates(h20.chip, default_calibration(), "bf16")) * m.n_layers * 16 / (78 - 16) * (
         1 - 1e-9)
+
+
+def test_a_large_job_computes_at_its_slowest_devices_pace():
+    """Every step waits at its collectives for the slowest device, so the same per-device
+    work (a TP8 group of Llama 3 70B, one micro-batch per DP rank) computes more slowly in a
+    job of 1,024 devices than in one of 8: the GEMMs and attention by the expected slowest of
+    1,024 normal draws over that of 8 (calibration chip_spread), the memory-bound work and
+    the TP collectives not at all. Without the mechanism the two are equal."""
+    cal = default_calibration()
+    small = Plan(tp=8, dp=1, global_batch=1, seq_len=8192)
+    large = small.with_(dp=128, global_batch=128)
+    r8, r1024 = (train_step(L70, H100, p) for p in (small, large))
+    cv = cal.chip_spread["*"][0]
+    assert cv > 0.01
+    expected = slowest_of(8, cv) / slowest_of(1024, cv)
+    assert expected > 1.03
+    for part in ("gemm_s", "attention_s"):
+        assert r1024.breakdown_s[part] / r8.breakdown_s[part] == pytest.approx(expected, rel=1e-9)
+    for part in ("elementwise_s", "tp_comm_s"):
+        assert r1024.breakdown_s[part] == pytest.approx(r8.breakdown_s[part], rel=1e-12)
+
+
+def test_the_pace_acts_on_the_compute_bound_only():
+    """A GEMM bound by streaming its weights (4 rows) takes as long in any job; a compute-bound
+    one takes 1/pace longer. A single device is its own slowest: pace 1."""
+    from clusters.train import Rates
+    cal = default_calibration()
+    one, many = (Rates(H100.chip, cal, "bf16", n) for n in (1, 4096))
+    assert one.pace == 1.0 and many.pace == pytest.approx(slowest_of(4096, cal.chip_spread["*"][0]))
+    big, thin = F.Gemm("big", 8192, 8192, 8192), F.Gemm("thin", 4, 8192, 8192)
+    assert many.gemm_s(big) == pytest.approx(one.gemm_s(big) / many.pace, rel=1e-12)
+    assert many.gemm_s(thin) == one.gemm_s(thin)
+
+
+def test_expected_slowest_of_normal_draws():
+    """E[max of n standard normals]: 1/sqrt(pi) for two, and a seeded Monte Carlo for more."""
+    assert expected_max_normal(1) == 0.0
+    assert expected_max_normal(2) == pytest.approx(1 / np.sqrt(np.pi), abs=1e-6)
+    rng = np.random.default_rng(7)
+    for n in (8, 64, 512):
+        mc = rng.standard_normal((40_000, n)).max(axis=1).mean()
+        assert expected_max_normal(n) == pytest.approx(mc, abs=0.01)
+    values = [expected_max_normal(n) for n in (2, 8, 384, 8192, 65536)]
+    assert values == sorted(values) and values[-1] < 4.5
+    assert slowest_of(384, 0.017) == pytest.approx(1 - 0.017 * expected_max_normal(384))
+
+
+@pytest.mark.parametrize("chips", [384, 8192])
+def test_searched_llama3_405b_on_h100_stays_within_25_percent_of_published(chips):
+    """Meta's Llama 3 405B bf16 runs reached 38-43% MFU on 8K-16K H100 (arXiv 2407.21783
+    Table 4). A searched plan on 384 or 8,192 H100 with their batch (2,048 sequences of 8K)
+    may beat that only by what named mechanisms give (no bubble at 1,024 micro-batches,
+    FlashAttention-3): at most 25% over 43%. It read 56.0% on 384 before the job's slowest
+    device set the pace."""
+    from clusters.search import search
+    results, _ = search(load_model("llama3-405b"), H100, chips, 2048, 8192, top=1)
+    assert results[0].feasible
+    assert 0.40 < results[0].mfu <= 0.54, (chips, results[0].plan, results[0].mfu)

@@ -32,6 +32,8 @@ def test_every_default_input_carries_a_sourced_range():
         assert f"sustained:{fam}" in CAL.spreads
     for name in CAL.ratios:
         assert f"ratio:{name}" in CAL.spreads
+    for fam in CAL.chip_spread:
+        assert f"chip_spread:{fam}" in CAL.spreads
     int8 = next(e for e in CAL.entries if e.family == "ascend-910c" and e.kernel == "gemm")
     assert int8.spread == pytest.approx((0.774 / 0.80, 0.827 / 0.80), rel=1e-3)
     # the disputed catalog figures: UB efficiency (borrowed from NCCL) and the 910C's power
@@ -188,3 +190,22 @@ def test_project_serve_json_has_ordered_bands():
     off = project_serve(r1, CM, 160, CAL, mode="decode", precision="int8", ep=160,
                         batch_per_chip=96, context=4224, kv_precision="bf16", band=False)
     assert "band" not in off and "tpot_s_p10" not in off
+
+
+def test_the_slowest_device_is_an_input_of_a_job_of_several():
+    """The chip-to-chip spread's range becomes a compute input for a job of more than one
+    device: its ends are the slowest device's pace at the spread's ends over the pace at the
+    value used (wider spread, slower job), and a wider job has the wider input."""
+    from clusters.calibration import slowest_of
+    name = "slowest device of the job (chip spread *)"
+    assert name not in {i.name for i in U.inputs_for(CAL, H100, "bf16", "train", ranks=1)}
+    by_ranks = {}
+    for n in (8, 8192):
+        inp = {i.name: i for i in U.inputs_for(CAL, H100, "bf16", "train", ranks=n)}[name]
+        cv = CAL.chip_spread["*"][0]
+        lo, hi, _ = CAL.spreads["chip_spread:*"]
+        assert inp.acts_on == "compute" and inp.lo < 1 < inp.hi
+        assert inp.lo == pytest.approx(slowest_of(n, cv * hi) / slowest_of(n, cv))
+        assert inp.hi == pytest.approx(slowest_of(n, cv * lo) / slowest_of(n, cv))
+        by_ranks[n] = inp
+    assert by_ranks[8192].lo < by_ranks[8].lo and by_ranks[8192].hi > by_ranks[8].hi

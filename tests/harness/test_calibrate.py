@@ -49,6 +49,17 @@ def test_calibration_from_a_result_set_interpolates_by_size():
         0.8 * 0.848 * 0.981)
 
 
+def test_a_measured_calibration_inherits_the_chip_spread_and_the_ranges():
+    """One measured device says nothing of how chips of its kind differ: the set's calibration
+    takes the default file's chip-to-chip spread (so a job runs at its slowest device's pace
+    as it does on the default) and the ranges of everything it inherits."""
+    cal = calibration_from_dataframe(_frame(), "set.json")
+    default = default_calibration()
+    assert cal.chip_spread == default.chip_spread and cal.chip_spread
+    assert cal.pace("nvidia-hopper", 384) == default.pace("nvidia-hopper", 384) < 0.96
+    assert cal.spreads == default.spreads
+
+
 def test_cpu_calibration_says_so():
     cal = calibration_from_dataframe(_frame("cpu", None), "cpu.json")
     assert any("calibrated on cpu" in n for n in cal.notes_for("nvidia-hopper"))
