@@ -186,6 +186,14 @@ class Calibration:
         cv, _ = self.chip_cv(family, chip)
         return slowest_of(ranks, cv)
 
+    def pace_note(self, family: str, ranks: int, chip: str | None = None) -> list[str]:
+        """The output's line on the job's pace (empty for one device or no chip spread)."""
+        cv, key = self.chip_cv(family, chip)
+        if ranks <= 1 or cv <= 0:
+            return []
+        return [f"compute at the pace of the slowest of {ranks:,} devices: x{self.pace(family, ranks, chip):.3f} "
+                f"(chips differ by {cv:.1%}, calibration chip_spread.{key})"]
+
     def notes_for(self, family: str, vendor_is_gpu: bool = True) -> list[str]:
         """What a reader should know about using this calibration for `family`."""
         notes = [f"calibration: {self.name} ({self.description})"]

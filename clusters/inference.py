@@ -337,7 +337,9 @@ def _result(mode, model, system, plan, parts, tokens, cal):
         max_batch_per_chip=max_batch_per_chip(model, plan, chip.hbm_bytes),
         chips_power_w=plan.chips * chip.power_w,
         system_power_w=plan.chips / system.chips_per_domain * system.power_w,
-        notes=tuple(cal.notes_for(chip.family)), systems=plan.chips / system.chips_per_domain)
+        notes=tuple(cal.notes_for(chip.family))
+        + tuple(cal.pace_note(chip.family, instance_devices(system, plan), chip.name)),
+        systems=plan.chips / system.chips_per_domain)
 
 
 def prefill(model: Model, system: System, plan: ServePlan,

@@ -531,7 +531,9 @@ class Evaluation:
             peak_flops_per_s=chip.peak(plan.precision), chips_power_w=chips * chip.power_w,
             system_power_w=n_systems * system.power_w, systems=n_systems,
             capex_usd=None if system.price_usd is None else n_systems * system.price_usd,
-            notes=tuple(self.calibration.notes_for(chip.family)) + (
+            notes=tuple(self.calibration.notes_for(chip.family))
+            + tuple(self.calibration.pace_note(chip.family, plan.chips,
+                                               device_view(system).chip.name)) + (
                 (f"{system.chip.name}: {devices} devices per chip, the plan's {plan.chips} ranks "
                  f"are {chips} chips",) if devices > 1 else ()),
             causal_flops_per_token=F.model_flops_per_token(self.model, plan.seq_len, causal=True),
