@@ -1,17 +1,16 @@
 """Uncertainty bands: how far a projection may be off, from two sources.
 
-Input uncertainty. Every calibration entry, ratio, sustained-clock, chip-spread and software factor carries
-a range with its source (clusters/data/calibration/*.toml), and so do the catalog figures that
-sources dispute (clusters/data/uncertainty.toml). A projection's inputs are the ones its chip,
-precision and mode use (`inputs_for`); each is sampled log-uniformly over its range, stratified
-(a Latin hypercube), seeded by the input's name so that two projections sharing an input (H100
-and H800 borrow the same Hopper GEMM entry; the 910C borrows it too) draw the same values at
-the same sample index. The samples go through the one cost model: training as rows of a plan
-table (clusters.train.evaluate's `eff_scale`), serving through perturbed copies of the
-calibration and system (`perturbed`). Inputs act on kernel classes as efficiency multipliers:
-"gemm", "attention", "memory", "compute" (GEMM and attention: the sustained clock, the job's
-slowest device, a software factor), "stream" (memory-bound GEMMs' weight streaming),
-"decode_attention", "fp8_attention",
+Input uncertainty. Every calibration entry, ratio, sustained-clock, chip-spread and software factor
+carries a range with its source (clusters/data/calibration/*.toml), and so do the catalog figures
+that sources dispute (clusters/data/uncertainty.toml). A projection's inputs are the ones its chip,
+precision and mode use (`inputs_for`); each is sampled log-uniformly over its range, stratified (a
+Latin hypercube), seeded by the input's name so that two projections sharing an input (H100 and
+H800 borrow the same Hopper GEMM entry; the 910C borrows it too) draw the same values at the same
+sample index. The samples go through the one cost model: training as rows of a plan table
+(clusters.train.evaluate's `eff_scale`), serving through perturbed copies of the calibration and
+system (`perturbed`). Inputs act on kernel classes as efficiency multipliers: "gemm", "attention",
+"memory", "compute" (GEMM and attention: the sustained clock, the job's slowest device, a software
+factor), "stream" (memory-bound GEMMs' weight streaming), "decode_attention", "fp8_attention",
 "scale_up", "scale_out" (fabric efficiencies) and "power" (energy only).
 
 Model-form uncertainty. What the model gets wrong even with exact inputs, per mode: the

@@ -47,8 +47,8 @@ def test_small_matmul_per_call_time_excludes_dispatch():
     # the device loop's own property, so the device loop is forced: on a loaded machine one
     # dispatched call can take 1 ms or more and the harness would rightly pick the host loop
     # (a forced method is not cross-checked either)
-    timing = time_compiled(fn, compiled, args, TimingConfig(min_time_s=0.01, samples=9, max_case_time_s=5),
-                           force_method="device-loop")
+    cfg = TimingConfig(min_time_s=0.01, samples=9, max_case_time_s=5)
+    timing = time_compiled(fn, compiled, args, cfg, force_method="device-loop")
     dispatched = []
     for _ in range(30):
         t0 = time.perf_counter()
