@@ -49,6 +49,9 @@ SCHEMA_HISTORY = {
     "kernel, device kind and count, GPU driver and host, and the machine id ends with its first "
     "6 hex digits; loading checks every field (harness.schema)",
 }
+# Optional fields added within a version (read when present; an older set simply lacks them):
+# v2 timing.carried_bytes and timing.loop_copies, a device-loop case's carried input and the
+# copies of it the compiled loop body makes (harness.timing.loop_body_copies), 2026-12-08.
 
 # The pytest-benchmark JSON format version we write; its compare command only reads keys.
 PYTEST_BENCHMARK_FORMAT = "5.1.0"
@@ -720,6 +723,9 @@ def to_dataframe(rs: ResultSet):
         row["key"] = c.key
         row["timing_method"] = c.timing.get("method")
         row["reps_per_sample"] = c.timing.get("reps_per_sample")
+        row["timing_notes"] = list(c.timing.get("notes") or [])
+        row["carried_bytes"] = c.timing.get("carried_bytes")
+        row["loop_copies"] = c.timing.get("loop_copies")
         row["samples_s"] = list(c.samples_s)
         for k, v in c.params.items():
             row[f"param_{k}"] = v
@@ -727,7 +733,9 @@ def to_dataframe(rs: ResultSet):
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[k] = v
         rows.append(row)
-    columns = list(_FLAT_FIELDS) + list(_STAT_FIELDS) + ["params", "key", "timing_method", "reps_per_sample", "samples_s"]
+    columns = list(_FLAT_FIELDS) + list(_STAT_FIELDS) + [
+        "params", "key", "timing_method", "reps_per_sample", "timing_notes", "carried_bytes",
+        "loop_copies", "samples_s"]
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=columns)

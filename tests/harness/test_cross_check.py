@@ -11,6 +11,7 @@ import pytest
 
 import harness.timing as timing_mod
 from harness.timing import (CROSS_CHECK_MARGIN, TimingConfig, compile_ahead, loop_adds_work,
+                            loop_body_copies, while_bodies,
                             repeat_on_device, time_compiled)
 from kernels.matmul import matmul_case
 from kernels.membw import stream_add
@@ -88,34 +89,48 @@ def test_no_cross_check_below_the_threshold_when_forced_or_for_multi_device_case
     assert time_compiled(fn, compiled, args, _CFG, cross_check=False).cross_check is None
 
 
-def _while_bodies(hlo: str) -> list[str]:
-    """The text of every while loop's body computation in an optimized HLO module."""
-    names = set(re.findall(r"body=%?([\w.\-]+)", hlo))
-    blocks = re.split(r"\n(?=\S)", hlo)
-    return [b for b in blocks if any(re.match(rf"(ENTRY )?%?{re.escape(n)}[ (]", b) for n in names)]
-
-
-def _loop_copies(backend: str | None = None) -> list[str]:
+def _loop_copies(backend: str | None = None) -> int:
     x = jax.device_put(jnp.arange(1 << 16, dtype=jnp.float32),
                        jax.devices(backend)[0] if backend else None)
     hlo = jax.jit(repeat_on_device(stream_add, 7)).lower(x).compile().as_text()
-    bodies = _while_bodies(hlo)
-    assert bodies, "no while loop in the compiled device loop"
-    return [line.strip() for b in bodies for line in b.splitlines()
-            if re.search(r"f32\[65536\]\S* copy\(", line)]
+    assert while_bodies(hlo), "no while loop in the compiled device loop"
+    return loop_body_copies(hlo, x)
+
+
+def test_the_copy_reader_finds_a_planted_copy_in_a_loop_body():
+    """A loop whose body reads the carried array after updating it must copy it (the old value
+    stays alive): the reader counts it; the device loop's own body has none."""
+    x = jnp.arange(1 << 16, dtype=jnp.float32)
+
+    def copying(v):
+        def body(_, c):
+            cur, acc = c
+            new = jax.lax.dynamic_update_slice(cur, cur[:1] + 1.0, (0,))
+            return new, acc + cur[5] + new[1]
+        return jax.lax.fori_loop(0, 7, body, (v, 0.0))
+
+    assert loop_body_copies(jax.jit(copying).lower(x).compile().as_text(), x) >= 1
+    assert _loop_copies() == 0
+
+
+def test_a_device_loop_case_records_its_carried_bytes_and_loop_copies():
+    fn, args, compiled = _stream()
+    t = time_compiled(fn, compiled, args, _CFG, force_method="device-loop")
+    record = t.to_dict(_CFG)
+    assert record["carried_bytes"] == args[0].nbytes and record["loop_copies"] == 0
 
 
 def test_the_loop_body_does_not_copy_the_carried_input():
     """One copy of the (undonated) input before the loop is allowed; none inside it, where it
     would be paid every repetition."""
-    assert _loop_copies() == []
+    assert _loop_copies() == 0
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs an NVIDIA GPU; this machine has none")
 def test_the_loop_body_does_not_copy_the_carried_input_on_the_gpu():
     """XLA:GPU's copy insertion differs from the CPU's: this is where the H200's copy was."""
-    assert _loop_copies("gpu") == []
+    assert _loop_copies("gpu") == 0
 
 
 def test_a_run_warns_of_a_case_the_cross_check_switched(monkeypatch, tmp_path):
