@@ -15,14 +15,15 @@ setup:
 	@./scripts/bootstrap
 
 # Measure here, store the set, print its table (with the closing-the-loop line), then the
-# head-to-head projection with the calibration `rackbench project` would choose: the default
-# file or a GPU set in results/reference/, never the run just made (versus says why in one
-# line), then the harness's own timing checks on this machine (reported; a busy machine can
-# fail them).
+# head-to-head projection calibrated by the run just made when it is a complete set measured on
+# a catalog GPU (else by results/reference/ or the default file; versus says which and why in
+# one line), and what that calibration does to the published rows (validate's per-mode lines),
+# then the harness's own timing checks on this machine (reported; a busy machine can fail them).
 bench: setup
 	$(RB) run --suite $(SUITE) --out $(RESULTS)
 	@mkdir -p $(REPORTS)
-	$(RB) versus --plot $(REPORTS)/versus.png
+	$(RB) versus --calibration auto:$(RESULTS) --plot $(REPORTS)/versus.png
+	$(RB) validate --calibration auto:$(RESULTS) --summary
 	@echo "timing checks on this machine (tests/bench/test_timing_properties.py):"
 	-$(VENV)/bin/python -m pytest -q -m bench -p no:cacheprovider tests/bench/test_timing_properties.py
 

@@ -9,9 +9,10 @@ own sequences with replicated attention weights); routed experts are spread over
 serving is two instances, one per phase, each projected on its own; an aggregated instance
 (ServePlan.input_len / output_len) also prefills new prompts in flight, and its attention-DP
 ranks run in lock-step, so one rank's prompt stalls all (`in_flight_prefill_s`). Decode
-attention is a forward-only kernel, charged at the MLA decode kernel's measured utilisation
-(the calibration's decode_over_training_attention ratio); memory-bound GEMMs stream weights at the small-M GEMM rate
-of clusters.train. A multi-die chip can run one attention-DP rank per die
+attention is a forward-only kernel of its own class (the calibration's "decode_attention"
+entries: the decode kernels' measured compute-bound utilisation) that reads the KV cache at the
+memory entries' "kv_read" rate; memory-bound GEMMs stream weights at the small-M GEMM rate of
+clusters.train. A multi-die chip can run one attention-DP rank per die
 (ServePlan.ranks_per_chip: replicated weights held and streamed per die); multi-token
 prediction verifies drafted tokens in the same step (ServePlan.mtp_tokens / mtp_acceptance:
 TPOT = step / tokens emitted per sequence); where a fabric's fused dispatch/combine operators
@@ -446,12 +447,10 @@ def _decode_parts(model: Model, system: System, plan: ServePlan, cal: Calibratio
     # kernel runs on the fp8 peak at the efficiency FlashAttention-3 reaches there relative to
     # its bf16 one (calibration ratio fp8_over_bf16_attention)
     peak = chip.peak(plan.attention_precision)
-    eff = cal.efficiency("attention", chip.family, "bf16", attn_flops / attn_layers, peak,
-                         chip=chip.name) * cal.ratio("decode_over_training_attention")
-    if plan.attention_precision == "fp8":
-        eff *= cal.ratio("fp8_over_bf16_attention")
+    eff = cal.efficiency("decode_attention", chip.family, plan.attention_precision,
+                         attn_flops / attn_layers, peak, chip=chip.name)
     attention = max(attn_flops / (peak * eff),
-                    rates.mem_s(kv_read * attn_layers / model.n_layers))
+                    rates.mem_s(kv_read * attn_layers / model.n_layers, "kv_read"))
 
     p = Plan(tp=tp, micro_batch=1, global_batch=1, seq_len=1, precision=dtype
              if dtype != "int8" else "fp8")

@@ -132,6 +132,9 @@ def project_train(model: Model, system: System, chips: int, calibration: Calibra
                                 "memory_bytes_per_chip": r.memory.total_bytes}
                                for r in results[1:]]
     doc["calibration"] = calibration.name
+    recorder = calibration.recording()  # what priced the plan shown, entry by entry
+    train_step(model, system, best.plan, recorder)
+    doc["priced_by"] = recorder.priced_by()
     if band:  # the band belongs to the plan shown (the search's winner)
         U.add_band_fields(doc, train_band(model, system, best.plan, calibration), TRAIN_RATES,
                           TRAIN_TIMES, ENERGIES)
@@ -188,6 +191,9 @@ def project_serve(model: Model, system: System, chips: int, calibration: Calibra
             r = inference.decode(model, system, plan, calibration)
     doc = r.to_dict()
     doc["calibration"] = calibration.name
+    recorder = calibration.recording()  # what priced the setup shown, entry by entry
+    (inference.decode if mode == "decode" else inference.prefill)(model, system, r.plan, recorder)
+    doc["priced_by"] = recorder.priced_by()
     if band:
         U.add_band_fields(doc, serve_band(model, system, r, calibration), SERVE_RATES,
                           SERVE_TIMES, ENERGIES)

@@ -2,9 +2,13 @@
 
 How time is built (per micro-batch, per layer, on one chip of the busiest pipeline stage):
 - GEMMs from their shapes (clusters.flops), each max(FLOPs / (peak x calibrated efficiency),
-  bytes / (HBM bandwidth x memory efficiency x gemm_stream_over_memory)): a roofline, so small
+  bytes / (HBM bandwidth x weight-streaming efficiency)): a roofline, so small
   shapes lose efficiency, and a memory-bound GEMM streams its weights at the rate DeepGEMM's
-  small-M kernels reach, below a copy kernel's (the calibration's gemm_stream_over_memory). Backward = 2x forward (input and weight
+  small-M kernels reach, below a copy kernel's (the calibration's memory entry, operation
+  "weights": a measured thin-GEMM curve of the chip, else a published memory entry times
+  gemm_stream_over_memory). The GEMM's arithmetic intensity over the chip's ridge point goes
+  with it, so a measured GEMM curve answers only calls as compute-bound as its own points.
+  Backward = 2x forward (input and weight
   gradients). In fp8 training the output layer stays in bf16 (Megatron-Core builds it outside
   Transformer Engine's fp8 autocast), see `output_layer_s`.
 - Attention: FlashAttention executes the causal half of QK^T and AV at the calibrated attention
@@ -88,12 +92,12 @@ class Rates:
 
     def _gemm_s(self, g: F.Gemm, dtype: str) -> float:
         peak = self.chip.peak(dtype)
-        eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count, peak,
-                                  chip=self.chip.name)
         in_bytes = bytes_per_element(dtype)
         moved = g.count * ((g.m * g.k + g.k * g.n) * in_bytes + 2 * g.m * g.n)
-        return max(g.flops / (peak * eff * self.pace),
-                   self.mem_s(moved) / self.cal.ratio("gemm_stream_over_memory"))
+        ridge = peak / self.chip.hbm_bw_bytes_per_s
+        eff = self.cal.efficiency("gemm", self.chip.family, dtype, g.flops / g.count, peak,
+                                  chip=self.chip.name, over_ridge=g.flops / moved / ridge)
+        return max(g.flops / (peak * eff * self.pace), self.mem_s(moved, "weights", dtype))
 
     def attention_s(self, flops: float, moved_bytes: float, call_flops: float | None = None) -> float:
         """Fused attention of `flops` (forward), its efficiency read at the size of one kernel
@@ -103,9 +107,12 @@ class Rates:
                                   peak, chip=self.chip.name)
         return max(flops / (peak * eff * self.pace), self.mem_s(moved_bytes))
 
-    def mem_s(self, moved_bytes: float) -> float:
-        eff = self.cal.efficiency("memory", self.chip.family, self.precision, moved_bytes,
-                                  chip=self.chip.name)
+    def mem_s(self, moved_bytes: float, op: str = "stream", dtype: str | None = None) -> float:
+        """`moved_bytes` through HBM by memory-bound work of operation class `op`
+        (clusters.calibration.MEMORY_OPS): elementwise work and copies ("stream"), a KV cache
+        read ("kv_read"), or a thin GEMM streaming its `dtype` weights ("weights")."""
+        eff = self.cal.efficiency("memory", self.chip.family, dtype or self.precision,
+                                  moved_bytes, chip=self.chip.name, op=op)
         return moved_bytes / (self.chip.hbm_bw_bytes_per_s * eff)
 
 

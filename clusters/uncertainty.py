@@ -121,8 +121,11 @@ def inputs_for(cal: Calibration, system: System, precision: str, mode: str,
         gemm_dtype = "bf16"
     out: list[Input] = []
     burst = False
-    for kernel, dtype, acts_on in (("gemm", gemm_dtype, "gemm"), ("attention", "bf16", "attention"),
-                                   ("memory", precision, "memory")):
+    kernels = [("gemm", gemm_dtype, "gemm"), ("attention", "bf16", "attention"),
+               ("memory", precision, "memory")]
+    if mode == "decode":
+        kernels.append(("decode_attention", attention_precision, "decode_attention"))
+    for kernel, dtype, acts_on in kernels:
         entry, _ = cal.lookup(kernel, family, dtype, chip.name)
         burst |= entry.burst and kernel != "memory"
         if entry.spread is not None:
@@ -151,12 +154,9 @@ def inputs_for(cal: Calibration, system: System, precision: str, mode: str,
                 out.append(Input(f"{family} software factor ({part})", hit[0], hit[1], acts_on,
                                  hit[2]))
     ratios = ["gemm_stream_over_memory"] if mode in ("decode", "prefill") else []
-    if mode == "decode":
-        ratios.append("decode_over_training_attention")
-        if attention_precision == "fp8":
-            ratios.append("fp8_over_bf16_attention")
-    acts = {"gemm_stream_over_memory": "stream", "decode_over_training_attention":
-            "decode_attention", "fp8_over_bf16_attention": "fp8_attention"}
+    if mode == "decode" and attention_precision == "fp8":
+        ratios.append("fp8_over_bf16_attention")
+    acts = {"gemm_stream_over_memory": "stream", "fp8_over_bf16_attention": "fp8_attention"}
     for name in ratios:
         hit = cal.spreads.get(f"ratio:{name}")
         if hit is not None:
@@ -207,11 +207,11 @@ def perturbed(cal: Calibration, system: System, mult: dict[str, float]) -> tuple
     (capped at 1), fabric efficiencies and measured dispatch/combine times by the fabric's,
     and power by "power"."""
     def scaled(e):
-        m = {"gemm": mult["gemm"], "attention": mult["attention"], "memory": mult["memory"]}[e.kernel]
+        m = {"gemm": mult["gemm"], "attention": mult["attention"], "memory": mult["memory"],
+             "decode_attention": mult["decode_attention"]}[e.kernel]
         return replace(e, efficiencies=tuple(min(1.0, v * m) for v in e.efficiencies))
     ratios = dict(cal.ratios)
     for name, cls in (("gemm_stream_over_memory", "stream"),
-                      ("decode_over_training_attention", "decode_attention"),
                       ("fp8_over_bf16_attention", "fp8_attention")):
         if name in ratios:
             ratios[name] = (ratios[name][0] * mult[cls], ratios[name][1])

@@ -17,8 +17,12 @@ def add_format(p: argparse.ArgumentParser, *extra: str) -> None:
 
 def add_calibration(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="SET",
-                   help="result set to calibrate from (default: the newest GPU set in "
-                        "results/reference/, else the sourced default file)")
+                   help="a result set (file, latest, a directory) whose measurements go over the "
+                        "sourced default file, where they apply (its chip family, dtypes, kernels "
+                        "and sizes); 'default' for the file alone; 'auto[:DIR]' for the newest run "
+                        "in DIR (default results) when measured on a catalog GPU and complete. "
+                        "Default: the newest complete GPU set without failed cases in "
+                        "results/reference/, else the default file")
 
 
 def add_plot(p: argparse.ArgumentParser, what: str) -> None:

@@ -12,7 +12,7 @@ from harness.cli.common import add_calibration, add_format, emit, positive
 from harness.errors import UserError
 from harness.format import (band_text, count, count_range, fixed_column, flat_record, number,
                             percent, percent_range, quantity, si, si_range, table, time_unit)
-from harness.studies.calibrate import REFERENCE_DIR, choose_calibration
+from harness.studies.calibrate import REFERENCE_DIR, choose, priced_lines
 
 PLAN_FLAGS = PLAN_DEGREES
 
@@ -110,7 +110,13 @@ def compute(args) -> dict:
             raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     model = load_model(args.model)
     system = load_system(args.system)
-    cal = choose_calibration(args.calibration, REFERENCE_DIR)
+    choice = choose(args.calibration, REFERENCE_DIR)
+    doc = _compute(args, model, system, choice.calibration)
+    doc["calibration_why"] = choice.why
+    return doc
+
+
+def _compute(args, model, system, cal) -> dict:
     if args.mode == "train":
         software = {k: getattr(args, k) for k in ("tp_comm_overlap", "ep_overlap",
                                                    "sequence_parallel", "dp_overlap")
@@ -297,6 +303,13 @@ def render(doc: dict) -> str:
                                  f"{form['pool']} rows" if form else "")
                      + "; moved most by: " + ", ".join(
                          f"{s['input']} ({100 * s['swing']:+.0f}%)" for s in band["sensitivity"]))
+    priced = priced_lines(doc.get("priced_by", []))
+    if priced:
+        lines.append("priced by (measured: a curve of the set; extrapolated: outside its sizes, "
+                     "the published entry):")
+        lines += [f"  {line}" for line in priced]
+    if doc.get("calibration_why"):
+        lines.append(doc["calibration_why"])
     for n in doc.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from harness.cli.common import (add_calibration, add_format, add_plot, check_plo
                                 write_figure)
 from harness.errors import UserError
 from harness.format import count, count_range, markdown_table, percent, table
-from harness.studies.calibrate import REFERENCE_DIR, pick_calibration
+from harness.studies.calibrate import REFERENCE_DIR, choose
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
@@ -40,32 +40,19 @@ def run(args) -> int:
     check_plot_path(args.plot)
     if not args.tpot_ms > 0 or not math.isfinite(args.tpot_ms):
         raise UserError(f"--tpot-ms must be a positive number, got {args.tpot_ms:g}")
-    cal, passed_over = pick_calibration(args.calibration, REFERENCE_DIR)
-    if cal.measured_on is not None and "cpu" in cal.measured_on.lower():
-        raise UserError(f"--calibration {args.calibration}: measured on {cal.measured_on}; a CPU "
-                        "run cannot calibrate Ascend or NVIDIA targets (use a GPU result set)")
+    choice = choose(args.calibration, REFERENCE_DIR)
     workloads = tuple(dict.fromkeys(args.workload or WORKLOADS))
-    v = versus(workloads, cal, args.tpot_ms / 1e3)
+    v = versus(workloads, choice.calibration, args.tpot_ms / 1e3)
     if args.plot:
         plot(v, args.plot)
-    # chosen, not asked for: say why no run of this machine (make bench's own) calibrates it
-    why = None
-    if args.calibration is None and cal.measured_on is None:
-        why = "\n".join([DEFAULT_WHY] + passed_over)
+    # which calibration and why, and the reference sets passed over (a set of another family,
+    # a CPU run's included, sets nothing here: the calibration's notes say so)
+    why = "\n".join([choice.why, *choice.passed_over])
     emit(args.format, json_doc=v.to_dict, records=lambda: records(v),
          table=lambda: render(v, why=why), markdown=lambda: render(v, markdown=True, why=why))
     if args.plot and args.format != "json" and args.format != "csv":
         print(f"plot: {args.plot}")
     return 0
-
-
-# harness.studies.calibrate.choose_calibration: --calibration, else the newest *.json in
-# REFERENCE_DIR whose device is a GPU, else the default file; `make bench` stores its run under
-# results/<machine>/, so its head-to-head is never calibrated by the run it just made.
-DEFAULT_WHY = ("why the default calibration: runs of this machine (make bench's included) are "
-               "never picked, since a CPU run is no basis for GPU projections; a GPU result set "
-               "copied into results/reference/ (the newest *.json there measured on a GPU, complete "
-               "and with no failed case) replaces it, as does --calibration SET")
 
 
 def records(v) -> list[dict]:

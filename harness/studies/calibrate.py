@@ -1,16 +1,42 @@
-"""Calibration from a stored result set: the ok kernel cases turned into plain efficiencies
-(clusters.calibration.Entry) the model can use, and the choice of calibration `project`,
-`versus` and `report` make (a GPU reference set if there is one, else the sourced default)."""
+"""Calibration from a stored result set (ARCHITECTURE.md, "Calibration"): what the set measured,
+cleaned of the timing loop's own costs, laid over the sourced default file as measured entries
+(clusters.calibration) that answer only what they measured; and the choice of calibration
+`project`, `versus`, `validate` and `report` make.
+
+What a set may set, and how:
+- software-stack efficiencies of its own chip family, per kernel class, dtype and kernel
+  implementation: GEMMs (XLA:GPU calls cuBLAS(Lt), the library the projected stacks call; the
+  set's vendor check states ours against torch's cuBLAS on the same card, and a GEMM class
+  that fails it sets nothing), fused attention (cuDNN's forward+backward, which stands in for a
+  stack that runs cuDNN; a Hopper stack runs FlashAttention-3, which no set measures), decode
+  attention. Curves are sized by a call's ideal duration (FLOPs over the dtype's peak), so a
+  chip of the same family with another peak reads them at its own call durations, and a GEMM
+  curve answers only calls as far above their chip's ridge point as its own points were;
+- hardware characteristics of its own chip (the catalog chip, or the device kind): achievable
+  memory bandwidth by operation (streams, norms, KV-cache reads) and the weight-streaming
+  efficiency of thin (memory-bound) GEMMs, sized by bytes.
+Nothing of a set answers another family, another dtype, another kernel implementation or a
+size outside what it measured: the published entry answers there, and the lookup records
+"extrapolated".
+
+Cases are cleaned first (`clean_time`): a device-loop case flagged near the loop's own cost is
+left out (its time bounds the kernel's from above; subtracting the empty loop's cost gives
+bandwidths above the peak on the H200 set, so it is no correction), and a device-loop case
+whose loop body copied its carried input is corrected by that copy's time at the set's own
+stream bandwidth (the copies are counted from the compiled program, timing.loop_copies; a GPU
+set that predates the count is taken to have made one, as the first H200 run's loop did).
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from clusters.calibration import (FLASH_FWD_BWD_OVER_FWD, Calibration, Entry,
-                                  default_calibration)
+from clusters.calibration import (FLASH_FWD_BWD_OVER_FWD, MEMORY_OP_OF_CASE, Calibration,
+                                  Entry, default_calibration)
 from clusters.catalog import load_chip
 from harness.errors import UserError
 from harness.conditions import CLOCK_LIMIT_REASONS
@@ -20,106 +46,252 @@ from harness.resultset import load, load_dataframe, to_dataframe
 # from the newest when there is one
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 # harness result-set groups -> kernel classes (matmul_model: GEMMs at models' layer shapes)
-_GROUP_TO_KERNEL = {"matmul": "gemm", "matmul_model": "gemm", "attention": "attention",
-                    "membw": "memory", "copy": "memory"}
-# Attention implementations of kernels/attention.py, most preferred first for calibrating a
-# flash-attention training model: cuDNN's fused kernel, XLA's, the plain jnp reference.
+_GROUP_TO_KERNEL = {"matmul": "gemm", "matmul_model": "gemm", "matmul_grouped": "gemm",
+                    "attention": "attention",
+                    "decode_attention": "decode_attention", "membw": "memory", "copy": "memory"}
+# Attention implementations of kernels/attention.py, most preferred first where nothing else
+# decides which a local projection uses: cuDNN's fused kernel, XLA's, the plain jnp reference.
 ATTENTION_IMPL_PREFERENCE = ("cudnn", "xla", "jnp")
 # forward+backward over forward FLOPs as the harness counts them (kernels/attention.py: no
 # recompute); the model's entries count the FlashAttention convention (FLASH_FWD_BWD_OVER_FWD)
 HARNESS_FWD_BWD_OVER_FWD = 3.0
+# A GEMM case calibrates the compute curve only this many times above its chip's ridge point
+# (peak FLOP/s over bandwidth): nearer it its time depends on the memory system as well, which
+# differs between chips of one family (H20's ridge is a fifth of H200's).
+COMPUTE_BOUND_MARGIN = 2.0
+# The note harness.timing gives a device-loop case within 5x of the empty loop's cost
+NEAR_OVERHEAD_NOTE = "near the device loop's own cost"
+# A correction for the loop's copies may take at most this share of a case's time; beyond it
+# the case says more about the copy than about the kernel, and is left out.
+MAX_CORRECTION = 0.5
+# A measured curve answers half a pooling bin beyond its outermost points (POOL_DECADES)
+POOL_DECADES = 0.25
+VENDOR_GATE = 0.9  # ours over the vendor library's rate on the same card (harness.vendor)
+
+
+@dataclass(frozen=True)
+class _SetContext:
+    name: str
+    kind: str  # the device kind
+    platform: str
+    family: str  # catalog family, else the device kind
+    chip: str  # catalog chip name, else the device kind
+    nvidia: bool
+    burst: bool  # timed at boost clock: derate by the family's sustained-clock factor
+    copy_bw: float | None  # the set's best host-loop stream bandwidth, bytes/s
+    vendor: dict  # case name -> ours over vendor (harness.vendor)
+
+
+def _context(df, name: str, family: str | None) -> _SetContext:
+    device = df.attrs.get("device", {}) or {}
+    meta = df.attrs.get("meta", {}) or {}
+    kind = str(device.get("kind") or device.get("device_kind") or "unknown device")
+    platform = str(device.get("platform") or "").lower()
+    catalog = load_chip(device["catalog_chip"]) if device.get("catalog_chip") else None
+    fam = family or (catalog.family if catalog else kind)
+    # Short kernel runs on an accelerator hold the boost clock, and the sustained-clock factor
+    # derates them; but a run the power or thermal limit held (NVML's throttle reasons, in the
+    # set's conditions and warnings) already is at the sustained clock. On an H200 (2026-11-30)
+    # the power limit took the 8192^3 bf16 matmul from 789 to 701 TFLOP/s within 80 ms, and
+    # every case runs 21 samples of at least 20 ms: its medians match the 8-GPU sustained
+    # reading (MSMF 698.6 TFLOP/s) that the factor itself comes from.
+    burst = platform not in ("", "cpu") and not held_at_limit(meta)
+    copy_bw = None
+    if "group" in df and len(df):
+        streams = df[(df["status"] == "ok") & (df["group"].isin(["membw", "copy"]))]
+        for _, r in streams.iterrows():
+            op = (r.get("params") or {}).get("op", "copy")
+            rate = r.get("achieved_bytes_per_s")
+            if (MEMORY_OP_OF_CASE.get(op) == "stream" and r.get("timing_method") == "host-loop"
+                    and rate and not _nan(rate)):
+                copy_bw = max(copy_bw or 0.0, float(rate))
+    vendor = {str(v.get("case")): float(v["ratio"]) for v in meta.get("vendor_check") or []
+              if isinstance(v, dict) and v.get("case") and isinstance(v.get("ratio"), (int, float))}
+    return _SetContext(name, kind, platform, fam, catalog.name if catalog else kind,
+                       bool(catalog and catalog.vendor.lower() == "nvidia"), burst, copy_bw, vendor)
+
+
+def clean_time(r, ctx: _SetContext) -> tuple[float | None, str]:
+    """A case's median time with the timing loop's own work taken out, and what was done (""),
+    or None and why it is left out."""
+    t = r.get("median_s")
+    if t is None or _nan(t) or t <= 0:
+        return None, "no median time"
+    t = float(t)
+    if r.get("timing_method") != "device-loop":
+        return t, ""
+    if any(str(n).startswith(NEAR_OVERHEAD_NOTE) for n in (r.get("timing_notes") or [])):
+        return None, "within 5x of the device loop's own cost: an upper bound on its time"
+    copies = r.get("loop_copies")
+    assumed = copies is None or _nan(copies)
+    if assumed:  # recorded since 2026-12-08; the first H200 run's loop copied once
+        copies = 1 if ctx.platform not in ("", "cpu") else 0
+    copies = int(copies)
+    if copies == 0:
+        return t, ""
+    carried = r.get("carried_bytes")
+    if carried is None or _nan(carried):
+        carried = carried_bytes(r.get("group"), r.get("params") or {})
+    bw = ctx.copy_bw or r.get("peak_bw_bytes_per_s")
+    if not carried or not bw or _nan(bw):
+        return None, "its device loop copied the carried input, of unknown size"
+    extra = copies * 2.0 * float(carried) / float(bw)
+    if extra > MAX_CORRECTION * t:
+        return None, (f"its device loop's copies of the carried input ({copies} x "
+                      f"{carried / 1e6:.0f} MB) take {extra / t:.0%} of its time")
+    how = "assumed (a GPU set before the count was recorded)" if assumed else "counted"
+    return t - extra, (f"corrected for {copies} copy of the carried input a repetition ({how}): "
+                       f"{extra * 1e6:.1f} us at {bw / 1e12:.2f} TB/s")
+
+
+def carried_bytes(group, params: dict) -> float | None:
+    """The bytes of a case's first argument (what the device loop carries), from its params,
+    for sets that predate timing.carried_bytes: kernels/matmul.py's A (m x k),
+    kernels/attention.py's Q (b x t x heads x head_dim), kernels/membw.py's input."""
+    from clusters.dtypes import bytes_per_element
+
+    dtype = params.get("dtype", "fp32")
+    try:
+        size = bytes_per_element(dtype)
+        if group in ("matmul", "matmul_model"):
+            return float(params["m"]) * float(params["k"]) * size
+        if group == "matmul_grouped":
+            return float(params["groups"]) * float(params["m"]) * float(params["k"]) * size
+        if group in ("attention", "decode_attention"):
+            return (float(params["b"]) * float(params["t"]) * float(params["n_heads"])
+                    * float(params["head_dim"]) * size)
+        if params.get("op") == "stream_add":
+            return float(params["elements"]) * size
+        if params.get("op") == "rmsnorm":
+            return float(params["rows"]) * float(params["cols"]) * size
+    except (KeyError, TypeError, ValueError, Exception):  # noqa: BLE001 - unknown params
+        return None
+    return None
+
+
+def _gemm_impl(ctx: _SetContext, dtype: str) -> tuple[str, str]:
+    """The implementation a GEMM case ran and what states it: XLA:GPU lowers dots to cuBLAS
+    (tests/kernels/test_gpu_paths.py finds the cuBLASLt call in the compiled fp8 matmul); the
+    vendor check holds ours against torch.matmul on the same card."""
+    if not (ctx.nvidia and ctx.platform in ("gpu", "cuda")):
+        return f"xla:{ctx.platform or 'unknown'}", ""
+    ratio = next((v for k, v in ctx.vendor.items() if k.startswith(f"matmul/{dtype}/")), None)
+    if ratio is None:
+        return "cublas", "XLA:GPU's cuBLAS call (no vendor check in this dtype)"
+    if ratio < VENDOR_GATE:
+        return "xla", (f"ours at {ratio:.1%} of torch's cuBLAS on the same card (vendor check, "
+                       f"under {VENDOR_GATE:.0%}): not cuBLAS's rate")
+    return "cublas", f"ours at {ratio:.1%} of torch's cuBLAS on the same card (vendor check)"
 
 
 def calibration_from_dataframe(df, name: str, family: str | None = None,
                                attention_impl: str | None = None) -> Calibration:
-    """Efficiencies measured in a result set (harness.resultset.load_dataframe): per kernel
-    class and dtype, the ok cases' fraction of the device's peak against their size. `family`
-    is the catalog family of the measuring device (None: its device kind is used as the family,
-    so every target borrows). Software factors of the default file still apply to borrowing
-    families.
+    """The default file with what a result set (harness.resultset.load_dataframe) measured laid
+    over it as measured entries (see the module notes): per kernel class, dtype and
+    implementation, the ok cases' cleaned efficiencies against their size. `family` overrides
+    the measuring device's (its catalog family, else its device kind); `attention_impl` puts
+    that implementation's attention first (the closing-the-loop check passes the one its
+    training step ran).
 
-    Which cases: matmul and matmul_model (square sweep and real layer shapes) for "gemm",
-    compute-bound shapes only (see _memory_bound); membw
-    (stream_add and rmsnorm) for "memory"; for "attention" only forward+backward (training),
-    causal when measured (what a decoder trains with), of one implementation: `attention_impl`
-    when given (the closing-the-loop check passes the one its training step ran), otherwise
-    the fused flash kernel ("cudnn") when the set has it, since the training model charges
-    flash attention, else "xla", else the plain "jnp" reference. Attention efficiencies are
-    stored in the default file's convention (FlashAttention papers: forward+backward =
-    3.5x forward FLOPs, the backward recompute included, sized by forward FLOPs), which is how
-    clusters.train consumes them; the harness counts 3x, so a measured fraction is scaled by
-    3.5/3 and its size divided by 3. The projected attention time of a measured shape is then
-    the measured time."""
-    device = df.attrs.get("device", {}) or {}
-    kind = str(device.get("kind") or device.get("device_kind") or "unknown device")
-    platform = str(device.get("platform") or "").lower()
-    if family is None and device.get("catalog_chip"):
-        family = load_chip(device["catalog_chip"]).family
-    fam = family or kind
-    # Short kernel runs on an accelerator hold the boost clock, and the sustained-clock factor
-    # derates them; but a run the power or thermal limit held (NVML's throttle reasons, in the
-    # set's conditions and warnings) already is at the sustained clock. On an H200 (2026-11-30)
-    # the power limit took the 8192^3 bf16 matmul from 789 to 701 TFLOP/s within 80 ms, and every
-    # case runs 21 samples of at least 20 ms: its medians match the 8-GPU sustained reading
-    # (MSMF 698.6 TFLOP/s) that the factor itself comes from.
-    burst = platform not in ("", "cpu") and not held_at_limit(df.attrs.get("meta", {}) or {})
-    entries = []
+    Which cases: matmul and matmul_model for "gemm" (compute-bound by COMPUTE_BOUND_MARGIN; a
+    memory-bound one measures weight streaming, memory operation "weights"); for "attention"
+    forward+backward, causal when measured (what a decoder trains with), each implementation
+    its own entry, stored in the default file's convention (FlashAttention papers:
+    forward+backward = 3.5x forward FLOPs, sized by forward FLOPs; the harness counts 3x, so a
+    measured fraction is scaled by 3.5/3 and its FLOPs divided by 3); "decode_attention" cases
+    (a KV-cache read when memory-bound, operation "kv_read"); membw and copy cases for "memory",
+    by operation (stream_add: "stream", rmsnorm: "norm")."""
+    ctx = _context(df, name, family)
     ok = df[df["status"] == "ok"] if "status" in df else df
-    by_key: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    spread_of: dict[tuple[str, str], list] = {}
+    points: dict[tuple, list] = {}  # (kernel, dtype, impl, op) -> [(size, eff, over_ridge)]
+    spread_of: dict[tuple, list] = {}
+    stated: dict[tuple, str] = {}
+    notes: list[str] = []
     for group, kernel in _GROUP_TO_KERNEL.items():
         rows = ok[ok["group"] == group] if "group" in ok else ok.iloc[0:0]
         if kernel == "attention":
-            rows = _training_attention_rows(rows, attention_impl)
+            rows = _training_attention_rows(rows)
         for _, r in rows.iterrows():
             params = r.get("params") or {}
-            dtype = str(params.get("dtype", "*"))
-            if kernel == "memory":
-                peak, rate, size = r.get("peak_bw_bytes_per_s"), r.get("achieved_bytes_per_s"), r.get("bytes")
-            else:
-                peak, rate, size = r.get("peak_flops_per_s"), r.get("achieved_flops_per_s"), r.get("flops")
-            if not peak or not rate or not size or any(map(_nan, (peak, rate, size))):
+            t, what = clean_time(r, ctx)
+            if t is None:
+                notes.append(f"{r.get('name')}: left out: {what}")
                 continue
-            if kernel == "gemm" and _memory_bound(r):
-                continue  # the projection's roofline charges such shapes their bytes itself
-            eff, size = float(rate) / float(peak), float(size)
-            if kernel == "attention":
-                eff *= FLASH_FWD_BWD_OVER_FWD / HARNESS_FWD_BWD_OVER_FWD
-                size /= HARNESS_FWD_BWD_OVER_FWD
-            by_key.setdefault((kernel, dtype), []).append((size, min(1.0, eff)))
-            spread_of.setdefault((kernel, dtype), []).append(_ci_spread(r))
-    # A memory kernel moves bytes whatever their type: the measured points also answer the
-    # dtypes the set did not stream (an fp8 training projection asks for fp8 memory; the
-    # H200 set has fp32 and bf16, and validate's T-NEMO-175B crashed on it).
-    if any(k == "memory" for k, _ in by_key) and ("memory", "*") not in by_key:
-        for (kernel, dtype), pts in list(by_key.items()):
-            if kernel == "memory":
-                by_key.setdefault(("memory", "*"), []).extend(pts)
-                spread_of.setdefault(("memory", "*"), []).extend(spread_of[(kernel, dtype)])
-    for (kernel, dtype), pts in sorted(by_key.items()):
-        sizes, effs = pooled(pts)
-        spread = _median_spread(spread_of[(kernel, dtype)])
-        entries.append(Entry(kernel, fam, dtype, sizes, effs, f"measured: result set {name}", burst,
-                             spread=spread, spread_source="" if spread is None else (
-                                 f"result set {name}: the 95% confidence intervals of its "
-                                 f"{len(pts)} cases' medians (median bounds)")))
+            if what:
+                notes.append(f"{r.get('name')}: {what}")
+            for key, pt in _points(kernel, r, params, t, ctx, stated):
+                points.setdefault(key, []).append(pt)
+                spread_of.setdefault(key, []).append(_ci_spread(r))
+    entries = []
+    order = ((attention_impl,) if attention_impl else ()) + ATTENTION_IMPL_PREFERENCE
+    for key in sorted(points, key=lambda k: (k[0], k[1], order.index(k[2])
+                                             if k[2] in order else len(order), k[3])):
+        kernel, dtype, impl, op = key
+        pts = points[key]
+        sizes, effs = pooled([(s, e) for s, e, _ in pts])
+        ridges = [x for _, _, x in pts if x is not None]
+        spread = _median_spread(spread_of[key])
+        source = f"measured: result set {name}" + (f" ({stated[key]})" if key in stated else "")
+        entries.append(Entry(
+            kernel, ctx.chip if kernel == "memory" else ctx.family, dtype, sizes, effs, source,
+            ctx.burst and kernel != "memory", "flops" if kernel == "memory" else "seconds",
+            spread=spread, spread_source="" if spread is None else (
+                f"result set {name}: the 95% confidence intervals of its {len(pts)} cases' "
+                "medians (median bounds)"),
+            impl=impl, op=op, measured_in=name,
+            domain=(min(sizes) - POOL_DECADES / 2, max(sizes) + POOL_DECADES / 2),
+            min_over_ridge=min(ridges) if ridges else None))
     if not entries:
         raise UserError(f"{name}: result set has no ok matmul, attention or membw cases to "
                         "calibrate from")
     default = default_calibration()
-    # Kernel classes the set did not measure fall back to the default file's entries.
-    have = {e.kernel for e in entries}
-    entries += [e for e in default.entries if e.kernel not in have]
-    # Every target family borrows the measuring device's entries first.
-    borrow = {f: fam for f in ("nvidia-ampere", "nvidia-hopper", "nvidia-blackwell",
-                               "ascend-910b", "ascend-910c") if f != fam}
-    return Calibration(name, f"measured on {kind}", tuple(entries), default.software_factors,
-                       measured_on=kind, borrow=borrow, sustained=default.sustained,
-                       ratios=default.ratios, variants=default.variants,
-                       chip_spread=default.chip_spread,
-                       # the ranges of what it inherits (sustained clock, ratios, software
-                       # factors, chip spread) come with it
-                       spreads=default.spreads)
+    return replace(default, name=name,
+                   description=f"the default file, with what {name} measured on {ctx.kind}",
+                   entries=default.entries + tuple(entries), measured_on=ctx.kind,
+                   measured_family=ctx.family, measured_chip=ctx.chip, set_notes=tuple(notes))
+
+
+def _points(kernel: str, r, params: dict, t: float, ctx: _SetContext, stated: dict):
+    """The calibration points of one cleaned case: (key, (size, efficiency, over_ridge))."""
+    dtype = str(params.get("dtype", "*"))
+    flops, moved = r.get("flops"), r.get("bytes")
+    peak, bw = r.get("peak_flops_per_s"), r.get("peak_bw_bytes_per_s")
+    def have(*v):
+        return all(x is not None and not _nan(x) and x > 0 for x in v)
+
+    if kernel == "memory":
+        if have(moved, bw):
+            op = MEMORY_OP_OF_CASE.get(str(params.get("op", "copy")), "stream")
+            yield ("memory", "*", "", op), (float(moved), min(1.0, moved / t / bw), None)
+        return
+    if not have(flops, peak):
+        return
+    over_ridge = flops / moved / (peak / bw) if have(moved, bw) else None
+    if kernel == "gemm":
+        if over_ridge is not None and over_ridge < 1.0:  # memory-bound: it streams weights
+            yield ("memory", dtype, "", "weights"), (float(moved), min(1.0, moved / t / bw), None)
+            return
+        if over_ridge is not None and over_ridge < COMPUTE_BOUND_MARGIN:
+            return
+        if params.get("impl"):  # a grouped GEMM (ragged_dot): sized per group, as one expert's
+            per_call = flops / float(params.get("groups") or 1)
+            yield ("gemm", dtype, str(params["impl"]), "*"), (
+                per_call / peak, min(1.0, flops / t / peak), over_ridge)
+            return
+        impl, why = _gemm_impl(ctx, dtype)
+        if why:
+            stated[("gemm", dtype, impl, "*")] = why
+        yield ("gemm", dtype, impl, "*"), (flops / peak, min(1.0, flops / t / peak), over_ridge)
+    elif kernel == "attention":
+        eff = flops / t / peak * FLASH_FWD_BWD_OVER_FWD / HARNESS_FWD_BWD_OVER_FWD
+        fwd = flops / HARNESS_FWD_BWD_OVER_FWD
+        yield ("attention", dtype, str(params.get("impl", "")), "*"), (fwd / peak, min(1.0, eff), None)
+    elif kernel == "decode_attention":
+        if over_ridge is not None and over_ridge < 1.0:
+            yield ("memory", "*", "", "kv_read"), (float(moved), min(1.0, moved / t / bw), None)
+            return
+        yield ("decode_attention", dtype, str(params.get("impl", "")), "*"), (
+            flops / peak, min(1.0, flops / t / peak), None)
 
 
 def _ci_spread(r) -> tuple[float, float] | None:
@@ -137,10 +309,6 @@ def _median_spread(spreads) -> tuple[float, float] | None:
         return None
     return (min(1.0, float(np.median([a for a, _ in have]))),
             max(1.0, float(np.median([b for _, b in have]))))
-
-
-# Cases within this many decades of size are pooled into one calibration point.
-POOL_DECADES = 0.25
 
 
 def pooled(points: list[tuple[float, float]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -163,30 +331,16 @@ def _param(rows, key):
     return rows["params"].map(lambda p: (p or {}).get(key))
 
 
-def _training_attention_rows(rows, impl: str | None):
-    """The attention cases a training projection should use (see calibration_from_dataframe):
-    forward+backward, causal if any, one implementation."""
+def _training_attention_rows(rows):
+    """The attention cases a training projection prices with (see calibration_from_dataframe):
+    forward+backward, causal if any; every implementation (each becomes its own entry)."""
     if rows.empty or "params" not in rows:
         return rows
     rows = rows[_param(rows, "pass").fillna("fwd_bwd") == "fwd_bwd"]
     causal = _param(rows, "causal")
     if bool((causal == True).any()):  # noqa: E712 - a column of bools/None
         rows = rows[causal == True]  # noqa: E712
-    impls = _param(rows, "impl")
-    if impl is None:
-        impl = next((i for i in ATTENTION_IMPL_PREFERENCE if bool((impls == i).any())), None)
-    return rows if impl is None or impls.isna().all() else rows[impls == impl]
-
-
-def _memory_bound(r) -> bool:
-    """A GEMM whose compulsory bytes take longer at the measuring device's bandwidth ceiling
-    than its FLOPs at the compute ceiling (few rows: decode, lightly loaded experts). Its
-    fraction of peak FLOP/s measures memory, not the GEMM kernel's compute efficiency."""
-    bw, moved, peak, flops = (r.get(k) for k in ("peak_bw_bytes_per_s", "bytes",
-                                                  "peak_flops_per_s", "flops"))
-    if not bw or not moved or any(map(_nan, (bw, moved))):
-        return False
-    return float(moved) / float(bw) > float(flops) / float(peak)
+    return rows
 
 
 def _nan(x) -> bool:
@@ -237,24 +391,158 @@ def reference_sets(reference_dir: str | Path | None) -> tuple[tuple[Path, object
     return None, skipped
 
 
-def pick_calibration(path: str | Path | None = None,
-                     reference_dir: str | Path | None = None) -> tuple[Calibration, list[str]]:
-    """choose_calibration's choice, and a line for each reference set passed over (reference_sets)."""
-    if path is not None:
-        return calibration_from_dataframe(load_dataframe(path), Path(path).name), []
+# --calibration's two words: the sourced default file, and make bench's choice
+DEFAULT_SPEC, AUTO_SPEC = "default", "auto"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A calibration, one line saying which and why, and the reference sets passed over."""
+
+    calibration: Calibration
+    why: str
+    passed_over: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=8)
+def _from_file(path: str, mtime_ns: int, size: int) -> Calibration:
+    """A set's calibration, read once per file version (validate asks for it once per row)."""
+    return calibration_from_dataframe(load_dataframe(path), Path(path).name)
+
+
+def from_set(spec: str | Path, results_dir: str | Path = "results") -> Calibration:
+    """The calibration of the set `spec` names (a file, `latest`, a directory; resolve_set)."""
+    from harness.resultset import resolve_set
+
+    path = resolve_set(str(spec), results_dir)
+    if not Path(path).is_file():
+        load(path)  # the one-line error naming it
+    st = Path(path).stat()
+    return _from_file(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _default_or_reference(reference_dir) -> Choice:
     chosen, skipped = reference_sets(reference_dir)
     if chosen is not None:
         p, df = chosen
-        return calibration_from_dataframe(df, p.name), skipped
+        return Choice(calibration_from_dataframe(df, p.name),
+                      f"calibration: {p.name}, the newest GPU set in results/reference/ (complete, "
+                      "no failed case)", tuple(skipped))
     default = default_calibration()
     if skipped:  # said wherever the calibration is named (Calibration.notes_for)
         default = replace(default, description=f"{default.description}; " + "; ".join(skipped))
-    return default, skipped
+    return Choice(default, "calibration: the default file (published kernel figures); no "
+                  "complete GPU set without failed cases in results/reference/", tuple(skipped))
+
+
+def _unfit_for_auto(rs) -> str | None:
+    """Why make bench's own run cannot calibrate its head-to-head, or None."""
+    dev = rs.meta.get("device") or {}
+    if str(dev.get("platform", "")).lower() not in ("gpu", "cuda"):
+        return f"it was measured on {dev.get('kind') or 'a CPU'}, whose kernels set nothing for GPU or NPU targets"
+    if not dev.get("catalog_chip"):
+        return f"its device ({dev.get('kind')}) is not a catalog chip"
+    if rs.meta.get("complete") is False:
+        return "it is incomplete (resume it with rackbench run --resume)"
+    return None
+
+
+def newest_run(results_dir: str | Path) -> Path:
+    """The newest set this machine's runs stored under `results_dir` (its machine directories,
+    results/reference/ left out: those sets were measured elsewhere)."""
+    from harness.resultset import created_time, sets_by_age
+
+    base = Path(results_dir)
+    if not base.is_dir():
+        raise UserError(f"{base}: no such results directory")
+    dirs = [base] + [d for d in sorted(base.iterdir()) if d.is_dir() and d.name != "reference"]
+    newest = [(created_time(f[-1]) or "", f[-1].name, f[-1]) for f in map(sets_by_age, dirs) if f]
+    if not newest:
+        raise UserError(f"{base}: no result sets (*.json) here or in its machine directories "
+                        "(results/reference/ aside)")
+    return max(newest)[2]
+
+
+def choose(spec: str | Path | None = None, reference_dir: str | Path | None = REFERENCE_DIR,
+           results_dir: str | Path = "results") -> Choice:
+    """The calibration a command uses, and why:
+    - a set (file, `latest`, directory): that set over the default file;
+    - "default": the sourced default file;
+    - "auto" (make bench; "auto:DIR" for another results directory): the newest set in
+      `results_dir` when it was measured on a catalog GPU and is complete (its failed cases
+      measure nothing), else as with no spec;
+    - None: the newest GPU set in `reference_dir` that is complete with no failed case, else
+      the default file."""
+    if spec is None:
+        return _default_or_reference(reference_dir)
+    if str(spec) == DEFAULT_SPEC:
+        return Choice(default_calibration(), "calibration: the default file (published kernel "
+                      "figures), as asked")
+    if str(spec) == AUTO_SPEC or str(spec).startswith(AUTO_SPEC + ":"):
+        results_dir = str(spec)[len(AUTO_SPEC) + 1:] or results_dir
+
+        try:
+            path = newest_run(results_dir)
+        except UserError as exc:
+            fallback = _default_or_reference(reference_dir)
+            return replace(fallback, why=f"{fallback.why} (auto: no run in {results_dir}/: {exc})")
+        rs = load(path)
+        why = _unfit_for_auto(rs)
+        if why is not None:
+            fallback = _default_or_reference(reference_dir)
+            return replace(fallback, why=f"{fallback.why} (auto: the run just made, {path.name}, "
+                           f"is not used: {why})")
+        failed = sum(c.status == "failed" for c in rs.cases)
+        tail = f"; its {failed} failed cases measure nothing" if failed else ""
+        return Choice(from_set(path, results_dir),
+                      f"calibration: {path.name}, the run just made (auto: measured on "
+                      f"{rs.meta['device'].get('kind')}, a catalog GPU, and complete{tail})")
+    cal = from_set(spec, results_dir)
+    return Choice(cal, f"calibration: {cal.name} over the default file (--calibration {spec})")
+
+
+def pick_calibration(path: str | Path | None = None,
+                     reference_dir: str | Path | None = None) -> tuple[Calibration, list[str]]:
+    """choose's calibration, and a line for each reference set passed over (reference_sets)."""
+    c = choose(path, reference_dir)
+    return c.calibration, list(c.passed_over)
 
 
 def choose_calibration(path: str | Path | None = None,
                        reference_dir: str | Path | None = None) -> Calibration:
-    """--calibration FILE when given; else the newest GPU reference set in reference_dir that
-    is complete with no failed case (reference_sets); else the default data file. Never
-    silently a CPU set for a GPU target."""
-    return pick_calibration(path, reference_dir)[0]
+    """choose's calibration (see there)."""
+    return choose(path, reference_dir).calibration
+
+
+def priced_lines(priced_by: list[dict]) -> list[str]:
+    """One line per kernel class, dtype and memory operation a projection priced: how many of
+    its calls a measured entry answered, how many fell outside the measured sizes (published
+    entry), and what priced the rest. Empty when nothing was measured (the default file)."""
+    if not any(r["status"] != "default" or r["note"] for r in priced_by):
+        return []
+    groups: dict[tuple, list[dict]] = {}
+    for r in priced_by:
+        groups.setdefault((r["kernel"], r["dtype"], r["op"]), []).append(r)
+    lines = []
+    for (kernel, dtype, op), rows in groups.items():
+        calls = sum(r["calls"] for r in rows)
+        bits = []
+        for status in ("measured", "extrapolated", "default"):
+            these = [r for r in rows if r["status"] == status]
+            if not these:
+                continue
+            n = sum(r["calls"] for r in these)
+            entries = ", ".join(dict.fromkeys(r["entry"] for r in these))
+            notes = "; ".join(dict.fromkeys(r["note"] for r in these if r["note"]))
+            bits.append(f"{status} {n}/{calls} ({entries}{': ' + notes if notes else ''})")
+        what = " ".join(x for x in (kernel if not op else f"{kernel}:{op}", dtype) if x)
+        lines.append(f"{what}: " + "; ".join(bits))
+    return lines
+
+
+def priced_counts(priced_by: list[dict]) -> dict[str, int]:
+    """Calls by status (measured, extrapolated, default) over a projection's lookups."""
+    out = {"measured": 0, "extrapolated": 0, "default": 0}
+    for r in priced_by:
+        out[r["status"]] += r["calls"]
+    return out

@@ -126,6 +126,7 @@ def local_system(meta: Mapping, dtype: str, where: str = "result set") -> System
                         "did not run or failed; the set's warnings say which")
     kind = str(dev.get("kind") or "unknown device")
     catalog = load_chip(dev["catalog_chip"]) if dev.get("catalog_chip") else None
+    local = local_name(meta)
     slot = training_slot(dtype)
     peaks[slot] = peaks[dtype]
     source = f"{where} ceilings ({ceil.get('source', 'source not recorded')})"
@@ -133,8 +134,8 @@ def local_system(meta: Mapping, dtype: str, where: str = "result set") -> System
     # its allocator's pool on a GPU (75% of the card), the host's memory on a CPU
     hbm = dev.get("hbm_bytes") or (catalog.hbm_bytes if catalog else None) or dev.get("memory_bytes") or 1e12
     chip = Chip(
-        name=f"local:{kind}", vendor=catalog.vendor if catalog else str(dev.get("platform", "")),
-        family=catalog.family if catalog else kind,
+        name=local, vendor=catalog.vendor if catalog else str(dev.get("platform", "")),
+        family=local,
         description=f"the device that measured {where}: {kind}",
         peak_flops_per_s=MappingProxyType(peaks), hbm_bytes=float(hbm),
         hbm_bw_bytes_per_s=float(bw),
@@ -145,7 +146,7 @@ def local_system(meta: Mapping, dtype: str, where: str = "result set") -> System
         notes=MappingProxyType({} if slot == dtype else {
             "peak_flops_per_s": f"the {slot} slot holds the {dtype} peak (the step's dtype)"}))
     return System(
-        name=f"local:{kind}", description=f"1 x {kind} ({ceil.get('source', 'ceilings')})",
+        name=local, description=f"1 x {kind} ({ceil.get('source', 'ceilings')})",
         chip=chip, chips_per_domain=1, domain_topology="switched", scale_up=_NO_FABRIC,
         scale_out=_NO_FABRIC, power_w=chip.power_w, price_usd=None,
         sources=MappingProxyType({}), notes=MappingProxyType({}))
@@ -169,26 +170,35 @@ def local_plan(params: Mapping, dtype: str) -> Plan:
                 attention_impl="flash", dropout=False, dp_overlap=False)
 
 
+def local_name(meta: Mapping) -> str:
+    """The local chip's name, which is also its family: the closing-the-loop projection is
+    priced by the set's own kernels only, so no published entry of the catalog family answers
+    (local_calibration)."""
+    return f"local:{(meta.get('device') or {}).get('kind') or 'unknown device'}"
+
+
 def local_calibration(df, name: str, dtype: str, attention_impl: str | None) -> Calibration:
-    """The set's own efficiencies, as the local chip is projected with them: attention from the
+    """The set's own efficiencies and nothing else, as the local chip is projected with them:
+    the measured entries re-keyed to the local chip (local_name), attention of the
     implementation the step runs, the step's dtype in the slot it is projected through, and no
-    sustained-clock derating (the step is timed in the same short bursts as the kernels)."""
+    sustained-clock derating (the step is timed in the same short bursts as the kernels). With
+    no published entry beside them, a measured curve is held flat outside its sizes."""
     cal = calibration_from_dataframe(df, name, attention_impl=attention_impl)
-    dev = df.attrs.get("device", {}) or {}
-    fam = load_chip(dev["catalog_chip"]).family if dev.get("catalog_chip") else \
-        str(dev.get("kind") or dev.get("device_kind") or "unknown device")
+    local = local_name(df.attrs.get("meta") or {"device": df.attrs.get("device") or {}})
     slot = training_slot(dtype)
     entries = []
     for e in cal.entries:
-        if e.family == fam and slot != dtype and e.dtype == slot:
-            continue  # measured in the slot's own dtype, not the step's
-        entries.append(replace(e, dtype=slot) if e.family == fam and e.dtype == dtype else e)
-    measured = {e.kernel for e in entries if e.family == fam}
+        if not e.measured or (slot != dtype and e.dtype == slot):
+            continue  # published figures, or measured in the slot's own dtype, not the step's
+        if e.kernel == "attention" and attention_impl and e.impl != attention_impl:
+            continue
+        entries.append(replace(e, family=local, dtype=slot if e.dtype == dtype else e.dtype))
+    measured = {e.kernel for e in entries if e.kernel != "memory" or e.op == "stream"}
     missing = {"gemm", "attention", "memory"} - measured
     if missing:
         raise UserError(f"{name}: no ok {dtype} {', '.join(sorted(missing))} case to calibrate "
                         "the training step from (run the matmul, attention and membw cases too)")
-    return replace(cal, entries=tuple(entries), sustained={})
+    return replace(cal, entries=tuple(entries), sustained={}, borrow={}, software_factors={})
 
 
 # ------------------------------------------------------------------------- the projection

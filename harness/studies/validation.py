@@ -71,6 +71,8 @@ class RowResult:
     # log(sampled / central); None for rows without a band (collectives)
     input_log_mean: float | None = None
     input_log_sd: float | None = None
+    # what priced the projection (clusters.calibration.Calibration.priced_by)
+    priced_by: tuple = ()
 
     @property
     def within(self) -> bool:
@@ -92,13 +94,16 @@ def setups() -> dict:
     return {rid: check(SETUPS, t, _SETUP, rid).values for rid, t in doc.items()}
 
 
-def run_row(row: dict, setup: dict) -> RowResult:
-    """One published row through the command line of its setup."""
+def run_row(row: dict, setup: dict, calibration: str | None = None) -> RowResult:
+    """One published row through the command line of its setup; `calibration` (a set, "auto",
+    "default") for every command that takes one (`project`; `collective` does not)."""
     argv = shlex.split(setup["args"])
     parser = cli.build_parser(argv[:1])
     args = parser.parse_args(argv + ["--format", "json"])
+    if calibration is not None and hasattr(args, "calibration"):
+        args.calibration = calibration
     module = importlib.import_module(cli.module_name(args.command))
-    projected, gap, feasible, band = None, setup["gap"], True, None
+    projected, gap, feasible, band, priced = None, setup["gap"], True, None, ()
     if setup["substitute"] is not None and gap is None:
         raise UserError(f"{SETUPS}: {row['id']} has a substitute but no gap saying why")
     try:
@@ -106,6 +111,7 @@ def run_row(row: dict, setup: dict) -> RowResult:
         projected = _metric(row, setup, doc) * (setup["scale"] or 1.0) / UNITS[row["unit"]]
         feasible = doc.get("feasible", True) is not False
         band = doc.get("band")
+        priced = tuple(doc.get("priced_by") or ())
         if gap is None and not feasible:
             gap = f"the published setup does not fit in memory: {doc.get('infeasible_reason')}"
     except cli.INPUT_ERRORS as exc:
@@ -117,11 +123,12 @@ def run_row(row: dict, setup: dict) -> RowResult:
     return RowResult(row["id"], mode, row["metric"], row["unit"], published, projected, error,
                      gap, setup["args"], row["source"], feasible, setup["substitute"],
                      None if band is None else band["input_log_mean"],
-                     None if band is None else band["input_log_sd"])
+                     None if band is None else band["input_log_sd"], priced)
 
 
-def validate(mode: str | None = None) -> list[RowResult]:
-    """Every published row (of one mode: train, prefill, decode or collective)."""
+def validate(mode: str | None = None, calibration: str | None = None) -> list[RowResult]:
+    """Every published row (of one mode: train, prefill, decode or collective), under the
+    calibration `project` would choose, or `calibration` (a set, "auto", "default")."""
     if mode is not None and mode not in MODES:
         raise UserError(f"unknown validation mode {mode!r} (choose from {', '.join(MODES)})")
     plans = setups()
@@ -129,7 +136,50 @@ def validate(mode: str | None = None) -> list[RowResult]:
     missing = [r["id"] for r in rows if r["id"] not in plans]
     if missing:
         raise UserError(f"{SETUPS}: no setup for {', '.join(missing)}")
-    return [run_row(r, plans[r["id"]]) for r in rows]
+    return [run_row(r, plans[r["id"]], calibration) for r in rows]
+
+
+# A set calibrates the published rows acceptably (issue 20) when per mode its median |error|
+# is at most MEDIAN_TARGET and no more than this above the default file's, and every row that
+# is not a known gap is within ROW_TARGET.
+SET_MEDIAN_SLACK = 0.02
+
+
+@dataclass(frozen=True)
+class SetVerdict:
+    """What a measured set does to one mode's rows, against the default file's."""
+
+    mode: str
+    default: "ModeSummary"
+    measured: "ModeSummary"
+    moved: int  # rows (not known gaps) whose projection the set changed by more than 0.1%
+
+    @property
+    def meets(self) -> bool:
+        d, m = self.default, self.measured
+        if m.rows == 0:
+            return True
+        return (m.median_abs_error <= MEDIAN_TARGET
+                and m.median_abs_error <= d.median_abs_error + SET_MEDIAN_SLACK
+                and m.within_row_target == m.rows)
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "default": self.default.to_dict(),
+                "measured": self.measured.to_dict(), "rows_moved": self.moved,
+                "meets_targets": self.meets}
+
+
+def compare_calibrations(default: list[RowResult], measured: list[RowResult]) -> list[SetVerdict]:
+    """Per mode, the default file's rows against a measured set's (same rows, same order)."""
+    by_id = {r.id: r for r in default}
+    out = []
+    for d, m in zip(summarize(default), summarize(measured)):
+        moved = sum(1 for r in measured if r.mode == m.mode and r.projected is not None
+                    and r.gap is None
+                    and by_id[r.id].projected is not None
+                    and abs(r.projected / by_id[r.id].projected - 1) > 1e-3)
+        out.append(SetVerdict(m.mode, d, m, moved))
+    return out
 
 
 @dataclass(frozen=True)
@@ -209,11 +259,35 @@ class Coverage:
     def fraction(self) -> float:
         return self.inside / self.rows if self.rows else math.nan
 
+    @property
+    def accepted(self) -> tuple[int, int]:
+        """The counts of rows inside their 80% bands that a two-sided binomial test at the 5%
+        level finds consistent with 80% for this many rows (36-47 of 52)."""
+        return coverage_range(self.rows)
+
+    @property
+    def consistent(self) -> bool:
+        lo, hi = self.accepted
+        return lo <= self.inside <= hi
+
     def to_dict(self) -> dict:
         return {"rows": self.rows, "inside": self.inside, "fraction": self.fraction,
                 "median_half_width": self.median_half_width,
                 "per_pool": {k: {"rows": n, "inside": i} for k, (n, i) in self.per_pool.items()},
                 "misses": list(self.misses)}
+
+
+BAND_LEVEL, COVERAGE_ALPHA = 0.80, 0.05
+
+
+def coverage_range(rows: int) -> tuple[int, int]:
+    """Counts of rows inside 80% bands that are consistent with 80% coverage: those a
+    two-sided exact binomial test at the 5% level does not reject (scipy.stats.binomtest)."""
+    from scipy.stats import binomtest
+
+    ok = [k for k in range(rows + 1)
+          if binomtest(k, rows, BAND_LEVEL).pvalue >= COVERAGE_ALPHA]
+    return (min(ok), max(ok)) if ok else (0, rows)
 
 
 def band_of(r: RowResult, form: U.ModelForm | None) -> tuple[float, float]:

@@ -1,5 +1,6 @@
 """Calibrating from a result set (harness.studies.calibrate)."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,12 @@ def _frame(platform="gpu", chip="h100"):
     for size, eff in ((1e9, 0.3), (1e11, 0.6), (1e13, 0.8)):
         rows.append(dict(name="matmul", group="matmul", status="ok", params={"dtype": "bf16"},
                          flops=size, achieved_flops_per_s=eff * 989e12, peak_flops_per_s=989e12,
-                         bytes=None, achieved_bytes_per_s=None, peak_bw_bytes_per_s=None))
+                         bytes=None, achieved_bytes_per_s=None, peak_bw_bytes_per_s=None,
+                         median_s=size / (eff * 989e12)))
     rows.append(dict(name="copy", group="copy", status="ok", params={"dtype": "bf16"}, flops=None,
                      achieved_flops_per_s=None, peak_flops_per_s=None, bytes=1e9,
-                     achieved_bytes_per_s=0.9 * 3.35e12, peak_bw_bytes_per_s=3.35e12))
+                     achieved_bytes_per_s=0.9 * 3.35e12, peak_bw_bytes_per_s=3.35e12,
+                     median_s=1e9 / (0.9 * 3.35e12)))
     rows.append(dict(name="matmul", group="matmul", status="failed", params={"dtype": "bf16"},
                      flops=1e12, achieved_flops_per_s=None, peak_flops_per_s=989e12, bytes=None,
                      achieved_bytes_per_s=None, peak_bw_bytes_per_s=None))
@@ -33,36 +36,64 @@ def _frame(platform="gpu", chip="h100"):
     return df
 
 
-def test_calibration_from_a_result_set_interpolates_by_size():
-    cal = calibration_from_dataframe(_frame(), "set.json")
-    sustained = 0.848  # a GPU result set is timed in bursts
-    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e10) == pytest.approx(0.45 * sustained)
-    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8 * sustained)
-    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
-    # attention was not measured: the default file's entry fills in
+HOPPER_BF16 = 989e12
+
+
+def _cal(df, name="set.json", **kw):
+    return calibration_from_dataframe(df, name, **kw)
+
+
+def _gemm(cal, flops, family="nvidia-hopper", dtype="bf16", peak=HOPPER_BF16, chip=None):
+    return cal.efficiency("gemm", family, dtype, flops, peak, chip=chip)
+
+
+def test_a_measured_gemm_curve_answers_inside_its_sizes_and_the_published_entry_outside():
+    """Sized by a call's ideal duration (1 us, 101 us, 10 ms here), interpolated inside, and
+    outside the measured sizes the published entry answers (never the curve held flat)."""
+    cal = _cal(_frame())
     default = default_calibration()
-    call, peak = 1e12, 989e12
-    assert cal.efficiency("attention", "nvidia-hopper", "bf16", call, peak) == pytest.approx(
-        default.efficiency("attention", "nvidia-hopper", "bf16", call, peak))
-    # another family borrows the measurement; Ascend with its software factor
-    assert cal.efficiency("gemm", "ascend-910c", "bf16", 1e15) == pytest.approx(
-        0.8 * 0.848 * 0.981)
+    sustained = 0.848  # a GPU set timed at boost clock is derated to the sustained clock
+    assert _gemm(cal, 1e10) == pytest.approx(0.45 * sustained)
+    assert _gemm(cal, 1e12) == pytest.approx(0.7 * sustained)
+    for outside in (1e15, 1e7):
+        assert _gemm(cal, outside) == pytest.approx(_gemm(default, outside))
+    # attention was not measured: the published entry
+    call = 1e12
+    assert cal.efficiency("attention", "nvidia-hopper", "bf16", call, HOPPER_BF16) == \
+        pytest.approx(default.efficiency("attention", "nvidia-hopper", "bf16", call, HOPPER_BF16))
+
+
+def test_what_priced_a_call_is_recorded():
+    rec = _cal(_frame()).recording()
+    _gemm(rec, 1e10)
+    _gemm(rec, 1e15)
+    rows = {r["status"]: r for r in rec.priced_by()}
+    assert rows["measured"]["calls"] == 1 and rows["measured"]["source"] == "set.json"
+    assert rows["extrapolated"]["entry"] == "gemm nvidia-hopper cublas"
+    assert "outside the measured sizes" in rows["extrapolated"]["note"]
 
 
 def test_a_measured_calibration_inherits_the_chip_spread_and_the_ranges():
     """One measured device says nothing of how chips of its kind differ: the set's calibration
     takes the default file's chip-to-chip spread (so a job runs at its slowest device's pace
     as it does on the default) and the ranges of everything it inherits."""
-    cal = calibration_from_dataframe(_frame(), "set.json")
+    cal = _cal(_frame())
     default = default_calibration()
     assert cal.chip_spread == default.chip_spread and cal.chip_spread
     assert cal.pace("nvidia-hopper", 384) == default.pace("nvidia-hopper", 384) < 0.96
     assert cal.spreads == default.spreads
 
 
-def test_cpu_calibration_says_so():
-    cal = calibration_from_dataframe(_frame("cpu", None), "cpu.json")
-    assert any("calibrated on cpu" in n for n in cal.notes_for("nvidia-hopper"))
+def test_a_cpu_set_sets_nothing_for_a_gpu_target_and_says_so():
+    df = _frame("cpu", None)
+    df["params"] = [{"dtype": "fp32"}] * len(df)
+    cal = _cal(df, "cpu.json")
+    default = default_calibration()
+    for flops in (1e10, 1e12, 1e15):
+        assert _gemm(cal, flops) == _gemm(default, flops)
+    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9, chip="h100") == \
+        default.efficiency("memory", "nvidia-hopper", "bf16", 1e9, chip="h100")
+    assert any("none of it applies to nvidia-hopper" in n for n in cal.notes_for("nvidia-hopper"))
 
 
 def test_result_set_without_usable_cases():
@@ -72,24 +103,26 @@ def test_result_set_without_usable_cases():
         calibration_from_dataframe(df, "empty.json")
 
 
-def test_cpu_set_with_only_fp32_still_calibrates_a_gpu_target_and_says_so():
-    df = _frame("cpu", None)
-    df["params"] = [{"dtype": "fp32"}] * len(df)
-    cal = calibration_from_dataframe(df, "cpu.json")
-    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8)
-    assert any("calibrated on cpu" in n for n in cal.notes_for("nvidia-hopper"))
+def _measured(cal, kernel, **match):
+    return [e for e in cal.entries if e.measured and e.kernel == kernel
+            and all(getattr(e, k) == v for k, v in match.items())]
 
 
-def test_harness_groups_map_to_kernel_classes():
+def test_harness_groups_map_to_kernel_classes_and_memory_belongs_to_the_measuring_chip():
     df = _frame()
     df.loc[df["group"] == "copy", "group"] = "membw"
+    df["params"] = [{"dtype": "bf16", "op": "stream_add"}] * len(df)
     df.loc[0, "group"] = "matmul_model"
-    cal = calibration_from_dataframe(df, "set.json")
-    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
-    assert cal.lookup("gemm", "nvidia-hopper", "bf16")[0].source == "measured: result set set.json"
+    cal = _cal(df)
+    # bytes streamed are a characteristic of the H100 that measured them, not of Hopper
+    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9, chip="h100") == pytest.approx(0.9)
+    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9, chip="h800") == \
+        default_calibration().efficiency("memory", "nvidia-hopper", "bf16", 1e9, chip="h800")
+    (gemm,) = _measured(cal, "gemm")
+    assert gemm.source.startswith("measured: result set set.json") and gemm.impl == "cublas"
 
 
-def _attention_rows():
+def _attention_rows(device=None):
     rows = []
     for impl, causal, passes, eff in (("cudnn", True, "fwd_bwd", 0.45), ("xla", True, "fwd_bwd", 0.3),
                                       ("xla", False, "fwd_bwd", 0.6), ("cudnn", True, "fwd", 0.7),
@@ -97,35 +130,45 @@ def _attention_rows():
         rows.append(dict(name=f"attention/{impl}", group="attention", status="ok",
                          params={"dtype": "bf16", "impl": impl, "causal": causal, "pass": passes},
                          flops=3e12, achieved_flops_per_s=eff * 989e12, peak_flops_per_s=989e12,
-                         bytes=1e9, achieved_bytes_per_s=None, peak_bw_bytes_per_s=3.35e12))
+                         bytes=1e9, achieved_bytes_per_s=None, peak_bw_bytes_per_s=3.35e12,
+                         median_s=3e12 / (eff * 989e12)))
     df = pd.concat([_frame(), pd.DataFrame(rows)], ignore_index=True)
-    df.attrs["device"] = _frame().attrs["device"]
+    df.attrs["device"] = device or _frame().attrs["device"]
     return df
 
 
-def test_training_attention_is_causal_forward_backward_of_one_implementation_in_flash_units():
-    # cuDNN (the fused flash kernel) when measured; the harness counts fwd+bwd as 3x forward,
-    # the calibration (and FlashAttention's papers) 3.5x: 0.45 becomes 0.525, sized by fwd FLOPs
-    cal = calibration_from_dataframe(_attention_rows(), "set.json")
-    entry, _ = cal.lookup("attention", "nvidia-hopper", "bf16")
-    assert entry.efficiencies == (pytest.approx(0.45 * 3.5 / 3),)
-    assert entry.log10_sizes == (pytest.approx(12.0),)  # 3e12 / 3
-    xla = calibration_from_dataframe(_attention_rows(), "set.json", attention_impl="xla")
-    assert xla.lookup("attention", "nvidia-hopper", "bf16")[0].efficiencies == (
-        pytest.approx(0.3 * 3.5 / 3),)  # causal only: the full-mask case is not a decoder's
+def test_training_attention_is_causal_forward_backward_per_implementation_in_flash_units():
+    # the harness counts fwd+bwd as 3x forward, the calibration (and FlashAttention's papers)
+    # 3.5x: 0.45 becomes 0.525, sized by the forward's ideal duration (1e12 FLOPs at peak)
+    cal = _cal(_attention_rows())
+    by_impl = {e.impl: e for e in _measured(cal, "attention")}
+    assert set(by_impl) == {"cudnn", "xla", "jnp"}  # causal only: no full-mask entry
+    assert by_impl["cudnn"].efficiencies == (pytest.approx(0.45 * 3.5 / 3),)
+    assert by_impl["cudnn"].log10_sizes == (pytest.approx(math.log10(1e12 / 989e12)),)
+    assert by_impl["xla"].efficiencies == (pytest.approx(0.3 * 3.5 / 3),)
+    # Hopper's stack runs FlashAttention-3, which no set measures: the published entry answers
+    default = default_calibration()
+    rec = cal.recording()
+    assert rec.efficiency("attention", "nvidia-hopper", "bf16", 1e12, 989e12) == \
+        default.efficiency("attention", "nvidia-hopper", "bf16", 1e12, 989e12)
+    assert "cudnn measured in set.json, but the stack runs fa3" in rec.priced_by()[0]["note"]
 
 
-def test_memory_bound_gemms_do_not_calibrate_gemm_efficiency():
+def test_a_memory_bound_gemm_measures_weight_streaming_not_gemm_efficiency():
     df = _frame()
     # a decode-like GEMM: its bytes at 3.35 TB/s take longer than its FLOPs at 989 TFLOP/s
     extra = dict(name="matmul/decode", group="matmul_model", status="ok", params={"dtype": "bf16"},
-                 flops=1e10, achieved_flops_per_s=0.05 * 989e12, peak_flops_per_s=989e12,
-                 bytes=1e9, achieved_bytes_per_s=None, peak_bw_bytes_per_s=3.35e12)
+                 flops=1e10, achieved_flops_per_s=None, peak_flops_per_s=989e12,
+                 bytes=1e9, achieved_bytes_per_s=0.6 * 3.35e12, peak_bw_bytes_per_s=3.35e12,
+                 median_s=1e9 / (0.6 * 3.35e12))
     df2 = pd.concat([df, pd.DataFrame([extra])], ignore_index=True)
     df2.attrs["device"] = df.attrs["device"]
-    a = calibration_from_dataframe(df, "a").lookup("gemm", "nvidia-hopper", "bf16")[0]
-    b = calibration_from_dataframe(df2, "b").lookup("gemm", "nvidia-hopper", "bf16")[0]
+    a, b = _measured(_cal(df), "gemm")[0], _measured(_cal(df2), "gemm")[0]
     assert a.efficiencies == b.efficiencies
+    (weights,) = _measured(_cal(df2), "memory", op="weights")
+    assert weights.efficiencies == (pytest.approx(0.6),)
+    assert _cal(df2).efficiency("memory", "nvidia-hopper", "bf16", 1e9, chip="h100",
+                                op="weights") == pytest.approx(weights.efficiencies[0])
 
 
 def test_measured_points_are_pooled_by_quarter_decade():
@@ -153,7 +196,7 @@ def test_a_measured_entry_takes_its_range_from_the_sets_confidence_intervals():
     df = pd.DataFrame(rows)
     df.attrs["device"] = {"kind": "NVIDIA H100 80GB HBM3", "platform": "gpu"}
     cal = calibration_from_dataframe(df, "set.json", family="nvidia-hopper")
-    entry, _ = cal.lookup("gemm", "nvidia-hopper", "bf16")
+    (entry,) = _measured(cal, "gemm")
     assert entry.spread == pytest.approx((np.median([1 / 1.25, 2 / 2.2, 3 / 3.3]),
                                           np.median([1 / 0.9, 2 / 1.9, 3 / 2.0])))
     assert "confidence intervals" in entry.spread_source
@@ -165,27 +208,25 @@ def test_a_run_held_at_the_power_limit_is_not_derated_again():
     that stayed at boost is derated as before."""
     capped = _frame()
     capped.attrs["meta"] = {"warnings": ["GPU 0 throttled: sw_power_cap"]}
-    assert calibration_from_dataframe(capped, "capped.json").efficiency(
-        "gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8)
+    assert _gemm(_cal(capped, "capped.json"), 1e13) == pytest.approx(0.8)
     snap = _frame()
     snap.attrs["meta"] = {"conditions": {"after": {"gpus": [{"throttle_reasons": ["hw_thermal_slowdown"]}]}}}
-    assert calibration_from_dataframe(snap, "hot.json").efficiency(
-        "gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8)
+    assert _gemm(_cal(snap, "hot.json"), 1e13) == pytest.approx(0.8)
     idle = _frame()
     idle.attrs["meta"] = {"warnings": ["GPU 0 throttled: gpu_idle"],
                           "conditions": {"after": {"gpus": [{"throttle_reasons": ["gpu_idle"]}]}}}
-    assert calibration_from_dataframe(idle, "boost.json").efficiency(
-        "gemm", "nvidia-hopper", "bf16", 1e15) == pytest.approx(0.8 * 0.848)
+    assert _gemm(_cal(idle, "boost.json"), 1e13) == pytest.approx(0.8 * 0.848)
 
 
-def test_measured_memory_answers_every_dtype():
+def test_measured_memory_answers_every_dtype_of_its_chip():
     """The H200 set streamed fp32 and bf16 only; an fp8 training projection asked for fp8
-    memory and crashed (validate's T-NEMO-175B). Bytes are bytes: the measured points answer."""
-    cal = calibration_from_dataframe(_frame(), "set.json")
-    assert cal.efficiency("memory", "nvidia-hopper", "fp8", 1e9) == pytest.approx(0.9)
-    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9) == pytest.approx(0.9)
+    memory and crashed (validate's T-NEMO-175B). Bytes are bytes: the measured points answer
+    every dtype, on the chip that measured them."""
+    cal = _cal(_frame())
+    assert cal.efficiency("memory", "nvidia-hopper", "fp8", 1e9, chip="h100") == pytest.approx(0.9)
+    assert cal.efficiency("memory", "nvidia-hopper", "bf16", 1e9, chip="h100") == pytest.approx(0.9)
     h200 = calibration_from_dataframe(load_dataframe(H200_SET), H200_SET.name)
-    assert 0 < h200.efficiency("memory", "nvidia-hopper", "fp8", 1e9) <= 1
+    assert 0.8 < h200.efficiency("memory", "nvidia-hopper", "fp8", 4e9, chip="h200") <= 1
 
 
 def test_a_reference_set_with_failed_cases_is_passed_over_and_named(tmp_path):
@@ -209,3 +250,48 @@ def test_a_reference_set_with_failed_cases_is_passed_over_and_named(tmp_path):
     (path, _), skipped = reference_sets(tmp_path)
     assert path.name == "h200.json" and skipped == []
     assert choose_calibration(None, tmp_path).measured_on == "NVIDIA H200"
+
+
+def _store(rs, directory, name):
+    from harness.resultset import save
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save(rs, directory / name)
+    return directory / name
+
+
+def test_auto_takes_the_run_just_made_on_a_catalog_gpu_and_says_why(tmp_path):
+    """make bench's head-to-head: the newest run of this machine calibrates when it was
+    measured on a catalog GPU and is complete (its failed cases measure nothing); a CPU run,
+    or an incomplete one, falls back with the reason; results/reference/ is not a run here."""
+    from harness.resultset import load
+    from harness.studies.calibrate import choose
+
+    results = tmp_path / "results"
+    h200 = load(H200_SET)
+    h200.meta["complete"] = True
+    _store(h200, results / "reference", "ref.json")  # not this machine's run
+    fallback = choose("auto:" + str(results), reference_dir=tmp_path / "none")
+    assert fallback.calibration.measured_on is None and "no run in" in fallback.why
+    _store(h200, results / "vm-gpu-h200", "run.json")
+    picked = choose("auto:" + str(results), reference_dir=tmp_path / "none")
+    assert picked.calibration.measured_family == "nvidia-hopper"
+    assert "run.json, the run just made" in picked.why and "8 failed cases" in picked.why
+    h200.meta["complete"] = False
+    _store(h200, results / "vm-gpu-h200", "run.json")
+    assert "is incomplete" in choose("auto:" + str(results), tmp_path / "none").why
+    cpu = load(Path(__file__).parent / "data" / "sets" / "vm-cpu-x8-20261128T162718-c64393e5-v1.json.gz")
+    cpu.meta["created_utc"] = "2099-01-01T00:00:00+00:00"
+    _store(cpu, results / "vm-cpu", "cpu.json")
+    why = choose("auto:" + str(results), tmp_path / "none").why
+    assert "cpu.json, is not used: it was measured on cpu" in why
+
+
+def test_default_and_a_named_set_and_a_missing_one(tmp_path):
+    from harness.studies.calibrate import choose
+
+    assert choose("default").calibration.measured_on is None
+    named = choose(str(H200_SET))
+    assert named.calibration.measured_chip == "h200" and "--calibration" in named.why
+    with pytest.raises(UserError, match="nothing.json"):
+        choose(str(tmp_path / "nothing.json"))

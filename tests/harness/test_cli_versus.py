@@ -54,6 +54,10 @@ def test_table_markdown_and_plot(tmp_path, capsys):
     assert "| DeepSeek-R1 decode | cloudmatrix-384 |" in out and "TPOT <= 80 ms" in out
 
 
+def _table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("Llama 3 405B training")]
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
     assert cli.main(["versus", "--tpot-ms", "-5"]) == 2
     err = capsys.readouterr().err
@@ -68,6 +72,13 @@ def test_bad_input_exits_2(tmp_path, capsys):
                                       stats={"median_s": 1e-2}, samples_s=[1e-2] * 3, flops=2.7e8,
                                       achieved_flops_per_s=2.7e10, peak_flops_per_s=5e10)])
     save(cpu, tmp_path / "cpu.json")
-    assert cli.main(["versus", "--calibration", str(tmp_path / "cpu.json")]) == 2
-    err = capsys.readouterr().err
-    assert "cpu.json" in err and "CPU" in err
+    # a CPU set is no error: it sets nothing for these chips (as in project), and says so
+    assert cli.main(["versus", "--workload", "llama3-405b", "--calibration",
+                     str(tmp_path / "cpu.json")]) == 0
+    out = capsys.readouterr().out
+    assert "none of it applies to ascend-910c" in out
+    default = cli.main(["versus", "--workload", "llama3-405b", "--calibration", "default"])
+    same = capsys.readouterr().out
+    assert default == 0 and _table_rows(out) == _table_rows(same)
+    assert cli.main(["versus", "--calibration", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err

@@ -29,7 +29,8 @@ SMALL = TinyLlama(layers=2, hidden=256, ffn=704, heads=4, kv_heads=2, vocab=2048
 
 def test_local_system_takes_the_measured_ceilings_and_an_fp32_step_uses_the_bf16_slot():
     s = local_system(CPU_META, "fp32", "x.json")
-    assert s.chips_per_domain == 1 and s.chip.family == "cpu"
+    # its own family: no published entry of a catalog family prices the set's own step
+    assert s.chips_per_domain == 1 and s.chip.family == s.chip.name == "local:cpu"
     assert s.chip.hbm_bw_bytes_per_s == 1e10 and s.chip.hbm_bytes == 16e9
     assert s.chip.peak("fp32") == 1e11
     assert s.chip.peak("bf16") == 1e11  # the plan's bf16 slot carries the step's fp32 peak
@@ -43,7 +44,7 @@ def test_local_system_of_a_catalog_gpu_set_is_the_catalog_chip():
                        "memory_bytes": 85e9, "catalog_chip": "h100"},
             "ceilings": catalog_ceilings(h100)}
     s = local_system(meta, "bf16")
-    assert s.chip.family == "nvidia-hopper" and s.chip.power_w == h100.power_w
+    assert s.chip.family == "local:NVIDIA H100 80GB HBM3" and s.chip.power_w == h100.power_w
     assert s.chip.peak("bf16") == h100.peak("bf16")
     assert s.chip.hbm_bw_bytes_per_s == h100.hbm_bw_bytes_per_s
 
@@ -144,10 +145,13 @@ def test_a_gpu_set_closes_the_loop_at_burst_clock_on_its_catalog_chip():
     rs = _synthetic_set(dtype="bf16", meta=meta, peak=h100.peak("bf16"),
                         bw=h100.hbm_bw_bytes_per_s, attn_time_s=2e-5, step_s=2e-3)
     cal = local_calibration(to_dataframe(rs), "gpu.json", "bf16", "xla")
+    local, peak = "local:NVIDIA H100 80GB HBM3", h100.peak("bf16")
     # the step is timed in bursts like the kernels: no sustained-clock derating
-    assert cal.efficiency("gemm", "nvidia-hopper", "bf16", 1e10) == pytest.approx(0.5)
+    assert cal.efficiency("gemm", local, "bf16", 2.0 * 1024 ** 3, peak) == pytest.approx(0.5)
+    # only the set's own kernels: no published Hopper entry prices the local chip
+    assert all(e.measured for e in cal.entries)
     loop = close_loop(rs)
-    assert loop.system.chip.family == "nvidia-hopper"
+    assert loop.system.chip.family == local
     assert loop.breakdown_s["activation_dtype_s"] == 0.0  # bf16 activations, as modelled
     assert loop.projected_step_time_s == pytest.approx(sum(loop.breakdown_s.values()))
     assert loop.breakdown_s["dp_comm_s"] == loop.breakdown_s["tp_comm_s"] == 0.0

@@ -96,7 +96,9 @@ UNITLESS = {
     "plan", "stage", "part", "method", "algorithm", "op", "id", "metric", "unit", "key", "gap",
     "infeasible_reason", "input", "acts_on", "pool", "precision", "attention_precision",
     "attention_impl", "recompute", "ceilings", "costs", "misses", "mfu_definition",
-    "mfu_palm_definition", "hfu_definition",
+    "mfu_palm_definition", "hfu_definition", "calibration_why",
+    # what priced a projection (clusters.calibration.Calibration.priced_by): labels and a count
+    "priced_by", "kernel", "entry", "calls",
     # switches
     "feasible", "skipped", "dropout", "overlap", "sequence_parallel", "tp_comm_overlap",
     "dp_overlap", "ep_overlap", "prefill_aligned", "in_network_reduction", "mla",
