@@ -48,7 +48,9 @@ class Costs:
 CPU_COSTS = Costs(
     compile_s=MappingProxyType({"matmul": 0.07, "matmul_model": 0.06, "attention/fwd": 0.27,
                                 "attention/fwd_bwd": 0.56, "membw": 0.11, "train_step": 3.6,
-                                "collective": 0.05}),
+                                "collective": 0.05,
+                                # assumed like their nearest kin (no CPU run has them yet)
+                                "matmul_grouped": 0.1, "decode_attention": 0.27}),
     loop_compile_s=0.35, small_compile_s=0.4, dispatch_s=6.6e-6, loop_rep_s=0.01e-6, process_start_s=3.0,
     cache_hit_s=0.05, input_element_s=20e-9, source="measured on the 2-core CPU (results/vm-cpu-cpu-x8/20261128T162718-c64393e5.json)")
 
@@ -61,7 +63,8 @@ CPU_COSTS = Costs(
 GPU_COSTS = Costs(
     compile_s=MappingProxyType({"matmul": 2.0, "matmul_model": 2.0, "attention/fwd": 3.0,
                                 "attention/fwd_bwd": 6.0, "membw": 1.0, "train_step": 60.0,
-                                "collective": 2.0}),
+                                "collective": 2.0, "matmul_grouped": 3.0,
+                                "decode_attention": 3.0}),
     loop_compile_s=1.0, small_compile_s=0.3, dispatch_s=30e-6, loop_rep_s=5e-6, process_start_s=20.0,
     cache_hit_s=0.2, input_element_s=1e-11, source="assumed (the first H200 run took 514 s where these gave 562 s): seconds per XLA:GPU compile with autotuning")
 
@@ -170,6 +173,9 @@ def _check_s(case: Case, ceilings: Ceilings, costs: Costs, references: set, cach
         return compile_s + ceilings.bound_s(full_flops, case.bytes, "fp32") / ROOFLINE_FRACTION
     if case.group == "train_step":
         return costs.compile_s["train_step"] / 3 + _kernel_call_s(case, ceilings) / 3
+    if case.group == "decode_attention":  # an fp32 reference of the same shape, compiled per case
+        first = costs.cache_hit_s if cached else costs.compile_s["decode_attention"]
+        return first + ceilings.bound_s(case.flops, case.bytes, "fp32") / ROOFLINE_FRACTION
     return 0.0
 
 

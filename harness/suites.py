@@ -7,9 +7,10 @@ import re
 
 from kernels.attention import attention_case
 from kernels.base import Case
+from kernels.decode_attention import decode_attention_case
 from kernels.collectives import OPS as COLLECTIVE_OPS
 from kernels.collectives import collective_case, collective_sweep
-from kernels.matmul import matmul_case
+from kernels.matmul import grouped_matmul_case, matmul_case
 from kernels.membw import rmsnorm_case, stream_case
 from kernels.train_step import TinyLlama, train_step_case
 
@@ -62,13 +63,14 @@ def _model_gemm_cases(tps, token_counts, dtype, chunks: bool = False,
     return cases
 
 
-def _attention_sweep(seqs, tokens, dtype, impls, heads=(32, 8), passes=("fwd", "fwd_bwd")) -> list[Case]:
+def _attention_sweep(seqs, tokens, dtype, impls, heads=(32, 8), passes=("fwd", "fwd_bwd"),
+                     masks=(True, False)) -> list[Case]:
     n_heads, n_kv = heads
     cases = []
     for impl in impls:
         for t in seqs:
             b = max(1, tokens // t)
-            for causal in (True, False):
+            for causal in masks:
                 for p in passes:
                     cases.append(attention_case(b, t, n_heads, n_kv, 128, causal, p, impl, dtype))
     return cases
@@ -82,6 +84,8 @@ def _cpu_cases(suite: str) -> list[Case]:
         ]
         cases += _attention_sweep([128], 128, "fp32", ("xla", "jnp", "cudnn"), heads=(4, 2))
         cases += [stream_case(1 << 20), rmsnorm_case(256, 1024, "fp32")]
+        cases += [decode_attention_case("gqa", 2, 256, 8, 1, 64, dtype="fp32"),
+                  grouped_matmul_case(4, 32, 128, 256, "fp32")]
         return cases
     sizes = [256, 512, 1024, 2048] + ([3072] if suite == "full" else [])
     cases = _matmul_sweep(sizes, ["fp32"]) + _matmul_sweep([256, 512, 1024], ["bf16"])
@@ -93,6 +97,9 @@ def _cpu_cases(suite: str) -> list[Case]:
     cases += _attention_sweep(seqs, 512 if suite == "default" else 1024, "fp32", ("xla", "jnp", "cudnn"), heads=(8, 2))
     cases += _attention_sweep([512], 512, "bf16", ("xla",), heads=(8, 2), passes=("fwd",))
     cases += [stream_case(1 << 22), stream_case(1 << 24), rmsnorm_case(4096, 4096, "fp32")]
+    cases += [decode_attention_case("gqa", 8, 2048, 8, 1, 128, dtype="fp32"),
+              decode_attention_case("mla", 4, 1024, 16, rows=2, dtype="fp32"),
+              grouped_matmul_case(8, 64, 1024, 512, "fp32")]
     limit = _CPU_MAX_CASE_FLOPS[suite]
     cases = [c for c in cases if c.flops <= limit]
     if suite == "default":
@@ -124,6 +131,31 @@ def gpu_test_cases() -> list[Case]:
     return attention + [matmul_case(4096, 4096, 4096, "fp8")]
 
 
+def decode_attention_cases(full: bool = False) -> list[Case]:
+    """Decode attention as the serving projections price it (clusters.inference): Llama 3 70B's
+    GQA at TP 8 (8 query heads over one KV head of 128) over 2K and 32K cached tokens, and
+    DeepSeek-V3's absorbed MLA (128 heads over a 512 + 64 latent), one query row and two (one
+    MTP draft), each with a bf16 and an fp8 cache; 64 sequences."""
+    seqs = (2048, 32768) + ((8192, 131072) if full else ())
+    cases = [decode_attention_case("gqa", 64, s, 8, 1, 128) for s in seqs]
+    cases.append(decode_attention_case("gqa", 64, 8192, 8, 1, 128, kv_dtype="fp8"))
+    cases += [decode_attention_case("mla", 64, 4096, 128, rows=r) for r in (1, 2)]
+    cases.append(decode_attention_case("mla", 64, 4096, 128, rows=1, kv_dtype="fp8"))
+    return cases
+
+
+def grouped_gemm_cases(full: bool = False) -> list[Case]:
+    """DeepSeek-V3's routed experts at EP 8 (32 experts a GPU; gate+up 7168 -> 2 x 2048, down
+    2048 -> 7168) as one grouped GEMM each, at 16 rows an expert (decode), 128 and 512 (prefill
+    and training micro-batches)."""
+    model = load_model("deepseek-v3")
+    h, f = model.hidden_size, model.moe.expert_ffn_hidden_size
+    local = model.moe.n_routed_experts // 8
+    return [grouped_matmul_case(local, m, n, k, "bf16", label=f"deepseek-v3/{name}/ep8/m{m}")
+            for m in ((16, 128, 512) if full else (16, 512)) for name, n, k in (("expert_up", 2 * f, h),
+                                                       ("expert_down", h, f))]
+
+
 def _gpu_cases(suite: str) -> list[Case]:
     if suite == "quick":
         return _cpu_cases("quick")
@@ -132,17 +164,40 @@ def _gpu_cases(suite: str) -> list[Case]:
     # stage, and tests/harness/test_staging.py holds every stage under its budget.
     full = suite == "full"
     sizes = [1024, 4096, 8192] + ([2048, 16384] if full else [])
-    cases = [c for c in _matmul_sweep(sizes, ["bf16", "fp16", "fp8", "fp32"]) if c.name not in VENDOR_CASES]
+    cases = [c for c in _matmul_sweep(sizes, ["bf16", "fp8"]) if c.name not in VENDOR_CASES]
+    # fp16 and fp32 price no published row; fp32's 8192^3 takes 22 ms a call on an H200
+    cases += _matmul_sweep([4096] + ([1024, 8192] if full else []), ["fp16"])
+    cases += _matmul_sweep([1024, 4096] + ([8192] if full else []), ["fp32"])
     cases += _model_gemm_cases([1, 8], [4096] + ([8192] if full else []), "bf16", chunks=full)
     cases += _model_gemm_cases([8], [64], "bf16", models=DECODE_GEMM_MODELS)  # decode-sized
-    if full:
-        cases += _model_gemm_cases([8], [4096], "fp8")
+    # fp8 (fp32 accumulation) at a dense model's training shapes and at decode's 16-256 rows
+    cases += _model_gemm_cases([8], [4096], "fp8", models=GEMM_MODELS if full else ("llama3-70b",))
+    cases += _model_gemm_cases([8], [16, 64, 256] if full else [16, 256], "fp8",
+                               models=("llama3-70b",))
+    cases += grouped_gemm_cases(full)
     seqs = [1024, 2048, 4096, 8192] + ([16384] if full else [])
     cases += vendor_cases()  # the staged reference run measures them before the rest
-    cases += _attention_sweep(seqs, 16384, "bf16", ("cudnn", "xla"))
-    # the plain jnp reference materialises B·N·T·S scores; keep it to sizes that fit easily
-    cases += _attention_sweep([1024, 4096], 16384, "bf16", ("jnp",))
-    cases += [stream_case(1 << 28), stream_case(1 << 30), rmsnorm_case(16384, 8192, "bf16")]
+    # Decoders train causal: the default suite times causal masks (the full mask, and the plain
+    # jnp reference that materialises B·N·T·S scores, only in `full`), cuDNN's forward+backward
+    # to 16K tokens, the fused kernel the Blackwell stacks run
+    masks = (True, False) if full else (True,)
+    cases += _attention_sweep(seqs, 16384, "bf16", ("cudnn",), masks=masks)
+    # XLA's attention calibrates the closing-the-loop step (kernels/train_step.py runs it):
+    # its forward+backward, and the forward only in `full`
+    cases += _attention_sweep(seqs, 16384, "bf16", ("xla",), masks=masks,
+                              passes=("fwd", "fwd_bwd") if full else ("fwd_bwd",))
+    if not full:  # the GPU tests' XLA forward (gpu_test_cases), from the compilation cache
+        cases += _attention_sweep([4096], 16384, "bf16", ("xla",), masks=(True,), passes=("fwd",))
+    if not full:
+        cases += _attention_sweep([16384], 16384, "bf16", ("cudnn",), passes=("fwd_bwd",),
+                                  masks=(True,))
+    else:
+        cases += _attention_sweep([1024, 4096], 16384, "bf16", ("jnp",))
+    cases += decode_attention_cases(full)
+    # memory-bound work from 1 MB (a decode step's norms) to 4 GiB: the stream's bytes are
+    # read twice and written once (kernels.membw.stream_bytes)
+    cases += [stream_case(1 << n) for n in (16, 19, 22, 28, 30)]
+    cases += [rmsnorm_case(1024, 8192, "bf16"), rmsnorm_case(16384, 8192, "bf16")]
     gpu_model = TinyLlama(layers=8, hidden=2048, ffn=5632, heads=16, kv_heads=4, vocab=32000, seq_len=2048, batch=8)
     cases += [train_step_case(gpu_model, "bf16")]
     return cases

@@ -123,3 +123,49 @@ def matmul_case(m: int, n: int, k: int, dtype: str, label: str | None = None, gr
         check=check,
         skip=_skip(dtype),
     )
+
+
+def grouped_matmul_case(groups: int, m: int, n: int, k: int, dtype: str,
+                        label: str | None = None) -> Case:
+    """A grouped GEMM, as an MoE layer runs its experts: `groups` products of m x k by k x n,
+    the rows of all groups in one A (groups*m x k), one B per group (groups x k x n), through
+    jax.lax.ragged_dot (every group m rows). FLOPs and bytes are the groups' sum; the params'
+    m is rows per group, so a calibration sizes it as the projection sizes one expert's GEMM."""
+    if dtype not in ("bf16", "fp32"):
+        raise ValueError(f"grouped matmul in {dtype}: bf16 or fp32")
+    shape = f"g{groups}-{m}x{n}x{k}"
+    name = f"matmul_grouped/{dtype}/{label or shape}"
+    out_dtype = DTYPES[OUT_DTYPE[dtype]]
+    precision = jax.lax.Precision.HIGHEST if dtype == "fp32" else None
+
+    def grouped(a, b, sizes):
+        return jax.lax.ragged_dot(a, b, sizes, precision=precision).astype(out_dtype)
+
+    def make(key):
+        ka, kb = jax.random.split(key)
+        return grouped, (random_array(ka, (groups * m, k), dtype),
+                         random_array(kb, (groups, k, n), dtype),
+                         jnp.full((groups,), m, jnp.int32))
+
+    def check(args, out):
+        a, b, _ = args
+        worst = 0.0
+        for g in _spread(groups, 4):  # a few groups, each against float64 on sampled rows/cols
+            rows = _spread(m, CHECK_ROWS) + g * m
+            cols = _spread(n, CHECK_COLS)
+            a64 = np.asarray(a[rows].astype(jnp.float32), dtype=np.float64)
+            b64 = np.asarray(b[g][:, cols].astype(jnp.float32), dtype=np.float64)
+            got = np.asarray(out[rows][:, cols].astype(jnp.float32))
+            worst = max(worst, rounding_excess(got, a64 @ b64, OUT_DTYPE[dtype]))
+        return worst, TOLERANCE[dtype], (ROUNDING_EXCESS_METRIC + ", float64 reference on "
+                                          "sampled groups, rows and columns")
+
+    params = {"m": m, "n": n, "k": k, "groups": groups, "dtype": dtype, "impl": "ragged_dot"}
+    if label:
+        params["shape"] = label
+    return Case(
+        name=name, group="matmul_grouped", params=params, make=make,
+        flops=groups * matmul_flops(m, n, k),
+        bytes=float(groups * ((m * k + k * n) * itemsize(dtype) + m * n * itemsize(OUT_DTYPE[dtype]))),
+        peak_dtype=dtype, check=check, skip=_skip(dtype),
+    )

@@ -295,3 +295,41 @@ def test_default_and_a_named_set_and_a_missing_one(tmp_path):
     assert named.calibration.measured_chip == "h200" and "--calibration" in named.why
     with pytest.raises(UserError, match="nothing.json"):
         choose(str(tmp_path / "nothing.json"))
+
+
+def test_decode_attention_and_grouped_gemm_cases_set_only_what_transfers():
+    """A memory-bound GQA decode case measures the chip's cache-read bandwidth (kv_read, the H200
+    only); an absorbed-MLA case's compute rate is XLA's, not FlashMLA's, so it prices no Hopper
+    stack; a grouped GEMM (ragged_dot) stands in for no cuBLAS GEMM."""
+    from kernels.decode_attention import decode_attention_case
+    from kernels.matmul import grouped_matmul_case
+
+    def row(case, eff, bound):
+        rate = eff * (989e12 if bound == "flops" else 4.8e12)
+        t = (case.flops if bound == "flops" else case.bytes) / rate
+        return dict(name=case.name, group=case.group, status="ok", params=dict(case.params),
+                    flops=case.flops, bytes=case.bytes, median_s=t, peak_flops_per_s=989e12,
+                    peak_bw_bytes_per_s=4.8e12, achieved_flops_per_s=case.flops / t,
+                    achieved_bytes_per_s=case.bytes / t, timing_method="host-loop")
+
+    gqa = decode_attention_case("gqa", 64, 32768, 8, 1, 128)
+    mla = decode_attention_case("mla", 64, 4096, 128, rows=2)
+    grouped = grouped_matmul_case(32, 512, 4096, 7168, "bf16")
+    df = pd.DataFrame([row(gqa, 0.8, "bytes"), row(mla, 0.5, "flops"), row(grouped, 0.6, "flops")])
+    df.attrs["device"] = {"kind": "NVIDIA H200", "platform": "gpu", "catalog_chip": "h200"}
+    cal, default = _cal(df, "h200.json"), default_calibration()
+    assert cal.efficiency("memory", "nvidia-hopper", "fp8", gqa.bytes, chip="h200",
+                          op="kv_read") == pytest.approx(0.8)
+    for chip, op in (("h100", "kv_read"), ("h200", "stream")):
+        assert cal.efficiency("memory", "nvidia-hopper", "fp8", gqa.bytes, chip=chip, op=op) == \
+            default.efficiency("memory", "nvidia-hopper", "fp8", gqa.bytes, chip=chip, op=op)
+    rec = cal.recording()
+    assert rec.efficiency("decode_attention", "nvidia-hopper", "bf16", mla.flops, 989e12,
+                          chip="h200") == default.efficiency(
+        "decode_attention", "nvidia-hopper", "bf16", mla.flops, 989e12, chip="h200")
+    assert "xla measured in h200.json, but the stack runs flashmla" in rec.priced_by()[0]["note"]
+    (g,) = _measured(cal, "gemm")
+    assert g.impl == "ragged_dot" and g.log10_sizes == (pytest.approx(
+        math.log10(grouped.flops / 32 / 989e12)),)
+    per_expert = grouped.flops / 32
+    assert _gemm(cal, per_expert, chip="h200") == _gemm(default, per_expert, chip="h200")

@@ -77,3 +77,29 @@ def test_a_changed_model_file_changes_the_measured_shapes(monkeypatch):
     shapes = {c.name: (c.params["n"], c.params["k"]) for c in suites._model_gemm_cases([8], [64], "bf16")}
     assert shapes["matmul/bf16/llama3-8b/ffn_up/tp8/t64"] == (2 * 2 * 14336 // 8, 4096)
     assert shapes["matmul/bf16/llama3-8b/ffn_down/tp8/t64"] == (4096, 2 * 14336 // 8)
+
+
+def test_the_default_gpu_suite_measures_every_shape_class_the_projections_price():
+    """Issue 20's list: causal forward+backward attention 1K-16K on cuDNN, decode attention as
+    its own class (GQA over a cache, absorbed MLA, an fp8 cache), fp8 GEMMs with fp32
+    accumulation at model and decode shapes (M 16-256), grouped MoE GEMMs, memory-bound work
+    at 1-100 MB."""
+    cases = build_suite("default", "gpu", device_count=1)
+    names = {c.name for c in cases}
+    by_group = {}
+    for c in cases:
+        by_group.setdefault(c.group, []).append(c)
+    fwd_bwd = {c.params["t"] for c in by_group["attention"] if c.params["impl"] == "cudnn"
+               and c.params["causal"] and c.params["pass"] == "fwd_bwd"}
+    assert {1024, 2048, 4096, 8192, 16384} <= fwd_bwd
+    decode = by_group["decode_attention"]
+    assert {c.params["kind"] for c in decode} == {"gqa", "mla"}
+    assert {c.params["kv_dtype"] for c in decode} == {"bf16", "fp8"}
+    fp8_rows = {c.params["m"] for c in by_group["matmul_model"] if c.params["dtype"] == "fp8"}
+    assert {16, 256, 4096} <= fp8_rows
+    assert all("fp32" in c.params["accumulation"] for c in cases
+               if c.group.startswith("matmul") and c.params.get("dtype") == "fp8")
+    assert {c.params["m"] for c in by_group["matmul_grouped"]} == {16, 512}
+    sizes = sorted(c.bytes for c in by_group["membw"])
+    assert sizes[0] <= 1e6 and any(1e7 <= s <= 1.1e8 for s in sizes) and sizes[-1] >= 4e9
+    assert "attention/jnp/fwd/bf16/causal/b16-t1024-h32-kv8-d128" not in names  # in `full`
