@@ -674,24 +674,46 @@ def fill_kv_cache(model: Model, system: System, plan: ServePlan) -> ServePlan:
 def best_batch_for_tpot(model: Model, system: System, plan: ServePlan, tpot_s: float,
                         calibration: Calibration | None = None) -> ServeResult:
     """The largest batch per chip whose decode step meets the TPOT target and whose KV cache
-    fits (bisection: step time grows with batch)."""
+    fits (bisection: step time grows with batch). With two-batch overlap asked for, a batch
+    its TP group cannot split runs without it, so the search starts at the first batch that
+    splits; when no overlapped batch meets the target, the batch is searched without overlap
+    and the result says so (a forced overlap once fell to one sequence a chip, run without it,
+    as if that were the overlapped answer)."""
     limit = max_batch_per_chip(model, plan, system.chip.hbm_bytes)
     if limit < 1:
         raise ModelInputError(f"{model.name}: weights alone do not fit on {plan.chips} chips of "
                         f"{system.name} with this plan")
-    lo, hi = 0, limit
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if decode(model, system, plan.__class__(**{**plan.__dict__, "batch_per_chip": mid}),
-                  calibration).tpot_s <= tpot_s:
-            lo = mid
-        else:
-            hi = mid - 1
-    if lo == 0:
+
+    def at(batch: int, p: ServePlan = plan) -> ServeResult:
+        return decode(model, system, replace(p, batch_per_chip=batch), calibration)
+
+    def largest(first: int, p: ServePlan) -> int:
+        lo, hi = first - 1, limit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if at(mid, p).tpot_s <= tpot_s:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    splits = max(1, math.ceil(2 / plan.tp))  # the smallest batch a TP group can split in two
+    if plan.overlap is True and splits > 1 and limit >= splits:
+        best = largest(splits, plan)
+        if best >= splits:
+            return at(best)
+        alone = largest(1, replace(plan, overlap=False))
+        if alone >= 1:
+            r = at(alone, replace(plan, overlap=False))
+            return replace(r, notes=r.notes + (
+                f"two-batch overlap meets no TPOT of {tpot_s * 1e3:g} ms (two sequences a "
+                f"chip, the fewest it splits, take {at(splits).tpot_s * 1e3:.1f} ms: each "
+                "micro-batch streams the weights): searched without it",))
+    best = largest(1, plan)
+    if best == 0:
         raise ModelInputError(f"TPOT target {tpot_s * 1e3:.1f} ms is below the single-sequence "
                         f"step time of {model.name} on this plan")
-    return decode(model, system, plan.__class__(**{**plan.__dict__, "batch_per_chip": lo}),
-                  calibration)
+    return at(best)
 
 
 @dataclass(frozen=True)

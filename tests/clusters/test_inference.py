@@ -307,3 +307,29 @@ def test_an_instance_computes_at_its_slowest_devices_pace(system, chips, devices
     assert even_gemm < a.breakdown_s["gemm_s"] <= even_gemm / pace * (1 + 1e-9)
     assert a.breakdown_s["ep_comm_s"] == b.breakdown_s["ep_comm_s"]
     assert a.breakdown_s["elementwise_s"] == b.breakdown_s["elementwise_s"]
+
+
+def test_a_forced_overlap_that_meets_no_tpot_searches_without_it_and_says_so():
+    """Issue 20, mechanism 5: with two-batch overlap forced on, one sequence a chip cannot be
+    split and runs without overlap; a TPOT no overlapped batch meets once came back as batch 1,
+    as if overlapped. Planted: a target between the one-sequence step and the two-sequence
+    overlapped step."""
+    from dataclasses import replace as dc_replace
+
+    from clusters.catalog import load_system
+    from clusters.inference import ServePlan, best_batch_for_tpot, decode
+    from clusters.workloads import load_model
+
+    model, system = load_model("deepseek-r1"), load_system("hgx-h800")
+    plan = ServePlan(chips=32, tp=1, ep=32, precision="fp8", kv_bytes=1.0, overlap=True,
+                     attention_precision="bf16", ranks_per_chip=1, batch_per_chip=1,
+                     context=4096)
+    one = decode(model, system, dc_replace(plan, overlap=False), None).tpot_s
+    two = decode(model, system, dc_replace(plan, batch_per_chip=2), None).tpot_s
+    assert one < two  # the overlapped pair streams the weights twice
+    r = best_batch_for_tpot(model, system, plan, (one + two) / 2)
+    assert r.plan.overlap is False and r.plan.batch_per_chip >= 1
+    assert any("two-batch overlap meets no TPOT" in n for n in r.notes)
+    # where an overlapped batch meets the target, it is the answer, overlapped
+    loose = best_batch_for_tpot(model, system, plan, 0.2)
+    assert loose.plan.overlap is True and loose.plan.batch_per_chip >= 2
