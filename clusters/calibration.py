@@ -286,7 +286,8 @@ class Calibration:
         x = self._basis_size(measured, size, peak, kernel)
         inside = measured.covers(x, over_ridge)
         if published is None:  # nothing else to answer: the curve, held flat outside
-            return self._answer(measured, False, np.where(inside, MEASURED, EXTRAPOLATED),
+            status = np.where(inside, MEASURED, EXTRAPOLATED)
+            return self._answer(measured, False, status if np.ndim(status) else str(status),
                                 "outside the measured sizes, no published entry: held at the "
                                 "nearest point", *args)
         if np.ndim(inside) == 0:

@@ -196,3 +196,19 @@ def test_add_projections_skips_quietly(tmp_path):
 
 
 # ------------------------------------------------------------------ measured on this machine
+
+
+def test_the_local_chip_records_held_curves_as_extrapolated():
+    """With no published entry beside them, the set's curves are held flat outside their sizes
+    and the record says so, for one call and for a column of calls alike."""
+    import numpy as np
+
+    rs = _synthetic_set()
+    cal = local_calibration(to_dataframe(rs), "set.json", "fp32", "xla").recording()
+    fam = "local:cpu"
+    inside = cal.efficiency("gemm", fam, "bf16", 2.0 * 1024 ** 3, 1e11)
+    assert cal.efficiency("gemm", fam, "bf16", 1e17, 1e11) == pytest.approx(inside)
+    cal.efficiency("memory", fam, "bf16", np.array([8.0 * (1 << 20), 1e15]))
+    counts = {(r["kernel"], r["status"]): r["calls"] for r in cal.priced_by()}
+    assert counts == {("gemm", "measured"): 1, ("gemm", "extrapolated"): 1,
+                      ("memory", "measured"): 1, ("memory", "extrapolated"): 1}
