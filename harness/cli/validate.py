@@ -10,7 +10,7 @@ from harness.resultset import write_atomic
 from harness.studies.calibrate import AUTO_SPEC, DEFAULT_SPEC, choose, newest_run, priced_counts
 from harness.studies.validation import (MEDIAN_TARGET, MODES, ROW_TARGET, SET_MEDIAN_SLACK,
                                         compare_calibrations, coverage, model_error_toml,
-                                        summarize, validate)
+                                        record_cold, summarize, unrecorded, validate)
 
 
 def register(p) -> None:
@@ -31,13 +31,18 @@ def register(p) -> None:
                         f"within {ROW_TARGET:.0%})")
     p.add_argument("--summary", action="store_true",
                    help="with --calibration: only the per-mode lines")
+    p.add_argument("--record-cold", action="store_true",
+                   help="write the cold error (today's error, with the commit of the code) of "
+                        "every published row that has none: run it when a row is added, before "
+                        "anything is changed for it (the code must be committed)")
     p.add_argument("--write-model-error", action="store_true",
                    help=f"write the per-mode model-form error the bands use ({MODEL_ERROR_PATH})")
     add_format(p, "csv", "markdown")
     p.set_defaults(func=run)
 
 
-ROW_KEYS = ("id", "mode", "metric", "unit", "published", "projected", "error", "gap", "source")
+ROW_KEYS = ("id", "mode", "metric", "unit", "published", "projected", "error", "gap", "source",
+            "cold_error", "cold_commit")
 
 
 def _rows(results) -> list[dict]:
@@ -57,6 +62,13 @@ def run(args) -> int:
     if args.summary:
         raise UserError("--summary goes with --calibration SET")
     results = validate(args.mode)
+    if args.record_cold:
+        if args.mode:
+            raise UserError("--record-cold records every new row: drop --mode")
+        written = record_cold(results)
+        print(f"cold errors recorded for {len(written)} row(s)"
+              + (f": {', '.join(written)}" if written else ""))
+        results = validate(args.mode)
     summary = summarize(results)
     cover = coverage(results)
     if args.write_model_error:
@@ -79,10 +91,17 @@ def render(results, summary, cover, wrote: bool, markdown: bool = False) -> str:
     out = [markdown_table(headers, rows) if markdown else table(headers, rows, "llllrrrl"), ""]
     item = "- " if markdown else ""
     for s in summary:
+        cold = (f"; cold (out of sample): median |error| {s.median_abs_cold_error:.1%} over "
+                f"{s.cold_rows} row{'s' if s.cold_rows != 1 else ''} added since 2026-12-08"
+                if s.cold_rows else "")
         out.append(f"{item}{s.mode}: {s.rows} rows, median |error| {s.median_abs_error:.1%}, max "
                    f"{s.max_abs_error:.1%}, {s.within_row_target} within {ROW_TARGET:.0%}; "
                    f"{s.gaps} known gap{'s' if s.gaps != 1 else ''} (median over all "
-                   f"{s.projected} projected rows {s.median_abs_error_all:.1%})")
+                   f"{s.projected} projected rows {s.median_abs_error_all:.1%}){cold}")
+    missing = unrecorded(results)
+    if missing:
+        out.append(f"{item}NO COLD ERROR for {', '.join(missing)}: run `rackbench validate "
+                   "--record-cold` before changing anything for a new row")
     if cover.rows:
         out.append(f"{item}bands: the leave-one-out 80% band holds the published figure for "
                    f"{cover.inside} of {cover.rows} rows projected as published ({cover.fraction:.0%}; "

@@ -9,6 +9,7 @@ import math
 import shlex
 import statistics
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from clusters import uncertainty as U
 from clusters.tomldata import Field, check, read_toml
@@ -73,6 +74,10 @@ class RowResult:
     input_log_sd: float | None = None
     # what priced the projection (clusters.calibration.Calibration.priced_by)
     priced_by: tuple = ()
+    # the error when the row was added, before any change for it, and that commit
+    # (clusters.validation: PRE_COLD for rows older than the record, "" not yet recorded)
+    cold_error: float | None = None
+    cold_commit: str = ""
 
     @property
     def within(self) -> bool:
@@ -123,7 +128,9 @@ def run_row(row: dict, setup: dict, calibration: str | None = None) -> RowResult
     return RowResult(row["id"], mode, row["metric"], row["unit"], published, projected, error,
                      gap, setup["args"], row["source"], feasible, setup["substitute"],
                      None if band is None else band["input_log_mean"],
-                     None if band is None else band["input_log_sd"], priced)
+                     None if band is None else band["input_log_sd"], priced,
+                     float(row["cold_error"]) if row.get("cold_error") else None,
+                     row.get("cold_commit") or "")
 
 
 def validate(mode: str | None = None, calibration: str | None = None) -> list[RowResult]:
@@ -193,6 +200,9 @@ class ModeSummary:
     # over every row with a projection, known gaps included
     projected: int
     median_abs_error_all: float
+    # rows with a cold error (added since cold errors were recorded): the out-of-sample figure
+    cold_rows: int = 0
+    median_abs_cold_error: float = math.nan
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,12 +216,70 @@ def summarize(results: list[RowResult]) -> list[ModeSummary]:
             continue
         errs = [abs(r.error) for r in these if r.gap is None]
         every = [abs(r.error) for r in these if r.error is not None]
+        cold = [abs(r.cold_error) for r in these if r.cold_error is not None]
         out.append(ModeSummary(mode, len(errs), sum(r.gap is not None for r in these),
                                statistics.median(errs) if errs else math.nan,
                                max(errs) if errs else math.nan,
                                sum(e <= ROW_TARGET for e in errs), len(every),
-                               statistics.median(every) if every else math.nan))
+                               statistics.median(every) if every else math.nan,
+                               len(cold), statistics.median(cold) if cold else math.nan))
     return out
+
+
+# ------------------------------------------------------------------ cold errors
+
+def unrecorded(results: list[RowResult]) -> list[str]:
+    """Rows added without their cold error (cold_commit empty)."""
+    return [r.id for r in results if not r.cold_commit]
+
+
+def _code_commit(root: Path) -> str:
+    """HEAD's short hash, refusing uncommitted code: a cold error is the error of committed
+    code. The validation data (the rows being added) may be uncommitted."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True)
+
+    head = git("rev-parse", "--short=12", "HEAD")
+    if head.returncode != 0:
+        raise UserError(f"{root}: not a git checkout: a cold error needs the commit of the code")
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "clusters", "harness",
+                                      "kernels").stdout.splitlines()
+             if "clusters/data/validation/" not in line]
+    if dirty:
+        raise UserError(f"uncommitted code ({', '.join(dirty[:3])}): commit it first, a cold "
+                        "error is the error of committed code")
+    return head.stdout.strip()
+
+
+def record_cold(results: list[RowResult], path: Path = PUBLISHED_CSV,
+                commit: str | None = None) -> list[str]:
+    """Write the cold error (the current error) and commit of every row that has none yet,
+    before anything is changed for it; the ids written. Rows the code cannot project get the
+    commit and an empty error."""
+    import csv
+    import io
+
+    todo = {r.id: r for r in results if not r.cold_commit}
+    if not todo:
+        return []
+    commit = commit or _code_commit(Path(__file__).resolve().parents[2])
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    ie, ic, iid = header.index("cold_error"), header.index("cold_commit"), header.index("id")
+    for row in rows[1:]:
+        r = todo.get(row[iid])
+        if r is not None:
+            row[ie] = "" if r.error is None else f"{r.error:.4f}"
+            row[ic] = commit
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    from harness.resultset import write_atomic
+
+    write_atomic(path, out.getvalue())
+    return sorted(todo)
 
 
 # ------------------------------------------------------------------ model-form error, bands

@@ -226,3 +226,70 @@ def test_validate_calibration_flag_errors_are_one_line(capsys, tmp_path):
     assert cli.main(["validate", "--calibration", str(tmp_path / "no.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no.json" in err[-1]
+
+
+def test_every_published_row_has_its_cold_error_or_predates_them():
+    """Issue 21: a row added to published.csv gets its cold error (the code's error before any
+    change for it) with the commit; rows older than the record carry PRE_COLD."""
+    from clusters.validation import PRE_COLD
+    from harness.studies.validation import unrecorded
+
+    import re
+
+    assert unrecorded(RESULTS) == []
+    for r in RESULTS:
+        if r.cold_commit == PRE_COLD:
+            assert r.cold_error is None, r.id
+        else:  # recorded: the commit of the code that read it
+            assert re.fullmatch(r"[0-9a-f]{7,40}", r.cold_commit), r.id
+
+
+def test_recording_cold_errors_writes_only_the_new_rows(tmp_path):
+    import csv
+    import shutil
+    from dataclasses import replace as dc_replace
+
+    from clusters.validation import PUBLISHED_CSV, published_rows
+    from harness.studies.validation import record_cold, summarize
+
+    path = tmp_path / "published.csv"
+    shutil.copy(PUBLISHED_CSV, path)
+    rows = list(csv.reader(open(path, newline="")))
+    new = list(rows[1])
+    new[0], new[-2], new[-1] = "T-NEW", "", ""
+    with open(path, "a", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerow(new)
+    before = path.read_text()
+    fresh = dc_replace(BY_ID[rows[1][0]], id="T-NEW", cold_commit="", error=0.1234)
+    assert record_cold([*RESULTS, fresh], path, commit="abc123") == ["T-NEW"]
+    after = path.read_text()
+    assert after.splitlines()[:-1] == before.splitlines()[:-1]  # nothing else moved
+    got = {r["id"]: r for r in published_rows(path)}["T-NEW"]
+    assert got["cold_error"] == "0.1234" and got["cold_commit"] == "abc123"
+    assert record_cold(RESULTS, path, commit="def") == []  # nothing new: nothing written
+    cold = dc_replace(fresh, cold_error=-0.3, cold_commit="abc123")
+    train = next(s for s in summarize([*RESULTS, cold]) if s.mode == fresh.mode)
+    assert train.cold_rows == 1 and train.median_abs_cold_error == pytest.approx(0.3)
+
+
+def test_a_cold_error_needs_committed_code(tmp_path):
+    import subprocess
+
+    from harness.errors import UserError
+    from harness.studies.validation import _code_commit
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "clusters" / "data" / "validation").mkdir(parents=True)
+    (tmp_path / "clusters" / "model.py").write_text("x = 1\n")
+    (tmp_path / "clusters" / "data" / "validation" / "published.csv").write_text("id\n")
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "code")
+    (tmp_path / "clusters" / "data" / "validation" / "published.csv").write_text("id\nnew\n")
+    assert len(_code_commit(tmp_path)) == 12  # the rows being added may be uncommitted
+    (tmp_path / "clusters" / "model.py").write_text("x = 2\n")
+    with pytest.raises(UserError, match="uncommitted code"):
+        _code_commit(tmp_path)
