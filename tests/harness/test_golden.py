@@ -110,7 +110,8 @@ UNITLESS = {
     "compiles", "cases", "rows", "inside", "gaps", "within_row_target", "samples", "seed",
     # fractions and ratios
     "mfu", "mfu_palm", "hfu", "efficiency", "inr_efficiency", "mtp_acceptance", "error",
-    "fraction", "median_abs_error", "max_abs_error", "median_abs_error_all",
+    "fraction", "median_abs_error", "max_abs_error", "median_abs_error_all", "cold_error",
+    "median_abs_cold_error", "cold_rows", "cold_commit",
     "median_half_width", "swing", "bias", "sd", "input_log_mean", "input_log_sd", "quantiles",
     "range",
     # a model key's value (model show) and a published row's figures, in the row's "unit"
