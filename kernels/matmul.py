@@ -11,6 +11,14 @@ for DotAlgorithmPreset.ANY_F8_ANY_F8_F32: fp32 accumulation, `allow_imprecise_ac
 false`. cuBLASLt's fp8 kernels take B with K contiguous ("TN"); a row-major K x N B would make
 XLA transpose it inside the timed program, so B is generated as N x K (`b_layout` "nk") and
 contracted on its last axis.
+
+`layout` names which operand a case reads transposed, as a training step's three GEMMs of one
+weight do (forward Y = X·W, input gradient dX = dY·Wᵀ, weight gradient dW = Xᵀ·dY): "nn" A is
+M x K and B is K x N; "nt" B is stored N x K (dY·Wᵀ: the weight read across its rows); "tn" A is
+stored K x M (Xᵀ·dY: both operands contracted over their rows, the tokens). The same 2·m·n·k
+FLOPs; XLA:CPU runs the three differently (one library call or another, a copy of an operand
+or none), and the closing-the-loop check prices a step's backward GEMMs from the layout they
+run in (harness.studies.closing_loop).
 """
 from __future__ import annotations
 
@@ -44,7 +52,10 @@ FP8_ALGORITHM = "ANY_F8_ANY_F8_F32"
 FP8_ACCUMULATION = "fp32 (DotAlgorithmPreset.ANY_F8_ANY_F8_F32: no fast accumulation)"
 
 
-def _fn(dtype: str):
+LAYOUTS = ("nn", "nt", "tn")
+
+
+def _fn(dtype: str, layout: str = "nn"):
     out = DTYPES[OUT_DTYPE[dtype]]
     if dtype == "fp8":
         algorithm = getattr(jax.lax.DotAlgorithmPreset, FP8_ALGORITHM)
@@ -59,7 +70,13 @@ def _fn(dtype: str):
     def matmul(a, b):
         return jnp.matmul(a, b, precision=precision, preferred_element_type=out)
 
-    return matmul
+    def matmul_nt(a, b_nk):
+        return jnp.matmul(a, b_nk.T, precision=precision, preferred_element_type=out)
+
+    def matmul_tn(a_km, b):
+        return jnp.matmul(a_km.T, b, precision=precision, preferred_element_type=out)
+
+    return {"nn": matmul, "nt": matmul_nt, "tn": matmul_tn}[layout]
 
 
 def _spread(n: int, k: int) -> np.ndarray:
@@ -67,11 +84,13 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(k, n)).astype(int))
 
 
-def _check(args, out, dtype: str):
+def _check(args, out, dtype: str, layout: str = "nn"):
     a, b = args
-    nk = dtype == "fp8"  # fp8's B is stored N x K
-    rows, cols = _spread(a.shape[0], CHECK_ROWS), _spread(b.shape[0 if nk else 1], CHECK_COLS)
-    a64 = np.asarray(a[rows].astype(jnp.float32), dtype=np.float64)
+    nk = dtype == "fp8" or layout == "nt"  # B stored N x K
+    km = layout == "tn"  # A stored K x M
+    rows, cols = _spread(a.shape[1 if km else 0], CHECK_ROWS), _spread(b.shape[0 if nk else 1], CHECK_COLS)
+    a_rows = a[:, rows].T if km else a[rows]
+    a64 = np.asarray(a_rows.astype(jnp.float32), dtype=np.float64)
     b_cols = b[cols].T if nk else b[:, cols]
     b64 = np.asarray(b_cols.astype(jnp.float32), dtype=np.float64)
     got = np.asarray(out[rows][:, cols].astype(jnp.float32))
@@ -94,20 +113,29 @@ def _skip(dtype: str):
     return skip
 
 
-def matmul_case(m: int, n: int, k: int, dtype: str, label: str | None = None, group: str = "matmul") -> Case:
+def matmul_case(m: int, n: int, k: int, dtype: str, label: str | None = None, group: str = "matmul",
+                layout: str = "nn") -> Case:
+    """C[m,n] = A·B over k; `layout` (LAYOUTS, module docstring) says which operand is stored
+    transposed. fp8 has its own fixed layout (B stored N x K)."""
+    if layout not in LAYOUTS or (dtype == "fp8" and layout != "nn"):
+        raise ValueError(f"matmul_case: layout {layout!r} (choose from {', '.join(LAYOUTS)}; fp8 has its own)")
     shape = f"{m}x{n}x{k}"
-    name = f"matmul/{dtype}/{label}" if label else f"matmul/{dtype}/{shape}"
+    name = f"matmul/{dtype}/{label}" if label else f"matmul/{dtype}/{shape}" + (
+        "" if layout == "nn" else f"/{layout}")
     tol = TOLERANCE[dtype]
 
     def make(key):
         ka, kb = jax.random.split(key)
-        b_shape = (n, k) if dtype == "fp8" else (k, n)
-        return _fn(dtype), (random_array(ka, (m, k), dtype), random_array(kb, b_shape, dtype))
+        a_shape = (k, m) if layout == "tn" else (m, k)
+        b_shape = (n, k) if dtype == "fp8" or layout == "nt" else (k, n)
+        return _fn(dtype, layout), (random_array(ka, a_shape, dtype), random_array(kb, b_shape, dtype))
 
     def check(args, out):
-        return _check(args, out, dtype), tol, ROUNDING_EXCESS_METRIC + ", float64 reference on sampled rows and columns"
+        return _check(args, out, dtype, layout), tol, ROUNDING_EXCESS_METRIC + ", float64 reference on sampled rows and columns"
 
     params = {"m": m, "n": n, "k": k, "dtype": dtype}
+    if layout != "nn":
+        params["layout"] = layout
     if dtype == "fp8":
         params.update(b_layout="nk", accumulation=FP8_ACCUMULATION)
     if label:

@@ -28,6 +28,30 @@ def test_wrong_products_fail(wrong):
     assert err > tol
 
 
+def _run(case, fn=None):
+    f, args = case.make(jax.random.key(3))
+    err, tol, _ = case.check(args, jax.jit(fn or f)(*args))
+    return err, tol
+
+
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn"])
+def test_each_layout_computes_its_product(layout):
+    """A training step's three GEMMs of one weight: forward, input gradient (B read transposed),
+    weight gradient (A read transposed)."""
+    err, tol = _run(matmul_case(96, 80, 112, "fp32", layout=layout))
+    assert err < tol
+
+
+@pytest.mark.parametrize("layout, wrong", [
+    ("nt", lambda a, b: a @ b),  # B used as stored, not transposed
+    ("tn", lambda a, b: a @ b),  # A used as stored
+    ("nn", lambda a, b: a.T @ b),
+])
+def test_a_layout_read_the_wrong_way_fails(layout, wrong):
+    err, tol = _run(matmul_case(64, 64, 64, "fp32", layout=layout), wrong)
+    assert err > tol
+
+
 def test_sampled_indices_cover_the_edges():
     from kernels.matmul import _spread
 
