@@ -47,8 +47,8 @@ class Costs:
 # loop repetition as jax-notes measured them (6.6 us, 0.01 us); the process start assumed.
 CPU_COSTS = Costs(
     compile_s=MappingProxyType({"matmul": 0.07, "matmul_model": 0.06, "attention/fwd": 0.27,
-                                "attention/fwd_bwd": 0.56, "membw": 0.11, "train_step": 3.6,
-                                "collective": 0.05,
+                                "attention/fwd_bwd": 0.56, "membw": 0.11, "fusion": 0.11,
+                                "train_step": 3.6, "collective": 0.05,
                                 # assumed like their nearest kin (no CPU run has them yet)
                                 "matmul_grouped": 0.1, "decode_attention": 0.27}),
     loop_compile_s=0.35, small_compile_s=0.4, dispatch_s=6.6e-6, loop_rep_s=0.01e-6, process_start_s=3.0,
@@ -62,8 +62,8 @@ CPU_COSTS = Costs(
 # while the rest took longer than modelled: 514 s measured in four calls against 562 s estimated.
 GPU_COSTS = Costs(
     compile_s=MappingProxyType({"matmul": 2.0, "matmul_model": 2.0, "attention/fwd": 3.0,
-                                "attention/fwd_bwd": 6.0, "membw": 1.0, "train_step": 60.0,
-                                "collective": 2.0, "matmul_grouped": 3.0,
+                                "attention/fwd_bwd": 6.0, "membw": 1.0, "fusion": 1.0,
+                                "train_step": 60.0, "collective": 2.0, "matmul_grouped": 3.0,
                                 "decode_attention": 3.0}),
     loop_compile_s=1.0, small_compile_s=0.3, dispatch_s=30e-6, loop_rep_s=5e-6, process_start_s=20.0,
     cache_hit_s=0.2, input_element_s=1e-11, source="assumed (the first H200 run took 514 s where these gave 562 s): seconds per XLA:GPU compile with autotuning")

@@ -12,7 +12,7 @@ from kernels.collectives import OPS as COLLECTIVE_OPS
 from kernels.collectives import collective_case, collective_sweep
 from kernels.matmul import grouped_matmul_case, matmul_case
 from kernels.membw import rmsnorm_case, stream_case
-from kernels.train_step import TinyLlama, train_step_case
+from kernels.train_step import TinyLlama, part_cases, train_step_case
 
 from clusters.flops import layer_gemms
 from clusters.workloads import load_model
@@ -105,8 +105,10 @@ def _cpu_cases(suite: str) -> list[Case]:
     if suite == "default":
         cases = [c for c in cases if c.group != "matmul_model"
                  or c.params["k"] * (c.params["m"] + c.params["n"]) <= _CPU_MAX_DEFAULT_INPUT_ELEMENTS]
-    # the training step is the closing-the-loop case: admitted whatever its size
-    return cases + [train_step_case(TinyLlama(), "fp32")]
+    # the training step is the closing-the-loop case: admitted whatever its size, with the parts
+    # the check prices it from at the step's own shapes (kernels.train_step.part_cases: its GEMMs
+    # in their three layouts, its attention, the two backward loops XLA:CPU writes transposed)
+    return cases + part_cases(TinyLlama(), "fp32") + [train_step_case(TinyLlama(), "fp32")]
 
 
 # The cases held against torch on the same card (harness/vendor.py, vendor_baselines.py): its

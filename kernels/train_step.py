@@ -7,30 +7,17 @@ measurements (the closing-the-loop check).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kernels.base import DTYPES, Case
-
-
-@dataclass(frozen=True)
-class TinyLlama:
-    layers: int = 4
-    hidden: int = 256
-    ffn: int = 704  # SwiGLU at about 8/3 of hidden, rounded to a multiple of 64 (Llama's habit)
-    heads: int = 4
-    kv_heads: int = 2
-    vocab: int = 4096
-    seq_len: int = 256
-    batch: int = 4
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+from kernels.tiny_llama import (ATTENTION_IMPL, FUSION_GROUP, GEMM_PASSES, StepGemm,  # noqa: F401
+                                TinyLlama, step_gemms)
+from kernels.base import (DTYPES, ROUNDING_EXCESS_METRIC, TOLERANCE, Case, itemsize, random_array,
+                          rounding_excess)
 
 
 def matmul_params(m: TinyLlama) -> int:
@@ -150,3 +137,104 @@ def train_step_case(m: TinyLlama = TinyLlama(), dtype: str = "fp32", optimizer=N
         peak_dtype=dtype,
         check=check,
     )
+
+
+# ------------------------------------------------------------------ the step's parts as kernels
+# The closing-the-loop check (harness.studies.closing_loop) prices this step from kernel cases
+# of the same run. These are the step's own parts, measured alone at its shapes: its GEMMs in
+# the three layouts a weight's GEMMs run in, its attention, and the two backward fusions XLA:CPU
+# writes transposed. harness.suites adds them to the CPU suites.
+
+def gemm_part_cases(m: TinyLlama, dtype: str) -> list[Case]:
+    """Every GEMM shape and layout the step runs, as matmul cases (group matmul_model)."""
+    from kernels.matmul import matmul_case
+
+    t = m.batch * m.seq_len
+    return [matmul_case(*shape, dtype, label=f"tiny-llama/{g.name}/{p}/t{t}", group="matmul_model",
+                        layout=layout)
+            for g in step_gemms(m) for p, shape, layout in g.passes()]
+
+
+def attention_part_case(m: TinyLlama, dtype: str) -> Case:
+    """The step's attention at its own shape (batch, sequence, query and KV heads, head dim):
+    causal forward+backward of the implementation the step calls."""
+    from kernels.attention import attention_case
+
+    return attention_case(m.batch, m.seq_len, m.heads, m.kv_heads, m.head_dim, True, "fwd_bwd",
+                          ATTENTION_IMPL["xla-causal"], dtype)
+
+
+def _swiglu_gate_grad_t(sig, dh, g, u):
+    """The gradient of silu(G)·U with respect to G, from σ(G) saved by the forward, transposed."""
+    a = dh * u
+    return jnp.transpose(a * sig + g * a * sig * (1 - sig))
+
+
+def swiglu_gate_grad_case(m: TinyLlama, dtype: str = "fp32") -> Case:
+    """The SwiGLU gate's gradient dG = dH·U·(σ(G) + G·σ(G)·(1 − σ(G))) written transposed (ffn x
+    tokens), as XLA:CPU computes it in the step's backward. The gate's weight-gradient GEMM
+    (dW = Hᵀ·dG) takes dG transposed, and XLA fuses that transpose into the elementwise loop
+    that computes dG, which then reads its four inputs (σ(G) saved by the forward, dH, G, U:
+    tokens x ffn each) across their rows. The loop the compiled step runs (one per layer) has
+    these four inputs and this output; on the 2-core CPU it took 9.6 ms against 0.40 ms for the
+    same loop written untransposed (jax 0.10.2, 2026-12-08)."""
+    t, f = m.batch * m.seq_len, m.ffn
+    elems = t * f
+
+    def make(key):
+        ks = jax.random.split(key, 4)
+        g = random_array(ks[0], (t, f), dtype)
+        sig = jax.nn.sigmoid(g)
+        return _swiglu_gate_grad_t, (sig, random_array(ks[1], (t, f), dtype), g,
+                                     random_array(ks[2], (t, f), dtype))
+
+    def check(args, out):
+        s, dh, g, u = (np.asarray(x, dtype=np.float64) for x in args)
+        ref = (dh * u * (s + g * s * (1 - s))).T
+        return rounding_excess(out, ref, dtype), TOLERANCE[dtype], ROUNDING_EXCESS_METRIC + ", float64 reference"
+
+    return Case(
+        name=f"{FUSION_GROUP}/swiglu_gate_grad_t/{dtype}/t{t}-f{f}", group=FUSION_GROUP,
+        params={"op": "swiglu_gate_grad_t", "tokens": t, "ffn": f, "dtype": dtype},
+        make=make, flops=6.0 * elems, bytes=5.0 * elems * itemsize(dtype), peak_dtype=None,
+        check=check)
+
+
+def _logits_grad_pad_t(d):
+    b, t1, v = d.shape
+    padded = jnp.pad(d, ((0, 0), (0, 1), (0, 0))).reshape(b * (t1 + 1), v)
+    return padded, jnp.transpose(padded)
+
+
+def logits_grad_case(m: TinyLlama, dtype: str = "fp32") -> Case:
+    """The loss's gradient on the logits as the step's backward hands it to the LM head's two
+    GEMMs: the loss reads logits[:, :-1] (the last position has no next token), so its gradient
+    (batch x seq-1 x vocab) is padded back to every position with zeros (tokens x vocab, for
+    dX = dLogits·Wᵀ), and that is transposed (vocab x tokens) for dW = Xᵀ·dLogits. Two passes
+    over the vocab-wide gradient that clusters.train's 16 bytes per logit do not count. The
+    compiled step pads in one loop and transposes the result in another, as this case does (had
+    XLA fused the pad into the transpose, that loop alone would take 23 ms on the 2-core CPU,
+    against 1.8 + 3.3 ms apart)."""
+    b, t1, v = m.batch, m.seq_len - 1, m.vocab
+
+    def make(key):
+        return _logits_grad_pad_t, (random_array(key, (b, t1, v), dtype),)
+
+    def check(args, out):
+        d = np.asarray(args[0], dtype=np.float64)
+        ref = np.pad(d, ((0, 0), (0, 1), (0, 0))).reshape(b * (t1 + 1), v)
+        err = max(rounding_excess(out[0], ref, dtype), rounding_excess(out[1], ref.T, dtype))
+        return err, TOLERANCE[dtype], ROUNDING_EXCESS_METRIC + ", float64 reference"
+
+    return Case(
+        name=f"{FUSION_GROUP}/logits_grad_pad_t/{dtype}/b{b}-t{m.seq_len}-v{v}", group=FUSION_GROUP,
+        params={"op": "logits_grad_pad_t", "batch": b, "seq_len": m.seq_len, "vocab": v, "dtype": dtype},
+        make=make, flops=0.0,
+        # the pad reads the gradient and writes it padded; the transpose reads and writes that
+        bytes=float(b * v * (t1 + 3 * (t1 + 1)) * itemsize(dtype)), peak_dtype=None, check=check)
+
+
+def part_cases(m: TinyLlama, dtype: str) -> list[Case]:
+    """The step's parts the closing-the-loop check prices it from (see above)."""
+    return (gemm_part_cases(m, dtype) + [attention_part_case(m, dtype)]
+            + [swiglu_gate_grad_case(m, dtype), logits_grad_case(m, dtype)])
