@@ -17,7 +17,8 @@ Top level (all required unless marked optional):
   vocab_size            int   vocabulary rows of the embedding / output layer (padded, as trained)
   activation            str   "swiglu" (3 FFN matrices) or "gelu" (2 FFN matrices)
   tied_embeddings       bool  output layer shares the input embedding's weights
-  position_embedding    str   "rope" (no parameters) or "learned" (seq_len x hidden parameters)
+  position_embedding    str   "rope" (no parameters), "learned" (seq_len x hidden parameters) or
+                              "none" (no position information: no parameters and no work)
   linear_bias           bool  linear layers and norms carry biases (GPT-2/3 style)
   seq_len               int   default sequence length for projections (pre-training context)
   reported_params       float optional: published total parameter count (checked by tests)
@@ -57,7 +58,7 @@ from clusters.tomldata import Field, check, read_toml
 MODELS_DIR = Path(__file__).parent / "data" / "models"
 
 ACTIVATIONS = ("swiglu", "gelu")
-POSITION_EMBEDDINGS = ("rope", "learned")
+POSITION_EMBEDDINGS = ("rope", "learned", "none")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ KEYS = {
         "vocab_size": ("int", "embedding and output rows, padded as trained"),
         "activation": ("str", '"swiglu" (3 FFN matrices) or "gelu" (2)'),
         "tied_embeddings": ("bool", "the output layer shares the input embedding"),
-        "position_embedding": ("str", '"rope" (no parameters) or "learned" (seq_len x h)'),
+        "position_embedding": ("str", '"rope" (no parameters), "learned" (seq_len x h) or "none"'),
         "linear_bias": ("bool", "linear layers and norms carry biases (GPT-2/3 style)"),
         "seq_len": ("int", "default sequence length of projections, tokens"),
         "reported_params": ("float, optional", "published total parameters (a check, not an "

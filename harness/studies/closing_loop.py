@@ -82,8 +82,7 @@ def train_step_case(rs):
 
 def model_from_case(params: Mapping, where: str = "train_step case") -> Model:
     """The kernels/train_step.py TinyLlama as a clusters Model: untied LM head, SwiGLU, RMSNorm
-    without biases. It has no position embedding; "rope" is the choice that adds no parameters
-    (its few bytes of rotary work per token are then charged to elementwise time)."""
+    without biases, no position embedding (no rotary work either)."""
     try:
         doc = {
             "name": "tiny-llama", "description": "kernels/train_step.py TinyLlama",
@@ -91,7 +90,7 @@ def model_from_case(params: Mapping, where: str = "train_step case") -> Model:
             "hidden_size": params["hidden"], "ffn_hidden_size": params["ffn"],
             "n_heads": params["heads"], "n_kv_heads": params["kv_heads"],
             "head_dim": params["hidden"] // params["heads"], "vocab_size": params["vocab"],
-            "activation": "swiglu", "tied_embeddings": False, "position_embedding": "rope",
+            "activation": "swiglu", "tied_embeddings": False, "position_embedding": "none",
             "linear_bias": False, "seq_len": params["seq_len"],
         }
     except (KeyError, TypeError) as exc:

@@ -15,6 +15,7 @@ from harness.errors import UserError
 from harness.studies.closing_loop import add_projections, closing_loop_line
 from harness.resultset import CaseResult, ResultSet, load, save, to_dataframe
 from kernels.attention import attention_flops
+from clusters.train import elementwise_bytes_per_token
 from kernels.train_step import TinyLlama, matmul_params, train_step_case, train_step_flops
 
 CPU_META = {"device": {"platform": "cpu", "kind": "cpu", "count": 1, "memory_bytes": 16e9,
@@ -212,3 +213,13 @@ def test_the_local_chip_records_held_curves_as_extrapolated():
     counts = {(r["kernel"], r["status"]): r["calls"] for r in cal.priced_by()}
     assert counts == {("gemm", "measured"): 1, ("gemm", "extrapolated"): 1,
                       ("memory", "measured"): 1, ("memory", "extrapolated"): 1}
+
+
+def test_the_step_has_no_position_embedding_and_is_charged_no_rotary_work():
+    model = model_from_case(train_step_case(SMALL).params)
+    assert model.position_embedding == "none"
+    plan = local_plan(train_step_case(SMALL).params, "fp32")
+    rope = dataclasses.replace(model, position_embedding="rope")
+    kv = model.n_kv_heads * model.head_dim
+    assert (elementwise_bytes_per_token(rope, plan, False)
+            - elementwise_bytes_per_token(model, plan, False)) == 4.0 * (model.hidden_size + kv)
