@@ -13,6 +13,29 @@ What clusters.train leaves out for this step, added here from first principles a
   computed in a wider dtype (fp32 on a CPU) moves `itemsize / 2` times those bytes.
 - `embedding_s`: the input embedding is a gather forward and a scatter-add into a zeroed
   vocab x hidden gradient backward (clusters.train counts no embedding traffic).
+
+Where the set measured the step's own parts at the step's shapes (kernels.train_step.part_cases,
+in the CPU suites), three parts are priced from those measurements instead:
+- `gemm_s`: the GEMMs as the step runs them, one dot per weight (clusters.train prices
+  Megatron's fused QKV and gate-up), each forward, input gradient and weight gradient at the
+  time its shape and layout took (clusters.train: backward = 2 x forward at the forward's
+  efficiency). Without them the calibration reads these sizes off square and 64-token layer
+  cases, which on the 2-core CPU run 10-25% below the step's 1,024-token shapes: a set priced
+  the step's GEMMs at 405 ms where, within the same hour, they took 334 ms measured alone at
+  the step's shapes; the excess hid the two parts below.
+- `attention_s`: the step's attention case, once per layer, instead of the calibration's
+  reading at the step's FLOPs from cases of another shape (head dim 128 against the step's
+  64; XLA computes every score of a causal mask, so time need not follow FLOPs). On the 2-core
+  CPU the two agree within 5%.
+- `transposed_grads_s` (clusters.train has no such part): XLA:CPU gives a weight-gradient GEMM
+  its output-gradient operand transposed. Where that gradient comes out of an elementwise loop
+  the transpose is fused into it: the SwiGLU gate's gradient, every layer, whose loop then
+  reads its four inputs across rows, 24x slower than the same loop untransposed (9.6 against
+  0.40 ms on the 2-core CPU). The loss's logit gradient is padded back to every position (the
+  loss drops the last one) and transposed, two passes over a vocab-wide tensor that the model's
+  16 bytes per logit do not count. Both are charged at the times their cases measured (the
+  untransposed elementwise work inside the first, which `elementwise_s` counts too, is under a
+  twentieth of it).
 """
 from __future__ import annotations
 
@@ -27,8 +50,10 @@ from clusters.dtypes import bytes_per_element
 from harness.studies.calibrate import calibration_from_dataframe
 from clusters.catalog import Chip, Fabric, System, load_chip
 from clusters.plan import PRECISIONS, Plan
+from clusters import flops as F
 from clusters.train import Rates, output_layer_s, train_step
 from clusters.workloads import Model, model_from_dict
+from kernels.tiny_llama import ATTENTION_IMPL, FUSION_GROUP, TinyLlama, step_gemms
 from harness.errors import INPUT_ERRORS, UserError
 from harness.format import duration
 from harness.resultset import ResultSet, to_dataframe
@@ -36,8 +61,6 @@ from harness.resultset import ResultSet, to_dataframe
 TRAIN_STEP_GROUP = "train_step"
 # clusters.train's byte counts for activations assume this many bytes per element
 TRAIN_MODEL_ACTIVATION_BYTES = 2
-# kernels/train_step.py's `attention` param -> the kernels/attention.py implementation it runs
-_ATTENTION_IMPL = {"xla-causal": "xla", "cudnn-causal": "cudnn", "jnp-causal": "jnp"}
 TOLERANCE = 0.25  # issue 4: the projection must land within 25% of the measured step
 
 
@@ -220,6 +243,79 @@ def _extra_parts(model: Model, plan: Plan, rates: Rates, dtype: str,
     }
 
 
+def _step_dims(params: Mapping) -> TinyLlama:
+    return TinyLlama(**{k: int(params[k]) for k in ("layers", "hidden", "ffn", "heads", "kv_heads",
+                                                    "vocab", "seq_len", "batch")})
+
+
+def _measured_parts(rs, dtype: str) -> dict:
+    """The set's ok median times of the cases a step's parts are looked up by: GEMMs by (m, n,
+    k, layout), attention by its shape and implementation, fusions by op and shape."""
+    out = {}
+    for c in rs.cases:
+        p = c.params or {}
+        if c.status != "ok" or not c.median_s or str(p.get("dtype")) != dtype:
+            continue
+        if c.group in ("matmul", "matmul_model"):
+            key = ("gemm", p.get("m"), p.get("n"), p.get("k"), p.get("layout", "nn"))
+        elif c.group == "attention" and p.get("pass") == "fwd_bwd":
+            key = ("attention", p.get("impl"), bool(p.get("causal")), p.get("b"), p.get("t"),
+                   p.get("s"), p.get("n_heads"), p.get("n_kv_heads"), p.get("head_dim"))
+        elif c.group == FUSION_GROUP:
+            key = ("fusion", p.get("op")) + tuple(sorted((k, v) for k, v in p.items()
+                                                         if k not in ("op", "dtype")))
+        else:
+            continue
+        out.setdefault(key, float(c.median_s))
+    return out
+
+
+def measured_step_parts(rs, params: Mapping, dtype: str, impl: str | None, rates: Rates,
+                        model_parts: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+    """`gemm_s`, `attention_s` and `transposed_grads_s` of the step from the set's cases at the
+    step's own shapes (module docstring), with a note on each; a GEMM shape the set did not
+    measure is priced by the calibration (`rates`), attention the set did not measure at the
+    step's shape keeps clusters.train's price (`model_parts`), and a transposed loop it did not
+    measure is left out (said in the note)."""
+    m = _step_dims(params)
+    got = _measured_parts(rs, dtype)
+    gemm, priced, missing = 0.0, 0, 0
+    for g in step_gemms(m):
+        for _, (mm, nn, kk), layout in g.passes():
+            t = got.get(("gemm", mm, nn, kk, layout))
+            if t is None:
+                missing += 1
+                t = rates.gemm_s(F.Gemm(g.name, mm, nn, kk))
+            else:
+                priced += 1
+            gemm += g.count * t
+    notes = [f"gemm_s: the step's {priced + missing} GEMM shapes and layouts (one dot per weight), "
+             + (f"{priced} at this set's time for that shape and layout" if priced else "")
+             + (", " if priced and missing else "")
+             + (f"{missing} by the calibration (not measured)" if missing else "")]
+    attn = got.get(("attention", impl, True, m.batch, m.seq_len, m.seq_len, m.heads,
+                    m.kv_heads, m.head_dim))
+    if attn is None:
+        attn_s = model_parts["attention_s"]
+        notes.append("attention_s: the calibration's (the set has no attention case at the step's shape)")
+    else:
+        attn_s = m.layers * attn
+        notes.append(f"attention_s: the set's {impl} causal forward+backward at the step's shape, "
+                     f"x{m.layers} layers")
+    t = m.batch * m.seq_len
+    swiglu = got.get(("fusion", "swiglu_gate_grad_t", ("ffn", m.ffn), ("tokens", t)))
+    logits = got.get(("fusion", "logits_grad_pad_t", ("batch", m.batch), ("seq_len", m.seq_len),
+                      ("vocab", m.vocab)))
+    transposed = (m.layers * swiglu if swiglu else 0.0) + (logits or 0.0)
+    lacking = [n for n, v in (("SwiGLU gate gradient", swiglu), ("padded logit gradient", logits))
+               if v is None]
+    notes.append("transposed_grads_s: " + ("; ".join(
+        ([f"SwiGLU gate gradient x{m.layers} layers"] if swiglu else [])
+        + (["padded logit gradient"] if logits else [])) or "none")
+        + " at this set's times" + (f" ({', '.join(lacking)} not measured: left out)" if lacking else ""))
+    return {"gemm_s": gemm, "attention_s": attn_s, "transposed_grads_s": transposed}, notes
+
+
 def close_loop(rs, case=None) -> ClosingLoop:
     """Project the set's training-step case (or `case`) on the device that measured it."""
     case = case or train_step_case(rs)
@@ -230,7 +326,7 @@ def close_loop(rs, case=None) -> ClosingLoop:
         raise UserError(f"{where}: {case.name} is {case.status} ({case.reason or 'no time'})")
     params = case.params
     dtype = str(params.get("dtype", "bf16"))
-    impl = _ATTENTION_IMPL.get(str(params.get("attention", "")))
+    impl = ATTENTION_IMPL.get(str(params.get("attention", "")))
     model = model_from_case(params, f"{where}: {case.name}")
     system = local_system(rs.meta, dtype, where)
     plan = local_plan(params, dtype)
@@ -239,8 +335,10 @@ def close_loop(rs, case=None) -> ClosingLoop:
     rates = Rates(system.chip, cal, plan.precision)
     parts = {k: v for k, v in result.breakdown_s.items()}
     parts.update(_extra_parts(model, plan, rates, dtype, parts["elementwise_s"]))
+    measured, part_notes = measured_step_parts(rs, params, dtype, impl, rates, parts)
+    parts.update(measured)
     notes = [f"calibration: {where} (its own {dtype} matmul, {impl or 'any'} attention, membw "
-             "cases)", f"system: {system.description}"]
+             "cases)", f"system: {system.description}"] + part_notes
     if training_slot(dtype) != dtype:
         notes.append(f"{dtype} step projected through the {training_slot(dtype)} plan slot "
                      f"(clusters.plan trains in {'/'.join(PRECISIONS)}): peak and efficiencies "

@@ -15,8 +15,9 @@ from harness.errors import UserError
 from harness.studies.closing_loop import add_projections, closing_loop_line
 from harness.resultset import CaseResult, ResultSet, load, save, to_dataframe
 from kernels.attention import attention_flops
-from clusters.train import elementwise_bytes_per_token
-from kernels.train_step import TinyLlama, matmul_params, train_step_case, train_step_flops
+from clusters.train import Rates, elementwise_bytes_per_token
+from kernels.train_step import (TinyLlama, matmul_params, part_cases, step_gemms, train_step_case,
+                                train_step_flops)
 
 CPU_META = {"device": {"platform": "cpu", "kind": "cpu", "count": 1, "memory_bytes": 16e9,
                        "catalog_chip": None},
@@ -215,6 +216,91 @@ def test_the_local_chip_records_held_curves_as_extrapolated():
                       ("memory", "measured"): 1, ("memory", "extrapolated"): 1}
 
 
+# ------------------------------------------------------------------ the step's parts, measured
+
+def _part_cases(rs, gemm_s=None, attention_s=None, swiglu_s=None, logits_s=None, peak=1e11,
+                bw=1e10, dtype="fp32"):
+    """Add the step's own parts (kernels.train_step.part_cases) to a synthetic set: every GEMM
+    shape and layout at gemm_s(pass, shape) seconds, the attention at the step's shape, the two
+    transposed loops."""
+    m = SMALL
+    if gemm_s is not None:
+        for g in step_gemms(m):
+            for p, (mm, nn, kk), layout in g.passes():
+                params = {"m": mm, "n": nn, "k": kk, "dtype": dtype, "layout": layout}
+                rs.cases.insert(0, _ok(f"matmul/{dtype}/tiny-llama/{g.name}/{p}", "matmul_model",
+                                       params, gemm_s(p, (mm, nn, kk)), flops=2.0 * mm * nn * kk,
+                                       moved=4.0 * (mm * kk + kk * nn + mm * nn), peak=peak, bw=bw,
+                                       dtype=dtype))
+    t = m.batch * m.seq_len
+    if swiglu_s is not None:
+        rs.cases.insert(0, _ok("fusion/swiglu", "fusion", {"op": "swiglu_gate_grad_t", "tokens": t,
+                                                           "ffn": m.ffn, "dtype": dtype},
+                               swiglu_s, moved=20.0 * t * m.ffn, bw=bw))
+    if logits_s is not None:
+        rs.cases.insert(0, _ok("fusion/logits", "fusion", {"op": "logits_grad_pad_t", "batch": m.batch,
+                                                           "seq_len": m.seq_len, "vocab": m.vocab,
+                                                           "dtype": dtype},
+                               logits_s, moved=8.0 * t * m.vocab, bw=bw))
+    return rs
+
+
+def _gemm_time(p, shape):
+    """Planted times: a weight gradient 1.5x, an input gradient 1.2x its forward's rate."""
+    mm, nn, kk = shape
+    return 2.0 * mm * nn * kk / 4e10 * {"fwd": 1.0, "dgrad": 1.2, "wgrad": 1.5}[p]
+
+
+def test_the_steps_gemms_are_priced_at_their_own_shapes_and_layouts():
+    base = close_loop(_synthetic_set())
+    rs = _part_cases(_synthetic_set(), gemm_s=_gemm_time)
+    loop = close_loop(rs)
+    want = sum(g.count * _gemm_time(p, s) for g in step_gemms(SMALL) for p, s, _ in g.passes())
+    assert loop.breakdown_s["gemm_s"] == pytest.approx(want)
+    # the square sweep alone (half of the peak at every size) prices them at 3 x forward
+    assert base.breakdown_s["gemm_s"] == pytest.approx(
+        3 * sum(g.count * 2.0 * g.m * g.n * g.k for g in step_gemms(SMALL)) / 5e10, rel=1e-6)
+    assert any("at this set's time for that shape and layout" in n for n in loop.notes)
+    # a weight-gradient layout the set lacks falls back to the calibration, and is said to
+    rs.cases = [c for c in rs.cases if c.params.get("layout") != "tn"]
+    partial = close_loop(rs)
+    rates = Rates(partial.system.chip, local_calibration(to_dataframe(rs), "x", "fp32", "xla"), "bf16")
+    assert partial.breakdown_s["gemm_s"] == pytest.approx(want - sum(
+        g.count * (_gemm_time("wgrad", s) - rates.gemm_s(F.Gemm("w", *s)))
+        for g in step_gemms(SMALL) for p, s, _ in g.passes() if p == "wgrad"))
+    assert partial.breakdown_s["gemm_s"] != pytest.approx(want)
+    assert any(f"{len(step_gemms(SMALL))} by the calibration (not measured)" in n for n in partial.notes)
+
+
+def test_attention_is_the_steps_shape_not_a_case_of_equal_flops():
+    """The suite's attention cases have head dim 128; the step's 64 has twice the scores (and
+    their softmax) per FLOP. A case of the step's FLOPs at another shape prices it only when the
+    set lacks the step's own shape."""
+    m = SMALL
+    rs = _synthetic_set(attn_time_s=0.02)
+    wide = dict(b=2 * m.batch, t=m.seq_len // 2, s=m.seq_len // 2, n_heads=m.heads, n_kv_heads=m.kv_heads,
+                head_dim=2 * (m.hidden // m.heads), causal=True, impl="xla", dtype="fp32", **{"pass": "fwd_bwd"})
+    fl = attention_flops(wide["b"], wide["t"], wide["s"], m.heads, wide["head_dim"], True, "fwd_bwd")
+    assert fl == attention_flops(m.batch, m.seq_len, m.seq_len, m.heads, m.hidden // m.heads, True,
+                                 "fwd_bwd")
+    rs.cases.insert(0, _ok("attention/xla/fwd_bwd/wide", "attention", wide, 0.01, flops=fl,
+                           moved=1e6, peak=1e11, bw=1e10, dtype="fp32"))
+    assert close_loop(rs).breakdown_s["attention_s"] == pytest.approx(m.layers * 0.02)
+    rs.cases = [c for c in rs.cases if c.name != "attention/xla/fwd_bwd"]
+    loop = close_loop(rs)  # only the calibration's, read at the step's FLOPs: the wide case's
+    assert loop.breakdown_s["attention_s"] == pytest.approx(m.layers * 0.01, rel=0.05)
+    assert any("no attention case at the step's shape" in n for n in loop.notes)
+
+
+def test_the_transposed_gradient_loops_are_charged_once_per_layer_and_once():
+    rs = _synthetic_set()
+    assert close_loop(rs).breakdown_s["transposed_grads_s"] == 0.0
+    assert any("not measured: left out" in n for n in close_loop(rs).notes)
+    loop = close_loop(_part_cases(rs, swiglu_s=0.004, logits_s=0.007))
+    assert loop.breakdown_s["transposed_grads_s"] == pytest.approx(SMALL.layers * 0.004 + 0.007)
+    assert loop.projected_step_time_s == pytest.approx(sum(loop.breakdown_s.values()))
+
+
 def test_the_step_has_no_position_embedding_and_is_charged_no_rotary_work():
     model = model_from_case(train_step_case(SMALL).params)
     assert model.position_embedding == "none"
@@ -223,3 +309,11 @@ def test_the_step_has_no_position_embedding_and_is_charged_no_rotary_work():
     kv = model.n_kv_heads * model.head_dim
     assert (elementwise_bytes_per_token(rope, plan, False)
             - elementwise_bytes_per_token(model, plan, False)) == 4.0 * (model.hidden_size + kv)
+
+
+def test_the_cpu_suite_measures_the_steps_parts():
+    from harness.suites import build_suite
+
+    names = {c.name for c in build_suite("default", "cpu", device_count=1)}
+    m = TinyLlama()
+    assert {c.name for c in part_cases(m, "fp32")} <= names
