@@ -43,8 +43,6 @@ STACK_KERNELS = ("gemm", "attention", "decode_attention")
 # "kv_read" (decode attention reading a KV cache), "weights" (a thin GEMM streaming its
 # weights). A published memory entry ("*") answers every operation; a measured one only its own.
 MEMORY_OPS = ("stream", "kv_read", "weights")
-# Where a measured memory curve's points come from, by result-set operation
-MEMORY_OP_OF_CASE = {"stream_add": "stream", "copy": "stream", "rmsnorm": "norm"}
 # forward+backward over forward FLOPs as FlashAttention's benchmarks and this file's attention
 # entries count them (the backward recomputes QK^T: 5 GEMMs against 2, Dao 2023 arXiv
 # 2307.08691 sec. 3.1)
@@ -208,9 +206,12 @@ class Calibration:
         family's."""
         published, borrowed, _, _ = self._resolve(kernel, family, dtype, chip, "*")
         if published is None:
-            raise ModelInputError(f"calibration {self.name!r} has no {kernel!r} efficiency for "
-                                  f"{family} {dtype} (add an entry for family '*')")
+            raise self._no_entry(kernel, family, dtype)
         return published, borrowed
+
+    def _no_entry(self, kernel: str, family: str, dtype: str) -> ModelInputError:
+        return ModelInputError(f"calibration {self.name!r} has no {kernel!r} efficiency for "
+                               f"{family} {dtype} (add an entry for family '*')")
 
     def _resolve(self, kernel: str, family: str, dtype: str, chip: str | None, op: str):
         """(published entry or None, whether it is borrowed, the measured entry that may stand
@@ -275,8 +276,7 @@ class Calibration:
         published, borrowed, measured, other = self._resolve(kernel, family, dtype, chip,
                                                              op if kernel == "memory" else "*")
         if measured is None and published is None:
-            raise ModelInputError(f"calibration {self.name!r} has no {kernel!r} efficiency for "
-                                  f"{family} {dtype} (add an entry for family '*')")
+            raise self._no_entry(kernel, family, dtype)
         args = (kernel, family, dtype, size, peak, chip, op)
         if measured is None:
             note = "" if other is None or published is None else (
@@ -308,7 +308,7 @@ class Calibration:
             eff = eff * self.sustained.get(chip, self.sustained.get(
                 family, self.sustained.get("*", (1.0, ""))))[0]
         if kernel == "gemm" and peak is not None and self.gemm_size_factor and not entry.measured:
-            eff = eff * self.size_factor(np.asarray(size) / peak if np.ndim(size) else size / peak)
+            eff = eff * self.size_factor(size / peak)
         if kernel == "memory" and op == "weights" and entry.op != "weights":
             eff = eff * self.ratio("gemm_stream_over_memory")
         if kernel == "decode_attention" and dtype == "fp8" and entry.dtype != "fp8":

@@ -99,6 +99,12 @@ def git_info(repo: Path | None = None) -> dict:
     }
 
 
+def git_changed(repo: Path, paths: tuple[str, ...]) -> list[str]:
+    """Files under `paths` of `repo` with uncommitted changes, untracked ones included."""
+    out = _run(["git", "status", "--porcelain", "--", *paths], repo) or ""
+    return [line.split(maxsplit=1)[1] for line in out.splitlines() if line.strip()]
+
+
 @functools.lru_cache(maxsize=1)
 def _nvidia_smi_gpus() -> list[dict]:
     """Every GPU the driver lists, through nvidia-smi: name, driver version, total memory.

@@ -177,14 +177,9 @@ def grouped_matmul_case(groups: int, m: int, n: int, k: int, dtype: str,
 
     def check(args, out):
         a, b, _ = args
-        worst = 0.0
-        for g in _spread(groups, 4):  # a few groups, each against float64 on sampled rows/cols
-            rows = _spread(m, CHECK_ROWS) + g * m
-            cols = _spread(n, CHECK_COLS)
-            a64 = np.asarray(a[rows].astype(jnp.float32), dtype=np.float64)
-            b64 = np.asarray(b[g][:, cols].astype(jnp.float32), dtype=np.float64)
-            got = np.asarray(out[rows][:, cols].astype(jnp.float32))
-            worst = max(worst, rounding_excess(got, a64 @ b64, OUT_DTYPE[dtype]))
+        # a few groups, each checked as one matmul against float64 on sampled rows and columns
+        worst = max(_check((a[g * m:(g + 1) * m], b[g]), out[g * m:(g + 1) * m], dtype)
+                    for g in _spread(groups, 4))
         return worst, TOLERANCE[dtype], (ROUNDING_EXCESS_METRIC + ", float64 reference on "
                                           "sampled groups, rows and columns")
 
@@ -194,6 +189,6 @@ def grouped_matmul_case(groups: int, m: int, n: int, k: int, dtype: str,
     return Case(
         name=name, group="matmul_grouped", params=params, make=make,
         flops=groups * matmul_flops(m, n, k),
-        bytes=float(groups * ((m * k + k * n) * itemsize(dtype) + m * n * itemsize(OUT_DTYPE[dtype]))),
+        bytes=groups * matmul_bytes(m, n, k, dtype),
         peak_dtype=dtype, check=check, skip=_skip(dtype),
     )

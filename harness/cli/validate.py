@@ -7,7 +7,7 @@ from harness.cli.common import add_format, emit
 from harness.errors import UserError
 from harness.format import markdown_table, number, table
 from harness.resultset import write_atomic
-from harness.studies.calibrate import AUTO_SPEC, DEFAULT_SPEC, choose, newest_run, priced_counts
+from harness.studies.calibrate import DEFAULT_SPEC, choose, priced_counts
 from harness.studies.validation import (MEDIAN_TARGET, MODES, ROW_TARGET, SET_MEDIAN_SLACK,
                                         compare_calibrations, coverage, model_error_toml,
                                         record_cold, summarize, unrecorded, validate)
@@ -94,8 +94,7 @@ def render(results, summary, cover, wrote: bool, markdown: bool = False) -> str:
         cold = (f"; cold (out of sample): median |error| {s.median_abs_cold_error:.1%} over "
                 f"{s.cold_rows} row{'s' if s.cold_rows != 1 else ''} added since 2026-12-08"
                 if s.cold_rows else "")
-        out.append(f"{item}{s.mode}: {s.rows} rows, median |error| {s.median_abs_error:.1%}, max "
-                   f"{s.max_abs_error:.1%}, {s.within_row_target} within {ROW_TARGET:.0%}; "
+        out.append(f"{item}{_mode_line(s)}; "
                    f"{s.gaps} known gap{'s' if s.gaps != 1 else ''} (median over all "
                    f"{s.projected} projected rows {s.median_abs_error_all:.1%}){cold}")
     missing = unrecorded(results)
@@ -129,10 +128,8 @@ def _priced_text(priced_by) -> str:
 
 def run_with_set(args) -> int:
     choice = choose(args.calibration)
-    spec = args.calibration
-    auto = spec == AUTO_SPEC or spec.startswith(AUTO_SPEC + ":")
-    if auto and choice.calibration.measured_family is None:
-        # make bench on a machine whose run sets nothing (a CPU): the default file alone
+    if choice.path is None:
+        # the default file (asked for, or auto on a machine whose run sets nothing: a CPU) alone
         results = validate(args.mode, DEFAULT_SPEC)
         lines = [choice.why, *[_mode_line(s) for s in summarize(results)]]
         emit(args.format, indent=1, records=lambda: _rows(results),
@@ -140,11 +137,8 @@ def run_with_set(args) -> int:
                                "summary": [s.to_dict() for s in summarize(results)]},
              table=lambda: "\n".join(lines), markdown=lambda: "\n".join(lines))
         return 0
-    set_spec = spec
-    if auto:  # the run just made, by the file auto found
-        set_spec = str(newest_run(spec[len(AUTO_SPEC) + 1:] or "results"))
     default = validate(args.mode, DEFAULT_SPEC)
-    measured = validate(args.mode, set_spec)
+    measured = validate(args.mode, str(choice.path))
     verdicts = compare_calibrations(default, measured)
     cal = choice.calibration
 

@@ -35,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clusters.calibration import (FLASH_FWD_BWD_OVER_FWD, MEMORY_OP_OF_CASE, Calibration,
-                                  Entry, default_calibration)
+from clusters.calibration import FLASH_FWD_BWD_OVER_FWD, Calibration, Entry, default_calibration
 from clusters.catalog import load_chip
+from clusters.dtypes import bytes_per_element
+from clusters.errors import ModelInputError
 from harness.errors import UserError
 from harness.conditions import CLOCK_LIMIT_REASONS
-from harness.resultset import load, load_dataframe, to_dataframe
+from harness.resultset import (created_time, load, load_dataframe, resolve_set, sets_by_age,
+                               to_dataframe)
 
 # GPU reference sets measured with this repository; `project`, `versus` and `report` calibrate
 # from the newest when there is one
@@ -49,6 +51,9 @@ REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 _GROUP_TO_KERNEL = {"matmul": "gemm", "matmul_model": "gemm", "matmul_grouped": "gemm",
                     "attention": "attention",
                     "decode_attention": "decode_attention", "membw": "memory", "copy": "memory"}
+# A membw or copy case's operation (kernels/membw.py) -> the memory operation class its points
+# measure (clusters.calibration.MEMORY_OPS, and "norm", which no projection prices)
+MEMORY_OP_OF_CASE = {"stream_add": "stream", "copy": "stream", "rmsnorm": "norm"}
 # Attention implementations of kernels/attention.py, most preferred first where nothing else
 # decides which a local projection uses: cuDNN's fused kernel, XLA's, the plain jnp reference.
 ATTENTION_IMPL_PREFERENCE = ("cudnn", "xla", "jnp")
@@ -148,8 +153,6 @@ def carried_bytes(group, params: dict) -> float | None:
     """The bytes of a case's first argument (what the device loop carries), from its params,
     for sets that predate timing.carried_bytes: kernels/matmul.py's A (m x k),
     kernels/attention.py's Q (b x t x heads x head_dim), kernels/membw.py's input."""
-    from clusters.dtypes import bytes_per_element
-
     dtype = params.get("dtype", "fp32")
     try:
         size = bytes_per_element(dtype)
@@ -164,7 +167,7 @@ def carried_bytes(group, params: dict) -> float | None:
             return float(params["elements"]) * size
         if params.get("op") == "rmsnorm":
             return float(params["rows"]) * float(params["cols"]) * size
-    except (KeyError, TypeError, ValueError, Exception):  # noqa: BLE001 - unknown params
+    except (KeyError, TypeError, ValueError, ModelInputError):  # params it cannot read
         return None
     return None
 
@@ -256,20 +259,23 @@ def _points(kernel: str, r, params: dict, t: float, ctx: _SetContext, stated: di
     dtype = str(params.get("dtype", "*"))
     flops, moved = r.get("flops"), r.get("bytes")
     peak, bw = r.get("peak_flops_per_s"), r.get("peak_bw_bytes_per_s")
+
     def have(*v):
         return all(x is not None and not _nan(x) and x > 0 for x in v)
 
+    def streamed(dt, op):  # a bandwidth point: the case's bytes at its cleaned time
+        return ("memory", dt, "", op), (float(moved), min(1.0, moved / t / bw), None)
+
     if kernel == "memory":
         if have(moved, bw):
-            op = MEMORY_OP_OF_CASE.get(str(params.get("op", "copy")), "stream")
-            yield ("memory", "*", "", op), (float(moved), min(1.0, moved / t / bw), None)
+            yield streamed("*", MEMORY_OP_OF_CASE.get(str(params.get("op", "copy")), "stream"))
         return
     if not have(flops, peak):
         return
     over_ridge = flops / moved / (peak / bw) if have(moved, bw) else None
     if kernel == "gemm":
         if over_ridge is not None and over_ridge < 1.0:  # memory-bound: it streams weights
-            yield ("memory", dtype, "", "weights"), (float(moved), min(1.0, moved / t / bw), None)
+            yield streamed(dtype, "weights")
             return
         if over_ridge is not None and over_ridge < COMPUTE_BOUND_MARGIN:
             return
@@ -287,8 +293,8 @@ def _points(kernel: str, r, params: dict, t: float, ctx: _SetContext, stated: di
         fwd = flops / HARNESS_FWD_BWD_OVER_FWD
         yield ("attention", dtype, str(params.get("impl", "")), "*"), (fwd / peak, min(1.0, eff), None)
     elif kernel == "decode_attention":
-        if over_ridge is not None and over_ridge < 1.0:
-            yield ("memory", "*", "", "kv_read"), (float(moved), min(1.0, moved / t / bw), None)
+        if over_ridge is not None and over_ridge < 1.0:  # memory-bound: it reads its cache
+            yield streamed("*", "kv_read")
             return
         yield ("decode_attention", dtype, str(params.get("impl", "")), "*"), (
             flops / peak, min(1.0, flops / t / peak), None)
@@ -360,6 +366,10 @@ def held_at_limit(meta) -> bool:
                for w in meta.get("warnings") or [])
 
 
+def _on_gpu(meta) -> bool:
+    return str((meta.get("device") or {}).get("platform", "")).lower() in ("gpu", "cuda")
+
+
 def _unfit_reference(rs) -> str | None:
     """Why a GPU set cannot calibrate by default, or None: it must be complete, with no failed
     case (a wrong answer or a crash is no efficiency, and the efficiencies it leaves out would
@@ -382,7 +392,7 @@ def reference_sets(reference_dir: str | Path | None) -> tuple[tuple[Path, object
         return None, skipped
     for p in sorted(Path(reference_dir).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         rs = load(p)
-        if str((rs.meta.get("device") or {}).get("platform", "")).lower() not in ("gpu", "cuda"):
+        if not _on_gpu(rs.meta):
             continue
         why = _unfit_reference(rs)
         if why is None:
@@ -402,6 +412,7 @@ class Choice:
     calibration: Calibration
     why: str
     passed_over: tuple[str, ...] = ()
+    path: Path | None = None  # the set that calibrates; None: the default file alone
 
 
 @lru_cache(maxsize=8)
@@ -412,8 +423,6 @@ def _from_file(path: str, mtime_ns: int, size: int) -> Calibration:
 
 def from_set(spec: str | Path, results_dir: str | Path = "results") -> Calibration:
     """The calibration of the set `spec` names (a file, `latest`, a directory; resolve_set)."""
-    from harness.resultset import resolve_set
-
     path = resolve_set(str(spec), results_dir)
     if not Path(path).is_file():
         load(path)  # the one-line error naming it
@@ -427,7 +436,7 @@ def _default_or_reference(reference_dir) -> Choice:
         p, df = chosen
         return Choice(calibration_from_dataframe(df, p.name),
                       f"calibration: {p.name}, the newest GPU set in results/reference/ (complete, "
-                      "no failed case)", tuple(skipped))
+                      "no failed case)", tuple(skipped), p)
     default = default_calibration()
     if skipped:  # said wherever the calibration is named (Calibration.notes_for)
         default = replace(default, description=f"{default.description}; " + "; ".join(skipped))
@@ -438,7 +447,7 @@ def _default_or_reference(reference_dir) -> Choice:
 def _unfit_for_auto(rs) -> str | None:
     """Why make bench's own run cannot calibrate its head-to-head, or None."""
     dev = rs.meta.get("device") or {}
-    if str(dev.get("platform", "")).lower() not in ("gpu", "cuda"):
+    if not _on_gpu(rs.meta):
         return f"it was measured on {dev.get('kind') or 'a CPU'}, whose kernels set nothing for GPU or NPU targets"
     if not dev.get("catalog_chip"):
         return f"its device ({dev.get('kind')}) is not a catalog chip"
@@ -450,8 +459,6 @@ def _unfit_for_auto(rs) -> str | None:
 def newest_run(results_dir: str | Path) -> Path:
     """The newest set this machine's runs stored under `results_dir` (its machine directories,
     results/reference/ left out: those sets were measured elsewhere)."""
-    from harness.resultset import created_time, sets_by_age
-
     base = Path(results_dir)
     if not base.is_dir():
         raise UserError(f"{base}: no such results directory")
@@ -496,16 +503,12 @@ def choose(spec: str | Path | None = None, reference_dir: str | Path | None = RE
         tail = f"; its {failed} failed cases measure nothing" if failed else ""
         return Choice(from_set(path, results_dir),
                       f"calibration: {path.name}, the run just made (auto: measured on "
-                      f"{rs.meta['device'].get('kind')}, a catalog GPU, and complete{tail})")
-    cal = from_set(spec, results_dir)
-    return Choice(cal, f"calibration: {cal.name} over the default file (--calibration {spec})")
-
-
-def pick_calibration(path: str | Path | None = None,
-                     reference_dir: str | Path | None = None) -> tuple[Calibration, list[str]]:
-    """choose's calibration, and a line for each reference set passed over (reference_sets)."""
-    c = choose(path, reference_dir)
-    return c.calibration, list(c.passed_over)
+                      f"{rs.meta['device'].get('kind')}, a catalog GPU, and complete{tail})",
+                      path=path)
+    path = resolve_set(str(spec), results_dir)
+    cal = from_set(path, results_dir)
+    return Choice(cal, f"calibration: {cal.name} over the default file (--calibration {spec})",
+                  path=Path(path))
 
 
 def choose_calibration(path: str | Path | None = None,

@@ -40,7 +40,7 @@ in the CPU suites), three parts are priced from those measurements instead:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -244,8 +244,7 @@ def _extra_parts(model: Model, plan: Plan, rates: Rates, dtype: str,
 
 
 def _step_dims(params: Mapping) -> TinyLlama:
-    return TinyLlama(**{k: int(params[k]) for k in ("layers", "hidden", "ffn", "heads", "kv_heads",
-                                                    "vocab", "seq_len", "batch")})
+    return TinyLlama(**{f.name: int(params[f.name]) for f in fields(TinyLlama)})
 
 
 def _measured_parts(rs, dtype: str) -> dict:

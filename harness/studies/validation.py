@@ -4,7 +4,9 @@ same parser and code `rackbench project` and `rackbench collective` run, and com
 published figure on the metric and FLOP convention its source uses."""
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import math
 import shlex
 import statistics
@@ -16,6 +18,7 @@ from clusters.tomldata import Field, check, read_toml
 from clusters.validation import PUBLISHED_CSV, published_rows
 from harness import cli
 from harness.errors import UserError
+from harness.resultset import write_atomic
 
 SETUPS = PUBLISHED_CSV.parent / "setups.toml"
 MODES = ("train", "prefill", "decode", "collective")
@@ -236,21 +239,17 @@ def unrecorded(results: list[RowResult]) -> list[str]:
 def _code_commit(root: Path) -> str:
     """HEAD's short hash, refusing uncommitted code: a cold error is the error of committed
     code. The validation data (the rows being added) may be uncommitted."""
-    import subprocess
+    from harness.device import git_changed, git_info
 
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True)
-
-    head = git("rev-parse", "--short=12", "HEAD")
-    if head.returncode != 0:
+    commit = git_info(root)["commit"]
+    if commit is None:
         raise UserError(f"{root}: not a git checkout: a cold error needs the commit of the code")
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "clusters", "harness",
-                                      "kernels").stdout.splitlines()
-             if "clusters/data/validation/" not in line]
+    dirty = [f for f in git_changed(root, ("clusters", "harness", "kernels"))
+             if not f.startswith("clusters/data/validation/")]
     if dirty:
         raise UserError(f"uncommitted code ({', '.join(dirty[:3])}): commit it first, a cold "
                         "error is the error of committed code")
-    return head.stdout.strip()
+    return commit[:12]
 
 
 def record_cold(results: list[RowResult], path: Path = PUBLISHED_CSV,
@@ -258,9 +257,6 @@ def record_cold(results: list[RowResult], path: Path = PUBLISHED_CSV,
     """Write the cold error (the current error) and commit of every row that has none yet,
     before anything is changed for it; the ids written. Rows the code cannot project get the
     commit and an empty error."""
-    import csv
-    import io
-
     todo = {r.id: r for r in results if not r.cold_commit}
     if not todo:
         return []
@@ -276,8 +272,6 @@ def record_cold(results: list[RowResult], path: Path = PUBLISHED_CSV,
             row[ic] = commit
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
-    from harness.resultset import write_atomic
-
     write_atomic(path, out.getvalue())
     return sorted(todo)
 

@@ -285,6 +285,13 @@ def test_auto_takes_the_run_just_made_on_a_catalog_gpu_and_says_why(tmp_path):
     _store(cpu, results / "vm-cpu", "cpu.json")
     why = choose("auto:" + str(results), tmp_path / "none").why
     assert "cpu.json, is not used: it was measured on cpu" in why
+    # falling back, the choice names the set that calibrates: a clean reference set, not the run
+    h200.meta["complete"] = True
+    h200.cases[:] = [c for c in h200.cases if c.status != "failed"]
+    ref = _store(h200, tmp_path / "ref", "clean.json")
+    fallback = choose("auto:" + str(results), tmp_path / "ref")
+    assert fallback.path == ref and fallback.calibration.measured_chip == "h200"
+    assert choose("default").path is None and picked.path == results / "vm-gpu-h200" / "run.json"
 
 
 def test_default_and_a_named_set_and_a_missing_one(tmp_path):
